@@ -1,0 +1,344 @@
+import JSON
+
+/// Why the planner refused to make a plan.
+public struct PlanRefusal: Error, Sendable, Hashable, CustomStringConvertible {
+    /// Stable: `strategy_unsupported`, `strategy_unsafe`, `already_live`, `insufficient_resources`,
+    /// `invalid_smoke_test`, `invalid_params`.
+    public var reason: String
+    /// A sentence for people.
+    public var message: String
+
+    /// A refusal.
+    public init(reason: String, message: String) {
+        self.reason = reason
+        self.message = message
+    }
+
+    public var description: String { "\(reason): \(message)" }
+}
+
+/// Pure strategy selection and config generation.
+///
+/// Strategy rules:
+/// - `auto`: `direct` when nothing is live (first deployment) or in `development`; `blue_green` otherwise.
+/// - explicit `direct` while a version is live outside `development` is refused (`strategy_unsafe`), not
+///   downgraded: the caller asked for a replacement with no validated standby, and silently doing something
+///   else would surprise them more than a clear refusal naming `blue_green`.
+/// - explicit `blue_green` with nothing live falls back to `direct`, and the plan says why.
+/// - `canary` is refused (`strategy_unsupported`); redeploying the live version with the live bento is
+///   refused (`already_live`); the same version with a different bento is a legitimate redeploy.
+/// - `direct` with a version live (development) still starts the new version in the other slot and switches,
+///   so the endpoint never goes dark, then retires the old slot at once (no bake, nothing kept warm).
+public enum Planner {
+    /// Memory one BentoML slot takes before the model (measured about 265 MiB; rounded up).
+    public static let slotBaseMemoryMB = 300
+    /// Model size on disk times this approximates its size in memory.
+    public static let modelMemoryFactor = 2.0
+    /// Slot ports are hashed into this range.
+    public static let slotPortRange = 20000...29999
+    /// Router ports are hashed into this range.
+    public static let routerPortRange = 18000...19999
+
+    /// Makes a plan, or refuses with a stable reason.
+    public static func plan(_ input: PlanInput) -> Result<DeploymentPlan, PlanRefusal> {
+        if let refusal = validate(input) { return .failure(refusal) }
+        let modelTag = "\(input.modelName):\(input.modelVersion)"
+        let env = input.environment
+
+        // Strategy.
+        let strategy: DeploymentStrategy
+        var reasons: [String] = []
+        let isDevelopment = env == "development"
+        if let live = input.live, live.version == input.modelVersion, live.bentoTag == input.bentoTag {
+            return .failure(PlanRefusal(
+                reason: "already_live",
+                message: "\(modelTag) is already live in \(env) (deployment \(live.deploymentId), bento \(live.bentoTag)); nothing to deploy"))
+        }
+        switch (input.strategyRequest, input.live) {
+        case (.canary, _):
+            return .failure(PlanRefusal(
+                reason: "strategy_unsupported",
+                message: "canary is not supported yet; use blue_green (validated standby, instant switch and rollback) or auto"))
+        case (.auto, nil):
+            strategy = .direct
+            reasons.append("first deployment of \(input.modelName) in \(env): nothing is live to switch from, so it deploys directly")
+        case (.auto, let live?) where isDevelopment:
+            strategy = .direct
+            reasons.append("development deploys directly: \(live.version) is replaced as soon as \(input.modelVersion) is ready, without a warm standby")
+        case (.auto, let live?):
+            strategy = .blueGreen
+            reasons.append("\(env) has \(live.version) live; blue-green keeps it serving until \(input.modelVersion) passes validation, then switches traffic and keeps \(live.version) warm for rollback")
+        case (.direct, nil):
+            strategy = .direct
+            reasons.append("direct was requested; nothing is live in \(env), so there is nothing to switch from")
+        case (.direct, let live?) where isDevelopment:
+            strategy = .direct
+            reasons.append("direct was requested explicitly: \(live.version) is replaced in development without a warm standby")
+        case (.direct, let live?):
+            return .failure(PlanRefusal(
+                reason: "strategy_unsafe",
+                message: "direct would replace \(live.version), live in \(env), with no validated standby and no instant rollback; use blue_green or auto"))
+        case (.blueGreen, nil):
+            strategy = .direct
+            reasons.append("blue_green was requested but nothing is live in \(env): deploying directly (there is nothing to switch from)")
+        case (.blueGreen, let live?):
+            strategy = .blueGreen
+            reasons.append("blue_green was requested explicitly; \(env) has \(live.version) live and it keeps serving until \(input.modelVersion) passes validation")
+        }
+
+        // Analysis of the model and bento.
+        var analysis = "model \(modelTag)"
+        var facts: [String] = []
+        if let m = input.model.module { facts.append(m) }
+        if let s = input.model.sizeBytes { facts.append(formatBytes(s)) }
+        if let c = input.model.creationTime { facts.append("created \(c)") }
+        if !facts.isEmpty { analysis += " (\(facts.joined(separator: ", ")))" }
+        analysis += " is served by bento \(input.bentoTag)"
+        if !input.bento.apis.isEmpty { analysis += " (APIs: \(input.bento.apis.joined(separator: ", ")))" }
+        if !input.model.labels.isEmpty {
+            analysis += "; labels: " + input.model.labels.keys.sorted().map { "\($0)=\(input.model.labels[$0]!)" }.joined(separator: ", ")
+        }
+        reasons.append(analysis)
+
+        // Resources.
+        let resources = estimateResources(input)
+        if case .failure(let refusal) = resources.check { return .failure(refusal) }
+        reasons.append(resources.basis)
+
+        // Slot and ports.
+        let slot = input.live?.slot.other ?? .blue
+        let slotPort = slotPort(model: input.modelName, environment: env, slot: slot, unavailable: input.host.unavailablePorts)
+        let routerPort = input.live.flatMap { port(of: $0.endpointURL) } ?? routerPort(model: input.modelName, environment: env)
+        if let live = input.live {
+            reasons.append("\(input.modelVersion) starts in slot \(slot.rawValue) on port \(slotPort) beside \(live.version) in slot \(live.slot.rawValue); the endpoint \(live.endpointURL) stays the same")
+        } else {
+            reasons.append("\(input.modelVersion) starts in slot \(slot.rawValue) on port \(slotPort); the router serves it on port \(routerPort)")
+        }
+
+        // Gates.
+        let gates = input.policy.gates(extra: input.extraGates)
+        reasons.append(input.policy.gateSentence(extra: input.extraGates))
+
+        // Rollback policy and steps.
+        var rollback = input.policy.rollbackPolicy
+        let hasPrevious = input.live != nil
+        if strategy == .direct {
+            rollback.bakeSeconds = 0
+            rollback.keepWarmSeconds = 0
+        }
+        var steps = ["start_slot", "readiness"]
+        if !input.smokeTests.isEmpty { steps.append("smoke_tests") }
+        steps.append("baseline")
+        if gates.contains(where: { $0.kind == .promote }) { steps.append("gate:promote") }
+        steps += ["switch", "register"]
+        if strategy == .blueGreen { steps.append("bake") }
+        if hasPrevious { steps.append("retire_previous") }
+
+        let deadline = input.policy.startupDeadlineSeconds
+        let smoke = input.smokeTests.isEmpty
+            ? "no smoke tests were given: validation is readiness plus the baseline load"
+            : "\(input.smokeTests.count) smoke test\(input.smokeTests.count == 1 ? "" : "s") must pass (\(input.smokeTests.map(\.api).joined(separator: ", ")))"
+        if strategy == .blueGreen, let live = input.live {
+            reasons.append(
+                "automatic rollback: the new slot is torn down if it is not ready within \(deadline) s or a smoke test fails (\(live.version) untouched); "
+                    + "during the \(rollback.bakeSeconds) s bake, traffic goes back to \(live.version) if the error rate exceeds max(\(fmt(rollback.errorRateFactor))x baseline, \(fmt(rollback.minErrorRate * 100))%) "
+                    + "or p95 latency exceeds max(\(fmt(rollback.latencyFactor))x baseline, baseline + \(fmt(rollback.latencyFloorMs)) ms); \(live.version) stays warm for \(rollback.keepWarmSeconds) s; \(smoke)")
+        } else {
+            reasons.append("the new slot is torn down if it is not ready within \(deadline) s or a smoke test fails; direct keeps no warm standby, so there is no bake; \(smoke)")
+        }
+
+        let first = input.smokeTests.first
+        let config = DeploymentConfig(
+            slot: slot, slotPort: slotPort, routerPort: routerPort, healthPath: "/readyz", startupDeadlineSeconds: deadline,
+            probeTimeoutMs: 500, probeIntervalMs: 250, smokeTests: input.smokeTests,
+            baseline: BaselineSpec(requests: 50, concurrency: 4, api: first?.api, input: first?.input), rollback: rollback)
+
+        let requirements = PlanRequirements(
+            estimatedMemoryMB: resources.memoryMB, memoryBasis: resources.basis, cpu: resources.cpu, gpu: resources.gpu,
+            expectedRPS: input.requirements.expectedRPS, latencySLOms: input.requirements.latencySLOms, framework: input.model.module,
+            modelSizeBytes: input.model.sizeBytes, modelCreationTime: input.model.creationTime, labels: input.model.labels,
+            metadata: input.model.metadata, declaredResources: input.bento.resources, apis: input.bento.apis,
+            host: HostCheck(
+                freeMemoryMB: input.host.freeMemoryMB, cpuCount: input.host.cpuCount, gpuCount: input.host.gpuCount, fits: true,
+                message: "this host has \(input.host.freeMemoryMB) MiB free and \(input.host.cpuCount) CPUs for an estimated \(resources.memoryMB) MiB: one more slot fits"))
+
+        return .success(DeploymentPlan(
+            modelName: input.modelName, modelVersion: input.modelVersion, environment: env, bentoTag: input.bentoTag,
+            strategy: strategy, reasons: reasons, steps: steps, config: config, requirements: requirements, gates: gates,
+            previousVersion: input.live?.version, replacesEndpoint: input.live?.endpointURL, recordedLive: input.live))
+    }
+
+    /// `true` (`plan_stale`) when the live deployment changed since the plan: something went live, went away,
+    /// or a different version, deployment or slot is live now.
+    public static func isStale(plan: DeploymentPlan, recordedLive: LiveFacts?, currentLive: LiveFacts?) -> Bool {
+        switch (recordedLive, currentLive) {
+        case (nil, nil): return false
+        case (let a?, let b?): return a.version != b.version || a.deploymentId != b.deploymentId || a.slot != b.slot
+        default: return true
+        }
+    }
+
+    // MARK: - Ports
+
+    /// The slot port for (model, environment, slot): FNV-1a into 20000...29999, blue and green never equal,
+    /// skipping `unavailable` ports deterministically.
+    public static func slotPort(model: String, environment: String, slot: Slot, unavailable: [Int] = []) -> Int {
+        let width = slotPortRange.count
+        func raw(_ s: Slot) -> Int { Int(FNV1a.hash([model, environment, s.rawValue]) % UInt64(width)) }
+        var offset = raw(slot)
+        if slot == .green && offset == raw(.blue) { offset = (offset + 1) % width }
+        let taken = Set(unavailable)
+        for _ in 0..<width {
+            let p = slotPortRange.lowerBound + offset
+            if !taken.contains(p) { return p }
+            offset = (offset + 1) % width
+        }
+        return slotPortRange.lowerBound + offset
+    }
+
+    /// The router port for (model, environment): FNV-1a into 18000...19999.
+    public static func routerPort(model: String, environment: String) -> Int {
+        routerPortRange.lowerBound + Int(FNV1a.hash([model, environment]) % UInt64(routerPortRange.count))
+    }
+
+    /// The explicit port of an `http://host:port/...` URL, or `nil`.
+    public static func port(of url: String) -> Int? {
+        var rest = Substring(url)
+        let chars = Array(url)
+        if let k = (0..<max(chars.count - 2, 0)).first(where: { chars[$0] == ":" && chars[$0 + 1] == "/" && chars[$0 + 2] == "/" }) {
+            rest = rest.dropFirst(k + 3)
+        }
+        let authority = rest.prefix { $0 != "/" && $0 != "?" && $0 != "#" }
+        guard let colon = authority.lastIndex(of: ":"), !authority.hasSuffix("]") else { return nil }
+        guard let p = Int(authority[authority.index(after: colon)...]), (1...65535).contains(p) else { return nil }
+        return p
+    }
+
+    // MARK: - Resources
+
+    struct Resources {
+        var memoryMB: Int
+        var basis: String
+        var cpu: Double?
+        var gpu: Int
+        var check: Result<Void, PlanRefusal>
+    }
+
+    static func estimateResources(_ input: PlanInput) -> Resources {
+        let declared = input.bento.resources
+        let declaredMB = declared?["memory"].flatMap(memoryMB(of:))
+        let memory: Int
+        var basis: String
+        if let override = input.requirements.memoryMB {
+            memory = override
+            basis = "memory: \(override) MiB as requested (requirements.memory_mb)"
+        } else {
+            let modelMB = input.model.sizeBytes.map { Int((Double($0) * modelMemoryFactor / 1_048_576).rounded(.up)) }
+            let computed = slotBaseMemoryMB + (modelMB ?? 0)
+            if let modelMB, let size = input.model.sizeBytes {
+                basis = "memory: an estimated \(computed) MiB (\(slotBaseMemoryMB) MiB per BentoML slot + \(fmt(modelMemoryFactor)) x the model's \(formatBytes(size)) = \(modelMB) MiB)"
+            } else {
+                basis = "memory: an estimated \(computed) MiB (\(slotBaseMemoryMB) MiB per BentoML slot; the model's size is unknown)"
+            }
+            if let declaredMB, declaredMB > computed {
+                memory = declaredMB
+                basis += "; the bento declares \(declaredMB) MiB, which is used"
+            } else {
+                memory = computed
+                if let declaredMB { basis += "; the bento declares \(declaredMB) MiB" }
+            }
+        }
+        let cpu = input.requirements.cpu ?? declared?["cpu"].flatMap(cpus(of:))
+        let gpu = input.requirements.gpu ?? declared?["gpu"]?.intValue.flatMap { Int(exactly: $0) } ?? 0
+        let host = input.host
+        var check: Result<Void, PlanRefusal> = .success(())
+        if host.freeMemoryMB < memory {
+            check = .failure(PlanRefusal(
+                reason: "insufficient_resources",
+                message: "\(input.modelName):\(input.modelVersion) needs an estimated \(memory) MiB for one more slot but this host has \(host.freeMemoryMB) MiB free"))
+        } else if let cpu, cpu > Double(host.cpuCount) {
+            check = .failure(PlanRefusal(
+                reason: "insufficient_resources",
+                message: "\(input.modelName):\(input.modelVersion) needs \(fmt(cpu)) CPUs but this host has \(host.cpuCount)"))
+        } else if gpu > host.gpuCount {
+            check = .failure(PlanRefusal(
+                reason: "insufficient_resources",
+                message: "\(input.modelName):\(input.modelVersion) needs \(gpu) GPU\(gpu == 1 ? "" : "s") but this host has \(host.gpuCount)"))
+        }
+        return Resources(memoryMB: memory, basis: basis, cpu: cpu, gpu: gpu, check: check)
+    }
+
+    /// MiB from a Kubernetes-style quantity (`512Mi`, `1Gi`, `500M`, `2G`, `1024Ki`) or a number of bytes.
+    public static func memoryMB(of value: JSONValue) -> Int? {
+        if let n = value.doubleValue { return n > 0 ? Int((n / 1_048_576).rounded(.up)) : nil }
+        guard let s = value.stringValue?.trimmingSpaces, !s.isEmpty else { return nil }
+        let units: [(String, Double)] = [
+            ("Ki", 1024), ("Mi", 1_048_576), ("Gi", 1_073_741_824), ("Ti", 1_099_511_627_776),
+            ("K", 1e3), ("k", 1e3), ("M", 1e6), ("G", 1e9), ("T", 1e12),
+        ]
+        for (suffix, mult) in units where s.hasSuffix(suffix) {
+            guard let n = Double(s.dropLast(suffix.count)), n > 0 else { return nil }
+            return Int((n * mult / 1_048_576).rounded(.up))
+        }
+        guard let n = Double(s), n > 0 else { return nil }
+        return Int((n / 1_048_576).rounded(.up))
+    }
+
+    /// CPUs from `"2"`, `"500m"` or a number.
+    public static func cpus(of value: JSONValue) -> Double? {
+        if let n = value.doubleValue { return n }
+        guard let s = value.stringValue?.trimmingSpaces, !s.isEmpty else { return nil }
+        if s.hasSuffix("m") { return Double(s.dropLast()).map { $0 / 1000 } }
+        return Double(s)
+    }
+
+    // MARK: - Validation
+
+    static func validate(_ input: PlanInput) -> PlanRefusal? {
+        let checks: [String?] = [
+            Names.validate(input.modelName, field: "model_name"), Names.validate(input.modelVersion, field: "model_version"),
+            Names.validateEnvironment(input.environment), Names.validateTag(input.bentoTag, field: "bento"),
+            Names.validateActor(input.requestedBy, field: "requested_by"),
+        ]
+        if let m = checks.compactMap({ $0 }).first { return PlanRefusal(reason: "invalid_params", message: m) }
+        for (i, t) in input.smokeTests.enumerated() {
+            if let m = Names.validateAPI(t.api, field: "smoke_tests[\(i)].api") { return PlanRefusal(reason: "invalid_smoke_test", message: m) }
+            if !input.bento.apis.isEmpty && !input.bento.apis.contains(t.api) {
+                return PlanRefusal(
+                    reason: "invalid_smoke_test",
+                    message: "smoke_tests[\(i)].api \(Names.quoted(t.api)) is not an API of bento \(input.bentoTag) (APIs: \(input.bento.apis.joined(separator: ", ")))")
+            }
+        }
+        if let m = input.requirements.memoryMB, m <= 0 { return PlanRefusal(reason: "invalid_params", message: "requirements.memory_mb must be positive") }
+        if let c = input.requirements.cpu, !(c > 0) { return PlanRefusal(reason: "invalid_params", message: "requirements.cpu must be positive") }
+        if let g = input.requirements.gpu, g < 0 { return PlanRefusal(reason: "invalid_params", message: "requirements.gpu must not be negative") }
+        return nil
+    }
+}
+
+/// A number without a trailing ".0" when integral.
+func fmt(_ d: Double) -> String {
+    if d.rounded() == d, abs(d) < 1e15 { return String(Int64(d)) }
+    return String(d)
+}
+
+/// `12.3 KiB`, `1.5 MiB`, `812 B`.
+func formatBytes(_ n: Int64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    var v = Double(n)
+    var i = 0
+    while v >= 1024 && i < units.count - 1 {
+        v /= 1024
+        i += 1
+    }
+    return i == 0 ? "\(n) B" : "\(fmt((v * 10).rounded() / 10)) \(units[i])"
+}
+
+extension String {
+    var trimmingSpaces: String {
+        var s = Substring(self)
+        while s.first == " " { s = s.dropFirst() }
+        while s.last == " " { s = s.dropLast() }
+        return String(s)
+    }
+}

@@ -1,0 +1,63 @@
+/// What the registry says about a (model, environment) when a rollback is asked for.
+public struct RollbackFacts: Sendable, Hashable {
+    /// The live deployment, if any.
+    public var live: LiveFacts?
+    /// The version that was live before it (the registry's rollback target), if any.
+    public var previousVersion: String?
+    /// The slot the previous version runs in, if it is still running.
+    public var previousSlot: Slot?
+    /// `true` while the previous slot is still running and ready (within its keep-warm time).
+    public var previousWarm: Bool
+    /// Versions that were live in this environment before, newest first (redeploy targets).
+    public var history: [String]
+
+    /// Rollback facts.
+    public init(live: LiveFacts?, previousVersion: String? = nil, previousSlot: Slot? = nil, previousWarm: Bool = false, history: [String] = []) {
+        self.live = live
+        self.previousVersion = previousVersion
+        self.previousSlot = previousSlot
+        self.previousWarm = previousWarm
+        self.history = history
+    }
+}
+
+/// How `deploy.rollback` undoes the live deployment.
+public enum RollbackDecision: Sendable, Hashable {
+    /// The target still runs warm in `slot`: one router switch.
+    case switchToWarm(slot: Slot)
+    /// The target is not running: redeploy `version` through the blue-green steps.
+    case redeploy(version: String)
+    /// Nothing changes. `reason`: `nothing_to_roll_back`, `already_live`, `version_not_in_history`.
+    case refuse(reason: String, message: String)
+
+    /// Decides how to roll back to `toVersion` (default: the previous live version).
+    public static func decide(_ facts: RollbackFacts, toVersion: String?) -> RollbackDecision {
+        guard let live = facts.live else {
+            return .refuse(reason: "nothing_to_roll_back", message: "nothing is live, so there is nothing to roll back")
+        }
+        guard let target = toVersion ?? facts.previousVersion else {
+            return .refuse(
+                reason: "nothing_to_roll_back",
+                message: "\(live.version) is the first version deployed here; there is no previous version to roll back to")
+        }
+        if target == live.version {
+            return .refuse(reason: "already_live", message: "\(target) is already live (deployment \(live.deploymentId))")
+        }
+        if target == facts.previousVersion, facts.previousWarm, let slot = facts.previousSlot, slot != live.slot {
+            return .switchToWarm(slot: slot)
+        }
+        if target == facts.previousVersion || facts.history.contains(target) {
+            return .redeploy(version: target)
+        }
+        return .refuse(
+            reason: "version_not_in_history",
+            message: "\(target) was never live here; roll back only to an earlier live version (\(([facts.previousVersion].compactMap { $0 } + facts.history).uniqued.joined(separator: ", ")))")
+    }
+}
+
+extension Array where Element: Hashable {
+    var uniqued: [Element] {
+        var seen = Set<Element>()
+        return filter { seen.insert($0).inserted }
+    }
+}

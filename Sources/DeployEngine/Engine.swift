@@ -1,0 +1,1 @@
+// The deployment engine: see Engine.swift.

@@ -1,0 +1,129 @@
+import JSON
+import JSONRPC
+
+/// How a handler reports progress: natively as `deploy.progress`, or as MCP `notifications/progress`.
+public struct ProgressSink: Sendable {
+    let emit: @Sendable (_ params: JSONValue, _ percent: Double, _ message: String) -> Void
+
+    public init(emit: @escaping @Sendable (JSONValue, Double, String) -> Void) {
+        self.emit = emit
+    }
+
+    /// Sends one progress update.
+    public func send(_ params: JSONValue, percent: Double, message: String) {
+        emit(params, percent, message)
+    }
+
+    /// Progress that goes nowhere.
+    public static let none = ProgressSink { _, _, _ in }
+}
+
+/// A method of the agent's own (not MCP glue), callable natively or as a tool.
+public typealias DomainHandler = @Sendable (_ params: JSONValue?, _ progress: ProgressSink) async throws -> JSONValue
+
+/// The agent: wires the JSON-RPC server to the deployment service and MCP.
+public final class DeployerAgent: Sendable {
+    let server: RPCServer
+    let logger: Logger
+    let options: ServeOptions
+    let service: DeployService
+    let mcp: MCPAdapter
+    let doc: LazyJSON
+
+    public init(options: ServeOptions, server: RPCServer, logger: Logger) {
+        self.server = server
+        self.logger = logger
+        self.options = options
+        self.service = DeployService(options: options, logger: logger)
+        let doc = LazyJSON(text: openRPCDocumentText)
+        self.doc = doc
+        self.mcp = MCPAdapter(allowApprove: options.mcpAllowApprove, openRPC: { (try? doc.value()) ?? .object([:]) })
+    }
+
+    /// The native methods, alphabetised.
+    var domainHandlers: [String: DomainHandler] {
+        let s = service
+        return [
+            "deploy.approve": { p, progress in try await s.approve(p, progress: progress) },
+            "deploy.execute": { p, progress in try await s.execute(p, progress: progress) },
+            "deploy.plan": { p, _ in try await s.plan(p) },
+            "deploy.rollback": { p, progress in try await s.rollback(p, progress: progress) },
+            "deploy.status": { p, _ in try await s.status(p) },
+            "history.query": { p, _ in try await s.history(p) },
+        ]
+    }
+
+    /// Registers every method on the server.
+    public func install() {
+        // Parsed once on first use, not at start-up: cold start stays short.
+        let cachedDoc = doc
+        server.register("rpc.discover", .immediate { _ throws(RPCError) in try cachedDoc.value() })
+
+        let handlers = domainHandlers
+        for (method, body) in handlers {
+            server.register(method, .task { params, ctx in
+                try await body(params, Self.nativeProgress(ctx))
+            })
+        }
+
+        let mcp = self.mcp
+        server.register("initialize", .immediate { p throws(RPCError) in try mcp.initialize(p) })
+        server.onNotification("notifications/initialized") { _ in }
+        server.register("tools/list", .immediate { _ throws(RPCError) in mcp.listTools() })
+        let logger = self.logger
+        server.register("tools/call", .task { params, ctx in
+            guard let name = params?["name"]?.stringValue else {
+                throw RPCError.invalidParams("tools/call needs a tool name", field: "name")
+            }
+            guard let method = mcp.method(forTool: name), let body = handlers[method] else {
+                throw RPCError(code: -32602, reason: "unknown_tool", message: "Unknown tool: \(name)", extra: ["field": "name"])
+            }
+            let arguments = params?["arguments"] ?? .object([:])
+            guard case .object = arguments else {
+                throw RPCError.invalidParams("arguments must be an object", field: "arguments")
+            }
+            do {
+                let result = try await body(arguments, Self.mcpProgress(ctx))
+                return MCPAdapter.toolResult(result)
+            } catch let e as RPCError where e.code != -32602 && e.code != -32800 {
+                // Domain failures go back to the model as a tool result it can read and act on.
+                logger.info("tool call failed", ["tool": .string(name), "reason": .string(e.reason ?? "")])
+                return MCPAdapter.toolError(e)
+            }
+        })
+    }
+
+    static func nativeProgress(_ ctx: RequestContext) -> ProgressSink {
+        ProgressSink { params, _, _ in ctx.notify("deploy.progress", params) }
+    }
+
+    static func mcpProgress(_ ctx: RequestContext) -> ProgressSink {
+        ProgressSink { _, percent, message in ctx.reportProgress(percent, total: 100, message: message) }
+    }
+
+    /// Releases the ledger connection.
+    public func close() async {
+        await service.close()
+    }
+}
+
+/// A JSON document parsed on first use.
+final class LazyJSON: Sendable {
+    let text: String
+    private let cache = Mutex<JSONValue?>(nil)
+
+    init(text: String) { self.text = text }
+
+    func value() throws(RPCError) -> JSONValue {
+        if let v = cache.withLock({ $0 }) { return v }
+        do {
+            let v = try JSONValue.parse(text)
+            cache.withLock { $0 = v }
+            return v
+        } catch {
+            throw RPCError.internalError("the embedded OpenRPC document does not parse: \(error)")
+        }
+    }
+}
+
+import Synchronization

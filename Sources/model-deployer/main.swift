@@ -1,0 +1,56 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Dispatch
+import DeployerAgent
+import JSONRPC
+
+/// Writes a line to stderr (stdout is reserved for protocol frames in `serve`).
+func stderrLine(_ s: String) {
+    var bytes = Array(s.utf8)
+    bytes.append(0x0A)
+    _ = bytes.withUnsafeBytes { write(2, $0.baseAddress!, $0.count) }
+}
+
+var args = Array(CommandLine.arguments.dropFirst())
+
+switch CLI.parse(args) {
+case .version:
+    print("model-deployer \(AgentInfo.version)")
+    exit(0)
+case .help(let topic):
+    print(CLI.help(topic))
+    exit(0)
+case .usageError(let message):
+    stderrLine("model-deployer: \(message)")
+    stderrLine("Run 'model-deployer --help' for usage.")
+    exit(2)
+case .serve(let options):
+    // The protocol gets its own copy of stdout; fd 1 then points at stderr, so a stray print
+    // anywhere in the process cannot corrupt the frame stream.
+    let protocolFD = dup(1)
+    dup2(2, 1)
+    signal(SIGPIPE, SIG_IGN)
+    let logger = Logger(level: options.logLevel)
+    let server = RPCServer(input: 0, output: protocolFD, maxFrameBytes: options.maxFrameBytes, logger: logger)
+    let agent = DeployerAgent(options: options, server: server, logger: logger)
+    agent.install()
+
+    signal(SIGTERM, SIG_IGN)
+    let term = DispatchSource.makeSignalSource(signal: SIGTERM, queue: .global())
+    term.setEventHandler {
+        logger.info("SIGTERM: finishing in-flight work")
+        Task {
+            await server.shutdown(drainTimeout: .seconds(10))
+            await agent.close()
+            exit(0)
+        }
+    }
+    term.resume()
+
+    await server.run()
+    await agent.close()
+    exit(0)
+}

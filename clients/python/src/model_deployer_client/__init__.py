@@ -1,0 +1,53 @@
+"""Python client of the model-deployer agent (``model-deployer serve``, JSON-RPC 2.0 over stdio).
+
+- :class:`DeployerClient`: asyncio client; :class:`SyncDeployerClient`: blocking wrapper.
+- :mod:`model_deployer_client.graph`: a LangGraph deployment flow with approval gates (needs ``langgraph``).
+- :mod:`model_deployer_client.mcp_tools`: the agent's MCP tools as LangChain tools (needs ``mcp``,
+  ``langchain-mcp-adapters``).
+"""
+
+from .client import DeployerClient, find_binary, format_timestamp, open_client
+from .errors import AgentDiedError, DeployerError, ModelDeployerClientError, ProtocolError
+from .sync import SyncDeployerClient
+from .types import (
+    TERMINAL_STATUSES,
+    ApproveResult,
+    Deployment,
+    DeploymentEvent,
+    ExecuteResult,
+    HistoryResult,
+    ModelDeployerOutput,
+    PlanResult,
+    Progress,
+    RegistryEntry,
+    RollbackResult,
+    StatusResult,
+    parse_timestamp,
+)
+
+__all__ = [
+    "AgentDiedError",
+    "ApproveResult",
+    "Deployment",
+    "DeploymentEvent",
+    "DeployerClient",
+    "DeployerError",
+    "ExecuteResult",
+    "HistoryResult",
+    "ModelDeployerClientError",
+    "ModelDeployerOutput",
+    "PlanResult",
+    "Progress",
+    "ProtocolError",
+    "RegistryEntry",
+    "RollbackResult",
+    "StatusResult",
+    "SyncDeployerClient",
+    "TERMINAL_STATUSES",
+    "find_binary",
+    "format_timestamp",
+    "open_client",
+    "parse_timestamp",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,600 @@
+"""A ready LangGraph deployment flow over the agent.
+
+::
+
+    plan ──► approval_gate ──► apply_approval ──► execute ──► verify ──► END (live)
+      │          ▲  (interrupt)      │   │           │  │          │
+      │          └── retry ──────────┘   ▼           │  │          ▼
+      │                            END (rejected)    │  │      rollback ──► END (rolled_back)
+      └──(no gate)──────────────────────────────────►┘  ▼
+                     promotion_gate ◄──(promote gate)── execute ─(failed)─► END (failed)
+                          (interrupt) ──► apply_promotion ──► verify / END
+
+The gates only call ``interrupt()``; every agent call happens in another node, because a resumed node
+runs again from its start. The graph state holds the ``deployment_id`` and what the agent answered;
+the agent's ledger holds the deployment itself, so a thread checkpointed by one process can be resumed
+by another process running a different agent process on the same ledger.
+
+Resume a gate with ``Command(resume={"approver": "alice", "decision": "approve", "comment": "..."})``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generator, Literal, TypedDict
+
+from langgraph.config import get_stream_writer
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import interrupt
+
+from .client import DeployerClient
+from .errors import DeployerError
+from .sync import SyncDeployerClient
+from .types import StatusResult
+
+Outcome = Literal["live", "rejected", "failed", "rolled_back", "expired", "rollback_failed"]
+
+
+class DeploymentState(TypedDict, total=False):
+    """State of the deployment graph. Inputs: the first five keys (``options`` optional)."""
+
+    model_name: str
+    model_version: str
+    environment: str
+    requested_by: str
+    options: dict[str, Any]
+    """More ``deploy.plan`` params: bento, strategy, smoke_tests, requirements, gates, idempotency_key."""
+
+    deployment_id: str
+    plan: dict[str, Any]
+    plan_hash: str
+    status: str
+    """The deployment's status as last reported by the agent."""
+    approval: dict[str, Any] | None
+    """The resume value of the approval gate: {approver, decision, comment?}."""
+    approval_error: dict[str, Any] | None
+    """Why the last approval was refused (the gate asks again)."""
+    promotion: dict[str, Any] | None
+    output: dict[str, Any]
+    """The execute result (``ExecuteResult``; ``deployment_timestamp`` is a datetime)."""
+    verification: dict[str, Any]
+    """{passed, checks{name: bool}, reason}."""
+    rollback: dict[str, Any]
+    """The ``deploy.rollback`` result."""
+    outcome: Outcome
+    error: dict[str, Any] | None
+
+
+@dataclass
+class _Call:
+    method: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+_Step = Generator[_Call, Any, dict[str, Any]]
+
+
+def _err(exc: DeployerError) -> dict[str, Any]:
+    return {"code": exc.code, "reason": exc.reason, "message": exc.message, "data": exc.data}
+
+
+def _normalize_decision(value: Any, gate: str) -> tuple[dict[str, Any] | None, str | None]:
+    if not isinstance(value, dict):
+        return None, f"resume the {gate} gate with a dict {{approver, decision, comment?}}, got {type(value).__name__}"
+    approver = value.get("approver")
+    decision = value.get("decision")
+    if decision is True:
+        decision = "approve"
+    elif decision is False:
+        decision = "reject"
+    if not isinstance(approver, str) or not approver:
+        return None, "approver is required"
+    if decision not in ("approve", "reject"):
+        return None, "decision must be 'approve' or 'reject'"
+    result = {"approver": approver, "decision": decision}
+    if value.get("comment") is not None:
+        result["comment"] = str(value["comment"])
+    return result, None
+
+
+def _after_execute(result: dict[str, Any]) -> dict[str, Any]:
+    status = result.get("status")
+    update: dict[str, Any] = {"output": result, "status": status, "error": result.get("error")}
+    if status in ("failed", "rolled_back", "rejected", "expired"):
+        update["outcome"] = status
+    return update
+
+
+def _output_from_status(status: StatusResult) -> dict[str, Any]:
+    d = status["deployment"]
+    from .types import to_output
+
+    return to_output(
+        {
+            "deployment_id": d["deployment_id"],
+            "endpoint_url": d.get("endpoint_url"),
+            "deployment_strategy": d.get("deployment_strategy"),
+            "previous_version": d.get("previous_version"),
+            "deployment_timestamp": d.get("finished_at") or d.get("updated_at"),
+            "health_check_passed": d.get("health_check_passed"),
+            "metrics_baseline": d.get("metrics_baseline"),
+            "status": d.get("status"),
+            "model_name": d.get("model_name"),
+            "model_version": d.get("model_version"),
+            "environment": d.get("environment"),
+            "slot": d.get("slot"),
+            **({"error": d["error"]} if d.get("error") else {}),
+        }
+    )
+
+
+# ---------------------------------------------------------------------------- node logic (generators)
+# Each step yields the agent calls it needs; a sync or async driver performs them, so one implementation
+# serves graph.invoke (SyncDeployerClient) and graph.ainvoke (DeployerClient).
+
+
+def _plan_step(state: DeploymentState, thread_id: str | None, idempotency: bool) -> _Step:
+    if state.get("deployment_id"):  # re-entered after a crash that happened after the plan was recorded
+        return {}
+    options = dict(state.get("options") or {})
+    if idempotency and thread_id and "idempotency_key" not in options:
+        options["idempotency_key"] = "lg-" + hashlib.sha256(thread_id.encode()).hexdigest()[:32]
+    result = yield _Call(
+        "plan",
+        (state["model_name"], state["model_version"], state["environment"], state["requested_by"]),
+        options,
+    )
+    return {
+        "deployment_id": result["deployment_id"],
+        "plan": result.get("plan", {}),
+        "plan_hash": result.get("plan_hash"),
+        "status": result["status"],
+        "approval": None,
+        "approval_error": None,
+    }
+
+
+def _apply_approval_step(state: DeploymentState) -> _Step:
+    approval = state.get("approval")
+    if not approval:
+        return {}
+    deployment_id = state["deployment_id"]
+    try:
+        result = yield _Call(
+            "approve",
+            (deployment_id, approval["approver"], approval["decision"]),
+            {"gate": "deploy", "comment": approval.get("comment")},
+        )
+    except DeployerError as exc:
+        if exc.reason == "not_awaiting_approval":  # already applied (node re-run) or decided elsewhere
+            status = yield _Call("status", (deployment_id,))
+            return {"status": status["deployment"]["status"], "approval_error": None}
+        if exc.reason == "approval_expired":
+            return {"status": "expired", "outcome": "expired", "error": _err(exc)}
+        if exc.code == -32004:  # self_approval_forbidden, approver_not_allowed, ...: ask again
+            return {"approval": None, "approval_error": _err(exc)}
+        raise
+    update: dict[str, Any] = {"status": result["status"], "approval_error": None}
+    if result["status"] == "rejected":
+        update["outcome"] = "rejected"
+    return update
+
+
+def _execute_step(state: DeploymentState, on_progress: Callable[..., Any] | None) -> _Step:
+    deployment_id = state["deployment_id"]
+    try:
+        result = yield _Call("execute", (deployment_id,), {"on_progress": on_progress})
+    except DeployerError as exc:
+        if exc.reason != "not_executable":
+            raise
+        # Re-run after a crash: the agent already moved on; take its word for where the deployment is.
+        status = yield _Call("status", (deployment_id,))
+        result = _output_from_status(status)
+    return _after_execute(result)
+
+
+def _apply_promotion_step(state: DeploymentState, on_progress: Callable[..., Any] | None) -> _Step:
+    promotion = state.get("promotion")
+    if not promotion:
+        return {}
+    deployment_id = state["deployment_id"]
+    try:
+        result = yield _Call(
+            "approve",
+            (deployment_id, promotion["approver"], promotion["decision"]),
+            {"gate": "promote", "comment": promotion.get("comment"), "on_progress": on_progress},
+        )
+    except DeployerError as exc:
+        if exc.reason == "not_awaiting_approval":
+            status = yield _Call("status", (deployment_id,))
+            return _after_execute(_output_from_status(status))
+        if exc.code == -32004 and exc.reason != "approval_expired":
+            return {"promotion": None, "approval_error": _err(exc)}
+        raise
+    if isinstance(result.get("output"), dict):
+        return _after_execute(result["output"])
+    update: dict[str, Any] = {"status": result["status"], "approval_error": None}
+    if result["status"] in ("rejected", "failed", "rolled_back", "expired"):
+        update["outcome"] = result["status"]
+    return update
+
+
+def _verify_step(state: DeploymentState, verify: Callable[..., Any] | None) -> _Step:
+    deployment_id = state["deployment_id"]
+    output = state.get("output") or {}
+    status = yield _Call("status", (deployment_id,))
+    deployment = status["deployment"]
+    live = status.get("live") or {}
+    checks = {
+        "status_live": deployment.get("status") == "live",
+        "health_check_passed": bool(output.get("health_check_passed", deployment.get("health_check_passed"))),
+        "registry_points_here": live.get("deployment_id") == deployment_id,
+        "slot_alive": status.get("slot_alive") is not False,
+    }
+    reason = ""
+    if verify is not None and all(checks.values()):
+        verdict = yield _Call("__user__", (verify, output, status))
+        if isinstance(verdict, tuple):
+            ok, reason = bool(verdict[0]), str(verdict[1])
+        else:
+            ok = bool(verdict)
+        checks["custom"] = ok
+    passed = all(checks.values())
+    if not passed and not reason:
+        reason = "failed checks: " + ", ".join(name for name, ok in checks.items() if not ok)
+    update: dict[str, Any] = {
+        "verification": {"passed": passed, "checks": checks, "reason": reason},
+        "status": deployment.get("status"),
+    }
+    if passed:
+        update["outcome"] = "live"
+    return update
+
+
+def _rollback_step(state: DeploymentState) -> _Step:
+    reason = (state.get("verification") or {}).get("reason") or "verification failed"
+    try:
+        result = yield _Call(
+            "rollback",
+            (state["model_name"], state["environment"], state["requested_by"]),
+            {"reason": f"graph verify failed for {state['deployment_id']}: {reason}"[:500]},
+        )
+    except DeployerError as exc:
+        return {"outcome": "rollback_failed", "error": _err(exc)}
+    return {"rollback": result, "status": result.get("status"), "outcome": "rolled_back"}
+
+
+# ---------------------------------------------------------------------------- drivers
+
+
+class _SyncDriver:
+    def __init__(self, source: Any) -> None:
+        self._source = source
+
+    def run(self, gen: _Step) -> dict[str, Any]:
+        if isinstance(self._source, SyncDeployerClient):
+            return self._drive(gen, self._source)
+        client = self._source()
+        try:
+            return self._drive(gen, client)
+        finally:
+            client.close()
+
+    @staticmethod
+    def _drive(gen: _Step, client: SyncDeployerClient) -> dict[str, Any]:
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                call = gen.throw(error) if error is not None else gen.send(value)
+            except StopIteration as stop:
+                return stop.value
+            value, error = None, None
+            try:
+                if call.method == "__user__":
+                    fn, *args = call.args
+                    value = fn(*args)
+                else:
+                    value = getattr(client, call.method)(*call.args, **call.kwargs)
+            except DeployerError as exc:
+                error = exc
+
+
+class _AsyncDriver:
+    def __init__(self, source: Any) -> None:
+        self._source = source
+
+    async def run(self, gen: _Step) -> dict[str, Any]:
+        if isinstance(self._source, DeployerClient):
+            return await self._drive(gen, self._source)
+        client = self._source()
+        if inspect.isawaitable(client):
+            client = await client
+        if client.pid is None:
+            await client.start()
+        try:
+            return await self._drive(gen, client)
+        finally:
+            await client.close()
+
+    @staticmethod
+    async def _drive(gen: _Step, client: DeployerClient) -> dict[str, Any]:
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                call = gen.throw(error) if error is not None else gen.send(value)
+            except StopIteration as stop:
+                return stop.value
+            value, error = None, None
+            try:
+                if call.method == "__user__":
+                    fn, *args = call.args
+                    value = fn(*args)
+                    if inspect.isawaitable(value):
+                        value = await value
+                else:
+                    value = await getattr(client, call.method)(*call.args, **call.kwargs)
+            except DeployerError as exc:
+                error = exc
+
+
+# ---------------------------------------------------------------------------- routing
+
+
+def _route_after_plan(state: DeploymentState) -> str:
+    return "approval_gate" if state.get("status") == "awaiting_approval" else "execute"
+
+
+def _route_after_approval_gate(state: DeploymentState) -> str:
+    return "apply_approval" if state.get("approval") else "approval_gate"
+
+
+def _route_after_apply_approval(state: DeploymentState) -> str:
+    if state.get("outcome"):
+        return END
+    status = state.get("status")
+    if status == "awaiting_approval":
+        return "approval_gate"
+    if status == "awaiting_promotion":
+        return "promotion_gate"
+    if status in ("approved", "planned"):
+        return "execute"
+    if status == "live":
+        return "verify"
+    return END
+
+
+def _route_after_execute(state: DeploymentState) -> str:
+    if state.get("outcome"):
+        return END
+    status = state.get("status")
+    if status == "awaiting_promotion":
+        return "promotion_gate"
+    if status == "live":
+        return "verify"
+    return END
+
+
+def _route_after_promotion_gate(state: DeploymentState) -> str:
+    return "apply_promotion" if state.get("promotion") else "promotion_gate"
+
+
+def _route_after_apply_promotion(state: DeploymentState) -> str:
+    if state.get("outcome"):
+        return END
+    status = state.get("status")
+    if status == "awaiting_promotion":
+        return "promotion_gate"
+    if status == "live":
+        return "verify"
+    if status in ("approved", "deploying", "validating", "switching"):
+        return "execute"
+    return END
+
+
+def _route_after_verify(state: DeploymentState) -> str:
+    return END if (state.get("verification") or {}).get("passed") else "rollback"
+
+
+# ---------------------------------------------------------------------------- gates (interrupt only)
+
+
+def _approval_gate(state: DeploymentState) -> dict[str, Any]:
+    plan = state.get("plan") or {}
+    gates = [g for g in plan.get("gates") or [] if g.get("kind") == "deploy"]
+    answer = interrupt(
+        {
+            "gate": "deploy",
+            "deployment_id": state.get("deployment_id"),
+            "model_name": state.get("model_name"),
+            "model_version": state.get("model_version"),
+            "environment": state.get("environment"),
+            "requested_by": state.get("requested_by"),
+            "strategy": plan.get("strategy"),
+            "reasons": plan.get("reasons"),
+            "previous_version": plan.get("previous_version"),
+            "approvers": gates[0].get("approvers") if gates else None,
+            "error": state.get("approval_error"),
+        }
+    )
+    decision, problem = _normalize_decision(answer, "deploy")
+    if decision is None:
+        return {"approval": None, "approval_error": {"reason": "invalid_resume", "message": problem}}
+    return {"approval": decision}
+
+
+def _promotion_gate(state: DeploymentState) -> dict[str, Any]:
+    output = state.get("output") or {}
+    answer = interrupt(
+        {
+            "gate": "promote",
+            "deployment_id": state.get("deployment_id"),
+            "model_name": state.get("model_name"),
+            "model_version": state.get("model_version"),
+            "environment": state.get("environment"),
+            "slot": output.get("slot"),
+            "health_check_passed": output.get("health_check_passed"),
+            "metrics_baseline": output.get("metrics_baseline"),
+            "previous_version": output.get("previous_version"),
+            "error": state.get("approval_error"),
+        }
+    )
+    decision, problem = _normalize_decision(answer, "promote")
+    if decision is None:
+        return {"promotion": None, "approval_error": {"reason": "invalid_resume", "message": problem}}
+    return {"promotion": decision}
+
+
+# ---------------------------------------------------------------------------- builder
+
+
+def deployment_graph_builder(
+    client: DeployerClient | SyncDeployerClient | Callable[[], Any],
+    *,
+    sync: bool | None = None,
+    verify: Callable[[dict[str, Any], StatusResult], Any] | None = None,
+    on_progress: Callable[[dict[str, Any]], Any] | None = None,
+    idempotency: bool = True,
+) -> StateGraph:
+    """Returns the uncompiled :class:`StateGraph` of :func:`build_deployment_graph` (to extend it)."""
+    if sync is None:
+        sync = isinstance(client, SyncDeployerClient)
+    if sync and isinstance(client, DeployerClient):
+        raise TypeError("sync=True needs a SyncDeployerClient (or a factory returning one)")
+    if not sync and isinstance(client, SyncDeployerClient):
+        raise TypeError("a SyncDeployerClient makes a sync graph: pass sync=True or omit sync")
+
+    def thread_of(config: Any) -> str | None:
+        return ((config or {}).get("configurable") or {}).get("thread_id")
+
+    if sync:
+        driver = _SyncDriver(client)
+
+        def plan(state: DeploymentState, config: Any) -> dict[str, Any]:
+            return driver.run(_plan_step(state, thread_of(config), idempotency))
+
+        def apply_approval(state: DeploymentState) -> dict[str, Any]:
+            return driver.run(_apply_approval_step(state))
+
+        def execute(state: DeploymentState) -> dict[str, Any]:
+            return driver.run(_execute_step(state, on_progress))
+
+        def apply_promotion(state: DeploymentState) -> dict[str, Any]:
+            return driver.run(_apply_promotion_step(state, on_progress))
+
+        def verify_node(state: DeploymentState) -> dict[str, Any]:
+            return driver.run(_verify_step(state, verify))
+
+        def rollback(state: DeploymentState) -> dict[str, Any]:
+            return driver.run(_rollback_step(state))
+
+    else:
+        adriver = _AsyncDriver(client)
+
+        def progress_sink() -> Callable[[dict[str, Any]], Any] | None:
+            try:
+                writer = get_stream_writer()  # stream_mode="custom" receives {"deploy.progress": note}
+            except Exception:
+                writer = None
+
+            def sink(note: dict[str, Any]) -> Any:
+                if writer is not None:
+                    writer({"deploy.progress": note})
+                if on_progress is not None:
+                    return on_progress(note)
+                return None
+
+            return sink
+
+        async def plan(state: DeploymentState, config: Any) -> dict[str, Any]:  # type: ignore[misc]
+            return await adriver.run(_plan_step(state, thread_of(config), idempotency))
+
+        async def apply_approval(state: DeploymentState) -> dict[str, Any]:  # type: ignore[misc]
+            return await adriver.run(_apply_approval_step(state))
+
+        async def execute(state: DeploymentState) -> dict[str, Any]:  # type: ignore[misc]
+            return await adriver.run(_execute_step(state, progress_sink()))
+
+        async def apply_promotion(state: DeploymentState) -> dict[str, Any]:  # type: ignore[misc]
+            return await adriver.run(_apply_promotion_step(state, progress_sink()))
+
+        async def verify_node(state: DeploymentState) -> dict[str, Any]:  # type: ignore[misc]
+            return await adriver.run(_verify_step(state, verify))
+
+        async def rollback(state: DeploymentState) -> dict[str, Any]:  # type: ignore[misc]
+            return await adriver.run(_rollback_step(state))
+
+    builder = StateGraph(DeploymentState)
+    builder.add_node("plan", plan)
+    builder.add_node("approval_gate", _approval_gate)
+    builder.add_node("apply_approval", apply_approval)
+    builder.add_node("execute", execute)
+    builder.add_node("promotion_gate", _promotion_gate)
+    builder.add_node("apply_promotion", apply_promotion)
+    builder.add_node("verify", verify_node)
+    builder.add_node("rollback", rollback)
+
+    builder.add_edge(START, "plan")
+    builder.add_conditional_edges("plan", _route_after_plan, ["approval_gate", "execute"])
+    builder.add_conditional_edges("approval_gate", _route_after_approval_gate, ["apply_approval", "approval_gate"])
+    builder.add_conditional_edges(
+        "apply_approval", _route_after_apply_approval, ["approval_gate", "promotion_gate", "execute", "verify", END]
+    )
+    builder.add_conditional_edges("execute", _route_after_execute, ["promotion_gate", "verify", END])
+    builder.add_conditional_edges("promotion_gate", _route_after_promotion_gate, ["apply_promotion", "promotion_gate"])
+    builder.add_conditional_edges(
+        "apply_promotion", _route_after_apply_promotion, ["promotion_gate", "verify", "execute", END]
+    )
+    builder.add_conditional_edges("verify", _route_after_verify, ["rollback", END])
+    builder.add_edge("rollback", END)
+    return builder
+
+
+def build_deployment_graph(
+    client: DeployerClient | SyncDeployerClient | Callable[[], Any],
+    *,
+    checkpointer: Any = None,
+    sync: bool | None = None,
+    verify: Callable[[dict[str, Any], StatusResult], Any] | None = None,
+    on_progress: Callable[[dict[str, Any]], Any] | None = None,
+    idempotency: bool = True,
+) -> Any:
+    """Builds and compiles the deployment graph.
+
+    Args:
+        client: a started :class:`DeployerClient` (the graph runs with ``ainvoke``/``astream``), a
+            :class:`SyncDeployerClient` (``invoke``/``stream``), or a factory returning one of them;
+            a factory's client is started for each node and closed after it (the ledger carries the
+            state between nodes). With a factory, ``sync`` says which kind it returns (default async).
+        checkpointer: a LangGraph checkpointer (required for the gates: they interrupt). Use
+            ``SqliteSaver``/``AsyncSqliteSaver`` (``langgraph-checkpoint-sqlite``) to resume in
+            another process, ``MemorySaver`` within one.
+        sync: build sync nodes (for a ``SyncDeployerClient``) or async ones.
+        verify: an extra check after the rollout is live: ``verify(output, status)`` returns a bool
+            or ``(bool, reason)`` (may be async with an async client); ``False`` rolls back.
+        on_progress: receives every ``deploy.progress`` notification of the rollout. With an async
+            client, ``stream_mode="custom"`` also yields ``{"deploy.progress": note}``.
+        idempotency: derive ``deploy.plan``'s ``idempotency_key`` from the thread id, so a re-run plan
+            node reuses the same deployment.
+
+    Returns:
+        The compiled graph. Input: ``{"model_name", "model_version", "environment", "requested_by",
+        "options"?}``; the final state has ``outcome`` (live, rejected, failed, rolled_back, expired,
+        rollback_failed), ``deployment_id``, ``output``, ``verification``, ``rollback``.
+    """
+    builder = deployment_graph_builder(
+        client, sync=sync, verify=verify, on_progress=on_progress, idempotency=idempotency
+    )
+    return builder.compile(checkpointer=checkpointer)
+
+
+def pending_gate(snapshot: Any) -> dict[str, Any] | None:
+    """Returns the payload of the gate a paused thread waits at (from ``graph.get_state(config)``), or None."""
+    for task in getattr(snapshot, "tasks", ()) or ():
+        for intr in getattr(task, "interrupts", ()) or ():
+            return intr.value
+    return None

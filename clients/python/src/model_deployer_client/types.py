@@ -1,0 +1,240 @@
+"""Typed shapes of the agent's results (the wire contract in protocol/openrpc.json).
+
+Everything is a plain ``dict`` at run time; these ``TypedDict``s only tell type checkers and readers what
+is in it. Timestamps stay RFC 3339 strings (so results stay JSON-serialisable and can live in LangGraph
+state), except ``ModelDeployerOutput.deployment_timestamp``, which the seed contract types as ``datetime``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Literal, NotRequired, TypedDict
+
+DeploymentStatus = Literal[
+    "planned",
+    "awaiting_approval",
+    "approved",
+    "rejected",
+    "deploying",
+    "validating",
+    "awaiting_promotion",
+    "switching",
+    "live",
+    "failed",
+    "rolled_back",
+    "interrupted",
+    "superseded",
+    "expired",
+]
+"""Every status a deployment can have."""
+
+TERMINAL_STATUSES: frozenset[str] = frozenset(
+    {"rejected", "live", "failed", "rolled_back", "interrupted", "superseded", "expired"}
+)
+"""Statuses after which nothing more happens to a deployment (``live`` may later be superseded)."""
+
+Strategy = Literal["direct", "blue_green", "canary", "rollback"]
+"""How a deployment reaches traffic."""
+
+
+class DeploymentErrorInfo(TypedDict):
+    """Why a deployment failed (``deployment.error`` / ``ExecuteResult.error``)."""
+
+    code: int
+    reason: str
+    message: str
+    step: NotRequired[str]
+
+
+class Deployment(TypedDict):
+    """A ledger row in wire form."""
+
+    deployment_id: str
+    model_name: str
+    model_version: str
+    environment: str
+    bento_tag: str | None
+    endpoint_url: str | None
+    deployment_strategy: Strategy
+    status: DeploymentStatus
+    previous_version: str | None
+    slot: Literal["blue", "green"] | None
+    plan: dict[str, Any]
+    plan_hash: str
+    health_check_passed: bool | None
+    metrics_baseline: dict[str, float] | None
+    requested_by: str
+    approved_by: str | None
+    approved_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    error: DeploymentErrorInfo | None
+    rollback_of: str | None
+    idempotency_key: str | None
+    created_at: str
+    updated_at: str
+    events: NotRequired[list["DeploymentEvent"]]
+
+
+class DeploymentEvent(TypedDict):
+    """One state change in a deployment's audit trail."""
+
+    deployment_id: str
+    seq: int
+    at: str
+    from_status: str | None
+    to_status: str
+    step: str | None
+    actor: str | None
+    message: str | None
+    data: dict[str, Any]
+
+
+class Progress(TypedDict):
+    """A ``deploy.progress`` notification."""
+
+    deployment_id: str
+    status: DeploymentStatus
+    step: str
+    message: str
+    progress: float
+    at: str
+
+
+class Gate(TypedDict):
+    """An approval gate of a plan."""
+
+    kind: Literal["deploy", "promote"]
+    approvers: list[str]
+    four_eyes: bool
+    timeout_seconds: int | None
+
+
+class Plan(TypedDict, total=False):
+    """The plan the agent made (``deploy.plan`` result ``plan``)."""
+
+    strategy: Strategy
+    reasons: list[str]
+    steps: list[Any]
+    config: dict[str, Any]
+    requirements: dict[str, Any]
+    gates: list[Gate]
+    previous_version: str | None
+    replaces_endpoint: str | None
+
+
+class PlanResult(TypedDict):
+    """Result of ``deploy.plan``."""
+
+    deployment_id: str
+    status: Literal["planned", "awaiting_approval"]
+    plan_hash: str
+    plan: Plan
+    deployment: Deployment
+
+
+class ModelDeployerOutput(TypedDict):
+    """The seed's output contract of a deployment."""
+
+    deployment_id: str
+    endpoint_url: str
+    deployment_strategy: str
+    previous_version: str | None
+    deployment_timestamp: datetime
+    health_check_passed: bool
+    metrics_baseline: dict[str, float]
+
+
+class ExecuteResult(ModelDeployerOutput):
+    """Result of ``deploy.execute``: ``ModelDeployerOutput`` plus where the deployment stands.
+
+    A failed deployment is a result with ``status`` ``"failed"`` or ``"rolled_back"`` and an ``error``,
+    not an exception.
+    """
+
+    status: DeploymentStatus
+    model_name: str
+    model_version: str
+    environment: str
+    slot: Literal["blue", "green"] | None
+    gate: NotRequired[str]
+    error: NotRequired[DeploymentErrorInfo]
+
+
+class ApproveResult(TypedDict):
+    """Result of ``deploy.approve``; ``output`` is present when a promote approval finished the rollout."""
+
+    deployment_id: str
+    status: DeploymentStatus
+    gate: Literal["deploy", "promote"]
+    decision: Literal["approve", "reject"]
+    approved_by: str | None
+    output: NotRequired[ExecuteResult]
+
+
+class RollbackResult(TypedDict):
+    """Result of ``deploy.rollback``."""
+
+    deployment_id: str
+    rollback_of: str | None
+    status: DeploymentStatus
+    model_name: str
+    environment: str
+    from_version: str | None
+    to_version: str | None
+    endpoint_url: str | None
+    duration_ms: float
+    deployment_strategy: Literal["rollback"]
+
+
+class RegistryEntry(TypedDict):
+    """What is live for a (model, environment)."""
+
+    model_name: str
+    environment: str
+    model_version: str
+    deployment_id: str
+    endpoint_url: str
+    slot: str | None
+    bento_tag: str | None
+    previous_version: str | None
+    previous_deployment_id: str | None
+    previous_slot: str | None
+    updated_at: str
+
+
+class StatusResult(TypedDict):
+    """Result of ``deploy.status``."""
+
+    deployment: Deployment
+    events: list[DeploymentEvent]
+    live: RegistryEntry | None
+    slot_alive: bool | None
+
+
+class HistoryResult(TypedDict):
+    """Result of ``history.query``."""
+
+    deployments: list[Deployment]
+    next_cursor: str | None
+
+
+def parse_timestamp(value: str | datetime | None) -> datetime | None:
+    """Parses an RFC 3339 timestamp of the agent (``2026-11-29T12:00:00.123Z``) into an aware datetime."""
+    if value is None or isinstance(value, datetime):
+        return value
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed
+
+
+def to_output(result: dict[str, Any]) -> dict[str, Any]:
+    """Returns a copy of an execute result with ``deployment_timestamp`` as a ``datetime``."""
+    out = dict(result)
+    if "deployment_timestamp" in out:
+        out["deployment_timestamp"] = parse_timestamp(out["deployment_timestamp"])
+    return out
