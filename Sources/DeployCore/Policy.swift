@@ -199,6 +199,23 @@ public struct ApprovalPolicy: Sendable, Hashable {
         }
     }
 
+    /// Parses the text of a policy file (the caller reads the file).
+    /// - Throws: `PolicyError` for invalid JSON or a field at fault.
+    public init(text: String) throws(PolicyError) {
+        let json: JSONValue
+        do {
+            json = try JSONValue.parse(text)
+        } catch {
+            throw PolicyError(message: error.description)
+        }
+        try self.init(json: json)
+    }
+
+    /// The policy in the file format (every environment, every field), e.g. for a `--print-policy` flag.
+    public func toJSON() -> JSONValue {
+        .object(["version": 1, "environments": .object(environments.mapValues { $0.toJSON() })])
+    }
+
     private static func parse(_ json: JSONValue) throws(JSONShapeError) -> ApprovalPolicy {
         let root = try ObjectReader(json)
         try root.rejectUnknown(["environments", "version", "$schema", "description"])

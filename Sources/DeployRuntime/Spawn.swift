@@ -252,3 +252,10 @@ public enum ProcessLauncher {
         return ProcessTable.info(pid).map { $0.state != "Z" } ?? false
     }
 }
+
+extension ProcessLauncher {
+    /// `true` when `pid` is a (possibly exited, not yet reaped) child of this process.
+    static func isOwnChild(_ pid: Int32) -> Bool {
+        ProcessTable.info(pid)?.ppid == getpid()
+    }
+}

@@ -1,14 +1,313 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
+import DeployCore
+import DeployEngine
+import DeploymentStore
+import DeployRuntime
 import JSON
 import JSONRPC
+import Synchronization
 
-/// The deployment methods (temporary: replaced by the engine-backed service).
+/// The deployment methods: wire params in, engine calls, wire results out.
+///
+/// The engine (and with it the ledger) is opened on the first deployment call, not at start-up,
+/// so `initialize` and `ping` answer in a couple of milliseconds.
 final class DeployService: Sendable {
-    init(options: ServeOptions, logger: Logger) {}
-    func plan(_ p: JSONValue?) async throws -> JSONValue { throw RPCError.internalError("not implemented yet") }
-    func approve(_ p: JSONValue?, progress: ProgressSink) async throws -> JSONValue { throw RPCError.internalError("not implemented yet") }
-    func execute(_ p: JSONValue?, progress: ProgressSink) async throws -> JSONValue { throw RPCError.internalError("not implemented yet") }
-    func rollback(_ p: JSONValue?, progress: ProgressSink) async throws -> JSONValue { throw RPCError.internalError("not implemented yet") }
-    func status(_ p: JSONValue?) async throws -> JSONValue { throw RPCError.internalError("not implemented yet") }
-    func history(_ p: JSONValue?) async throws -> JSONValue { throw RPCError.internalError("not implemented yet") }
+    let options: ServeOptions
+    let logger: Logger
+    private let engineState = Mutex<Result<Engine, RPCError>?>(nil)
+
+    init(options: ServeOptions, logger: Logger) {
+        self.options = options
+        self.logger = logger
+    }
+
+    // MARK: - Wiring
+
+    func engine() throws(RPCError) -> Engine {
+        if let e = engineState.withLock({ $0 }) { return try e.get() }
+        let made = Result { () throws(RPCError) -> Engine in try makeEngine() }
+        return try engineState.withLock { state in
+            if let existing = state { return existing }
+            state = made
+            return made
+        }.get()
+    }
+
+    private func makeEngine() throws(RPCError) -> Engine {
+        let env = currentEnvironment()
+        let home = options.home ?? Self.defaultHome(env)
+        let store: any DeploymentStore
+        do {
+            store = try openStore(databaseURL: options.databaseURL, home: home)
+            try store.migrate()
+        } catch {
+            logger.error("the ledger cannot be opened", ["error": .string(error.message)])
+            throw RPCError(code: -32007, reason: "ledger_unavailable", message: "the ledger cannot be opened: \(error.message)")
+        }
+        var policy = ApprovalPolicy.defaults
+        let policyPath = options.policyPath ?? (access(home + "/policy.json", R_OK) == 0 ? home + "/policy.json" : nil)
+        if let policyPath {
+            do {
+                let text = try String(contentsOfFile: policyPath, encoding: .utf8)
+                policy = try ApprovalPolicy(json: try JSONValue.parse(text))
+            } catch {
+                throw RPCError(code: -32005, reason: "policy_invalid", message: "the approval policy \(policyPath) is invalid: \(error)")
+            }
+        }
+        let bentoml = options.bentoml ?? (try? ProcessLauncher.resolve("bentoml")) ?? "bentoml"
+        let nginx = options.nginx ?? (try? ProcessLauncher.resolve("nginx")) ?? (access("/usr/sbin/nginx", X_OK) == 0 ? "/usr/sbin/nginx" : "nginx")
+        let bentomlHome = env["BENTOML_HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? ((env["HOME"] ?? "/root") + "/bentoml")
+        let config = EngineConfig(home: home, bentoml: bentoml, bentomlHome: bentomlHome, nginx: nginx, agentID: Engine.makeAgentID())
+        let logger = self.logger
+        logger.info("engine ready", ["home": .string(home), "ledger": .string(options.databaseURL == nil ? "sqlite" : "postgres"),
+                                     "bentoml": .string(bentoml), "bentoml_home": .string(bentomlHome), "nginx": .string(nginx)])
+        return Engine(config: config, store: store, policy: policy, log: { msg, fields in logger.debug(msg, fields) })
+    }
+
+    static func defaultHome(_ env: [String: String]) -> String {
+        if let x = env["XDG_STATE_HOME"], !x.isEmpty { return x + "/model-deployer" }
+        return (env["HOME"] ?? "/tmp") + "/.local/state/model-deployer"
+    }
+
     func close() async {}
+
+    static func rpc(_ e: EngineError) -> RPCError {
+        RPCError(code: e.code, reason: e.reason, message: e.message, extra: e.extra)
+    }
+
+    func call<T>(_ body: (Engine) async throws(EngineError) -> T) async throws(RPCError) -> T {
+        let engine = try engine()
+        do { return try await body(engine) } catch {
+            if error.code == -32800 { throw RPCError.requestCancelled }
+            throw Self.rpc(error)
+        }
+    }
+
+    static func progressHandler(_ sink: ProgressSink) -> ProgressHandler {
+        { u in
+            let params: JSONValue = [
+                "deployment_id": .string(u.deploymentId), "status": .string(u.status.rawValue), "step": .string(u.step),
+                "message": .string(u.message), "progress": .double(u.percent), "at": .string(RFC3339.format(u.at)),
+            ]
+            sink.send(params, percent: u.percent, message: u.message)
+        }
+    }
+
+    // MARK: - Methods
+
+    func plan(_ raw: JSONValue?) async throws -> JSONValue {
+        let p = try Params(raw, allowed: ["model_name", "model_version", "environment", "requested_by", "bento", "strategy",
+                                          "smoke_tests", "requirements", "gates", "idempotency_key"])
+        let model = try p.name("model_name")!
+        let version = try p.name("model_version")!
+        let env = try p.name("environment")!
+        let requestedBy = try p.actor("requested_by")!
+        let bento = try p.string("bento")
+        if let bento, let problem = Names.validateTag(bento, field: "bento") { throw RPCError.invalidParams(problem, field: "bento") }
+        let strategy = try p.enumValue("strategy", StrategyRequest.self) ?? .auto
+        var smoke: [SmokeTest] = []
+        if let s = p.members["smoke_tests"], !s.isNull {
+            guard case .array(let items) = s else { throw RPCError.invalidParams("smoke_tests must be an array", field: "smoke_tests") }
+            for (i, item) in items.enumerated() {
+                let path = "smoke_tests[\(i)]"
+                guard case .object(let o) = item else { throw RPCError.invalidParams("\(path) must be an object", field: path) }
+                for k in o.keys where !["api", "input", "expect"].contains(k) {
+                    throw RPCError.invalidParams("\(path) has an unknown member '\(k)'", field: "\(path).\(k)")
+                }
+                guard let api = o["api"]?.stringValue else { throw RPCError.invalidParams("\(path).api must be a string", field: "\(path).api") }
+                if let problem = Names.validateAPI(api, field: "\(path).api") { throw RPCError.invalidParams(problem, field: "\(path).api") }
+                guard let input = o["input"] else { throw RPCError.invalidParams("\(path).input is required", field: "\(path).input") }
+                smoke.append(SmokeTest(api: api, input: input, expect: o["expect"]))
+            }
+        }
+        var req = RequirementOverrides()
+        if let r = p.members["requirements"], !r.isNull {
+            guard case .object(let o) = r else { throw RPCError.invalidParams("requirements must be an object", field: "requirements") }
+            for k in o.keys where !["cpu", "memory_mb", "gpu", "expected_rps", "latency_slo_ms"].contains(k) {
+                throw RPCError.invalidParams("requirements has an unknown member '\(k)'", field: "requirements.\(k)")
+            }
+            req.cpu = try p.number("cpu", in: o, path: "requirements.cpu")
+            req.memoryMB = try p.number("memory_mb", in: o, path: "requirements.memory_mb").map { Int($0) }
+            req.gpu = try p.number("gpu", in: o, path: "requirements.gpu").map { Int($0) }
+            req.expectedRPS = try p.number("expected_rps", in: o, path: "requirements.expected_rps")
+            req.latencySLOms = try p.number("latency_slo_ms", in: o, path: "requirements.latency_slo_ms")
+        }
+        var gates: [GateKind] = []
+        if let g = p.members["gates"], !g.isNull {
+            guard case .array(let items) = g else { throw RPCError.invalidParams("gates must be an array", field: "gates") }
+            for item in items {
+                guard let s = item.stringValue, let k = GateKind(rawValue: s) else {
+                    throw RPCError.invalidParams("gates entries must be \"deploy\" or \"promote\"", field: "gates")
+                }
+                gates.append(k)
+            }
+        }
+        let key = try p.string("idempotency_key")
+        if let key, key.isEmpty || key.utf8.count > 200 { throw RPCError.invalidParams("idempotency_key must be 1..200 characters", field: "idempotency_key") }
+        let request = PlanRequest(modelName: model, modelVersion: version, environment: env, requestedBy: requestedBy, bento: bento,
+                                  strategy: strategy, smokeTests: smoke, requirements: req, extraGates: gates, idempotencyKey: key)
+        let r = try await call { (e) async throws(EngineError) in try await e.plan(request) }
+        return ["deployment_id": .string(r.deploymentId), "status": .string(r.status.rawValue), "plan_hash": .string(r.planHash),
+                "plan": r.plan, "deployment": Wire.deployment(r)]
+    }
+
+    func approve(_ raw: JSONValue?, progress: ProgressSink) async throws -> JSONValue {
+        let p = try Params(raw, allowed: ["deployment_id", "approver", "decision", "gate", "comment"])
+        let id = try p.required("deployment_id")
+        let approver = try p.actor("approver")!
+        let decision = try p.required("decision")
+        guard decision == "approve" || decision == "reject" else {
+            throw RPCError.invalidParams("decision must be \"approve\" or \"reject\"", field: "decision")
+        }
+        let gate = try p.enumValue("gate", GateKind.self)
+        let comment = try p.string("comment")
+        let handler = Self.progressHandler(progress)
+        let o = try await call { (e) async throws(EngineError) in
+            try await e.approve(deploymentId: id, approver: approver, decision: decision, gate: gate, comment: comment, progress: handler)
+        }
+        var out: [String: JSONValue] = [
+            "deployment_id": .string(o.record.deploymentId), "status": .string(o.record.status.rawValue), "gate": .string(o.gate.rawValue),
+            "decision": .string(o.decision), "approved_by": .string(o.record.approvedBy),
+        ]
+        if let x = o.execution { out["output"] = Wire.output(x) }
+        return .object(out)
+    }
+
+    func execute(_ raw: JSONValue?, progress: ProgressSink) async throws -> JSONValue {
+        let p = try Params(raw, allowed: ["deployment_id", "idempotency_key"])
+        let id = try p.required("deployment_id")
+        let key = try p.string("idempotency_key")
+        let handler = Self.progressHandler(progress)
+        let r = try await call { (e) async throws(EngineError) in try await e.execute(deploymentId: id, idempotencyKey: key, progress: handler) }
+        return Wire.output(r)
+    }
+
+    func rollback(_ raw: JSONValue?, progress: ProgressSink) async throws -> JSONValue {
+        let p = try Params(raw, allowed: ["model_name", "environment", "to_version", "reason", "requested_by"])
+        let model = try p.name("model_name")!
+        let env = try p.name("environment")!
+        let to = try p.name("to_version", required: false)
+        let reason = try p.string("reason")
+        let by = try p.actor("requested_by")!
+        let handler = Self.progressHandler(progress)
+        let o = try await call { (e) async throws(EngineError) in
+            try await e.rollback(modelName: model, environment: env, toVersion: to, reason: reason, requestedBy: by, progress: handler)
+        }
+        return ["deployment_id": .string(o.record.deploymentId), "rollback_of": .string(o.record.rollbackOf), "status": .string(o.record.status.rawValue),
+                "model_name": .string(model), "environment": .string(env), "from_version": .string(o.fromVersion),
+                "to_version": .string(o.toVersion), "endpoint_url": .string(o.record.endpointURL), "duration_ms": .double(o.durationMs),
+                "deployment_strategy": "rollback", "error": o.record.error ?? .null]
+    }
+
+    func status(_ raw: JSONValue?) async throws -> JSONValue {
+        let p = try Params(raw, allowed: ["deployment_id"])
+        let id = try p.required("deployment_id")
+        let s = try await call { (e) async throws(EngineError) in try await e.status(id) }
+        return ["deployment": Wire.deployment(s.record), "events": .array(s.events.map(Wire.event)),
+                "live": s.live.map(Wire.registry) ?? .null, "slot_alive": s.slotAlive.map { .bool($0) } ?? .null]
+    }
+
+    func history(_ raw: JSONValue?) async throws -> JSONValue {
+        let p = try Params(raw, allowed: ["model_name", "model_version", "environment", "status", "deployment_strategy", "deployment_id",
+                                          "since", "until", "live_at", "limit", "cursor", "include_events"])
+        var q = HistoryQuery()
+        q.modelName = try p.name("model_name", required: false)
+        q.modelVersion = try p.name("model_version", required: false)
+        q.environment = try p.name("environment", required: false)
+        if let s = p.members["status"], !s.isNull {
+            let items: [JSONValue]
+            switch s {
+            case .string: items = [s]
+            case .array(let a): items = a
+            default: throw RPCError.invalidParams("status must be a string or an array of strings", field: "status")
+            }
+            for item in items {
+                guard let str = item.stringValue, let st = DeploymentStatus(rawValue: str) else {
+                    throw RPCError.invalidParams("status has an unknown value \(item.jsonString)", field: "status")
+                }
+                q.statuses.append(st)
+            }
+        }
+        q.strategy = try p.enumValue("deployment_strategy", DeploymentStrategy.self)
+        q.deploymentId = try p.string("deployment_id")
+        q.since = try p.time("since")
+        q.until = try p.time("until")
+        q.liveAt = try p.time("live_at")
+        if q.liveAt != nil, q.modelName == nil || q.environment == nil {
+            throw RPCError.invalidParams("live_at needs model_name and environment", field: "live_at")
+        }
+        q.limit = try p.int("limit", in: 1...1000) ?? 50
+        q.cursor = try p.string("cursor")
+        q.includeEvents = try p.bool("include_events") ?? false
+        let query = q
+        let page = try await call { (e) async throws(EngineError) in try await e.history(query) }
+        let items: [JSONValue] = page.deployments.map { r in
+            var d = Wire.deployment(r)
+            if query.includeEvents, case .object(var o) = d {
+                o["events"] = .array((page.events[r.deploymentId] ?? []).map(Wire.event))
+                d = .object(o)
+            }
+            return d
+        }
+        return ["deployments": .array(items), "next_cursor": .string(page.nextCursor)]
+    }
+}
+
+/// Ledger records in their wire form.
+enum Wire {
+    static func deployment(_ r: DeploymentRecord) -> JSONValue {
+        [
+            "deployment_id": .string(r.deploymentId), "model_name": .string(r.modelName), "model_version": .string(r.modelVersion),
+            "environment": .string(r.environment), "bento_tag": .string(r.bentoTag), "endpoint_url": .string(r.endpointURL),
+            "deployment_strategy": .string(r.strategy.rawValue), "status": .string(r.status.rawValue),
+            "previous_version": .string(r.previousVersion), "slot": .string(r.slot), "plan": r.plan, "plan_hash": .string(r.planHash),
+            "health_check_passed": r.healthCheckPassed.map { .bool($0) } ?? .null,
+            "metrics_baseline": r.metricsBaseline.map { .object($0.mapValues { .double($0) }) } ?? .null,
+            "requested_by": .string(r.requestedBy), "approved_by": .string(r.approvedBy), "approved_at": RFC3339.format(r.approvedAt),
+            "started_at": RFC3339.format(r.startedAt), "finished_at": RFC3339.format(r.finishedAt), "error": r.error ?? .null,
+            "rollback_of": .string(r.rollbackOf), "idempotency_key": .string(r.idempotencyKey),
+            "created_at": .string(RFC3339.format(r.createdAt)), "updated_at": .string(RFC3339.format(r.updatedAt)),
+        ]
+    }
+
+    static func event(_ e: DeploymentEvent) -> JSONValue {
+        [
+            "deployment_id": .string(e.deploymentId), "seq": .int(Int64(e.seq)), "at": .string(RFC3339.format(e.at)),
+            "from_status": .string(e.fromStatus?.rawValue), "to_status": .string(e.toStatus?.rawValue), "step": .string(e.step),
+            "actor": .string(e.actor), "message": .string(e.message), "data": e.data,
+        ]
+    }
+
+    static func registry(_ e: RegistryEntry) -> JSONValue {
+        [
+            "model_name": .string(e.modelName), "environment": .string(e.environment), "model_version": .string(e.modelVersion),
+            "deployment_id": .string(e.deploymentId), "endpoint_url": .string(e.endpointURL), "slot": .string(e.slot),
+            "bento_tag": .string(e.bentoTag), "previous_version": .string(e.previousVersion),
+            "previous_deployment_id": .string(e.previousDeploymentId), "previous_slot": .string(e.previousSlot),
+            "updated_at": .string(RFC3339.format(e.updatedAt)),
+        ]
+    }
+
+    /// The seed's `ModelDeployerOutput`, plus status and where the rollout stands.
+    static func output(_ r: DeploymentRecord) -> JSONValue {
+        var o: [String: JSONValue] = [
+            "deployment_id": .string(r.deploymentId), "endpoint_url": .string(r.endpointURL),
+            "deployment_strategy": .string(r.strategy.rawValue), "previous_version": .string(r.previousVersion),
+            "deployment_timestamp": .string(RFC3339.format(r.finishedAt ?? r.startedAt ?? r.updatedAt)),
+            "health_check_passed": .bool(r.healthCheckPassed ?? false),
+            "metrics_baseline": .object((r.metricsBaseline ?? [:]).mapValues { .double($0) }),
+            "status": .string(r.status.rawValue), "model_name": .string(r.modelName), "model_version": .string(r.modelVersion),
+            "environment": .string(r.environment), "slot": .string(r.slot),
+        ]
+        if r.status == .awaitingPromotion { o["gate"] = "promote" }
+        if let e = r.error { o["error"] = e }
+        return .object(o)
+    }
 }

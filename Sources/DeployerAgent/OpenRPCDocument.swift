@@ -562,7 +562,7 @@ public let openRPCDocumentText = ####"""
     {
       "name": "deploy.status",
       "summary": "A deployment, its events, what is live, and whether its slot answers.",
-      "description": "",
+      "description": "Returns the full ledger row of the deployment, its events (the audit trail, oldest first), the registry entry of what is live for its model and environment now, and whether its slot process answers its health check.",
       "tags": [
         {
           "name": "deploy"

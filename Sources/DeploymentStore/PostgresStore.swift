@@ -36,6 +36,8 @@ final class PGConnection: SQLConnection {
             }
             if let c, PQstatus(c) == CONNECTION_OK {
                 conn = c
+                // NOTICEs (e.g. "drop cascades to ...") would otherwise go to stderr unstructured.
+                PQsetNoticeProcessor(c, { _, _ in }, nil)
                 // Reply in UTC ISO format and never wait forever on a lock held by a dead session.
                 _ = try execute("SET TimeZone = 'UTC'", [])
                 return
@@ -285,6 +287,16 @@ public final class PostgresStore: DeploymentStore, @unchecked Sendable {
     /// Runs `body` with the raw connection inside a transaction (bulk loading); retried once on a lost connection.
     func withWriteTransaction<T: Sendable>(_ body: (any SQLConnection) throws -> T) throws(StoreError) -> T {
         try ledger.mapped { try run(.write) { c, _ in try body(c) } }
+    }
+
+    /// Drops this store's schema with everything in it (tests and benchmarks clean up with it).
+    /// - Throws: `.database` when the store has no schema of its own.
+    public func dropSchema() throws(StoreError) {
+        guard let schema else { throw StoreError(.database, "this store uses the default schema; refusing to drop it") }
+        try ledger.mapped {
+            try run(.single) { c, _ in _ = try c.execute("DROP SCHEMA IF EXISTS \"\(schema)\" CASCADE", []) }
+        }
+        state.withLock { $0.migrated = false; $0.ready = false }
     }
 
     /// Refreshes the query planner's statistics (after bulk loads).

@@ -115,3 +115,18 @@ import Testing
         #expect(StrategyRequest.allCases.map(\.rawValue) == ["auto", "direct", "blue_green", "canary"])
     }
 }
+
+@Suite struct PolicyFileTests {
+    @Test func textAndRoundTrip() throws {
+        let p = try ApprovalPolicy(text: #"{"environments": {"qa": {"gates": [], "approval_timeout": null}}}"#)
+        #expect(p.environment("qa")?.gates == [])
+        #expect(p.environment("qa")?.approvalTimeoutSeconds == nil)
+        // What toJSON writes parses back to the same policy.
+        #expect(try ApprovalPolicy(json: p.toJSON()) == p)
+        #expect(try ApprovalPolicy(json: ApprovalPolicy.defaults.toJSON()) == .defaults)
+    }
+
+    @Test func invalidJSONIsAPolicyError() {
+        #expect(throws: PolicyError.self) { try ApprovalPolicy(text: "{nope") }
+    }
+}

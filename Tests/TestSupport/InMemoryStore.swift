@@ -42,7 +42,12 @@ public final class InMemoryStore: DeploymentStore, @unchecked Sendable {
 
     @discardableResult
     public func insert(_ record: DeploymentRecord, event: DeploymentEvent) throws(StoreError) -> DeploymentEvent {
-        try state.withLock { st throws(StoreError) -> DeploymentEvent in
+        let texts = [record.deploymentId, record.modelName, record.modelVersion, record.environment, record.requestedBy]
+            + [record.bentoTag, record.endpointURL, record.slot, record.idempotencyKey, record.owner].compactMap { $0 }
+        if texts.contains(where: { $0.utf8.contains(0) }) {
+            throw StoreError(.database, "a text field contains a NUL character, which the ledger cannot store")
+        }
+        return try state.withLock { st throws(StoreError) -> DeploymentEvent in
             if st.deployments[record.deploymentId] != nil {
                 throw StoreError(.database, "deployment \(record.deploymentId) already exists")
             }
