@@ -198,22 +198,21 @@ extension Engine {
             return try await fail(r, ctx, step: "baseline", reason: "baseline_unhealthy",
                                   message: "the new version failed \(Int(baseline.errorRate * 100))% of baseline requests")
         }
-        r = try ledger { () throws(StoreError) in
-            try store.transition(id: r.deploymentId, from: .validating, to: .validating,
-                                 changes: DeploymentChanges(healthCheckPassed: true, metricsBaseline: baselineDict),
-                                 event: event(r.deploymentId, step: "baseline", actor: "model-deployer",
-                                              message: "baseline p50 \(fixed(baseline.p50Ms, 1)) ms, p95 \(fixed(baseline.p95Ms, 1)) ms, error rate \(fixed(baseline.errorRate, 3))",
-                                              data: .object(baselineDict.mapValues { .double($0) })))
-        }
+        note(r, step: "baseline",
+             message: "baseline p50 \(fixed(baseline.p50Ms, 1)) ms, p95 \(fixed(baseline.p95Ms, 1)) ms, error rate \(fixed(baseline.errorRate, 3))",
+             data: .object(baselineDict.mapValues { .double($0) }))
+        // The figures are stored with the next status change, so the audit trail shows only real transitions.
+        let validated = DeploymentChanges(healthCheckPassed: true, metricsBaseline: baselineDict)
 
         // 5. The promotion gate: persist and return; deploy.approve resumes from here.
         if plan.hasPromotionGate {
             r = try move(r, .validated(promotionGate: true), step: "gate:promote", actor: "model-deployer",
-                         message: "validated; waiting for approval at gate promote before the traffic switch")
+                         message: "validated; waiting for approval at gate promote before the traffic switch", changes: validated)
             ctx.report(r, step: "gate:promote", "waiting for approval at gate promote", 65)
             return r
         }
-        r = try move(r, .validated(promotionGate: false), step: "validate", actor: "model-deployer", message: "validated; switching traffic")
+        r = try move(r, .validated(promotionGate: false), step: "validate", actor: "model-deployer", message: "validated; switching traffic",
+                     changes: validated)
         return try await switchAndBake(r, ctx)
     }
 
@@ -314,6 +313,9 @@ extension Engine {
         let baseline = Metrics(dictionary: baselineDict)
         let clock = ContinuousClock()
         let end = clock.now + .seconds(seconds)
+        // One slow window is noise on a shared machine (a reload, a GC pause, a busy core): only a regression
+        // seen in two windows in a row counts. A dead process counts at once.
+        var strikes = 0
         while clock.now < end {
             if Task.isCancelled { return nil }
             let observed = await measure(port: routerPort, plan: plan, requests: 20, concurrency: 2)
@@ -321,7 +323,11 @@ extension Engine {
                 return ("slot_died", "the new version's process (pid \(s.pid)) died during the bake")
             }
             if case .rollback(let reason, let message) = BakeVerdict.evaluate(baseline: baseline, observed: observed, policy: plan.config.rollback) {
-                return (reason, message)
+                strikes += 1
+                note(r, step: "bake", message: "bake window \(strikes) of 2 over the limit: \(message)", data: .object(observed.dictionary.mapValues { .double($0) }))
+                if strikes >= 2 { return (reason, message) }
+            } else {
+                strikes = 0
             }
             try? await Task.sleep(for: .milliseconds(500))
         }

@@ -57,6 +57,10 @@ public enum NginxConfig {
             scgi_temp_path \(prefix)/temp/scgi;
             client_max_body_size 64m;
             server_tokens off;
+            # No client keep-alive: at a reload the old worker closes idle keep-alive connections, and a
+            # client that sends on one at that instant loses its request. One connection per request costs
+            # ~0.1 ms on loopback and makes every switch lose nothing (upstream keep-alive stays on).
+            keepalive_timeout 0;
             include \(prefix)/conf.d/*.conf;
         }
 

@@ -244,6 +244,9 @@ public final class SlotManager: Sendable {
         FileIO.tail(state.logPath, bytes: bytes)
     }
 
+    /// A free loopback port (see the global `freePort(preferred:)`).
+    public func freePort(preferred: Int?) -> Int { DeployRuntime.freePort(preferred: preferred) }
+
     // MARK: - internals
 
     private func markerEntry(_ dir: String) -> String { "MODEL_DEPLOYER_SLOT=\(dir)" }

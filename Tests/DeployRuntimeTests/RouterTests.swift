@@ -27,6 +27,12 @@ struct RouterTests {
             #expect(r.headers["x-model-deployer-version"] == "v1")
             #expect(String(decoding: r.body, as: UTF8.self) == "[0,2,1]")
 
+            // Large bodies are buffered to the router's own temp directory (owned by the worker user).
+            let big = [UInt8](repeating: UInt8(ascii: "x"), count: 300_000)
+            let echoed = try await HTTPClient.request(method: "POST", port: port, path: "/echo", body: big, timeoutMs: 5000)
+            #expect(echoed.status == 200)
+            #expect(echoed.body == big)
+
             // A second model cannot take the same router port.
             await #expect(throws: RuntimeError.self) {
                 try await router.route(modelName: "other", environment: "test", routerPort: port, upstreamPort: green.port,

@@ -132,6 +132,7 @@ def test_openrpc_describes_the_wire_contract(openrpc_doc):
     assert {n["name"] for n in openrpc_doc["x-notifications"]} == set(NOTIFICATIONS)
     # Each method's strict params schema and its params list say the same thing.
     for m in openrpc_doc["methods"]:
+        assert m["summary"] and m["description"], f"{m['name']}: MCP tools show the description to the model"
         ps = m["x-params-schema"]
         assert ps["type"] == "object"
         assert list(ps["properties"]) == [p["name"] for p in m["params"]], m["name"]

@@ -1,0 +1,309 @@
+"""End-to-end deployments against the real things: the `model-deployer` binary, BentoML slots serving the
+example model, nginx switching traffic, the SQLite ledger. Each test gets its own home (slots, router,
+ledger) and stops everything it started."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from deploy_support import (EXPECT, TEST_POLICY, Load, answer, example_tags, slot_processes, smoke,
+                            stop_everything, version)
+
+MODEL = "iris_clf"
+
+
+class Deployer:
+    """Drives one agent home through deployments."""
+
+    def __init__(self, spawn_agent, home: Path, tags: dict[str, str], openrpc):
+        self.spawn_agent = spawn_agent
+        self.home = home
+        self.tags = tags
+        self.openrpc = openrpc
+        self.env = {
+            "BENTOML_HOME": os.environ["MODEL_DEPLOYER_TEST_BENTOML_HOME"],
+            "MODEL_DEPLOYER_BENTOML": os.environ.get("MODEL_DEPLOYER_BENTOML", "bentoml"),
+        }
+        self.agent = self.start()
+
+    def start(self):
+        return self.spawn_agent(env=self.env)
+
+    def call(self, method: str, params: dict, timeout: float = 180) -> dict:
+        resp = self.agent.request(method, params, timeout=timeout)
+        if "result" in resp:
+            self.openrpc.check_result(method, resp["result"])
+        else:
+            self.openrpc.check_error(resp["error"], method)
+        return resp
+
+    def plan(self, kind: str, env: str, **extra) -> dict:
+        params = {"model_name": MODEL, "model_version": version(self.tags, kind), "environment": env,
+                  "requested_by": "alice", "smoke_tests": smoke(kind), **extra}
+        return self.call("deploy.plan", params)
+
+    def deploy(self, kind: str, env: str = "qa", **extra) -> dict:
+        """Plan (+ approve the deploy gate as bob) + execute; returns the execute result."""
+        r = self.plan(kind, env, **extra)
+        assert "result" in r, r
+        d = r["result"]["deployment_id"]
+        if r["result"]["status"] == "awaiting_approval":
+            a = self.call("deploy.approve", {"deployment_id": d, "approver": "bob", "decision": "approve"})
+            assert a["result"]["status"] == "approved", a
+        x = self.call("deploy.execute", {"deployment_id": d})
+        assert "result" in x, x
+        return x["result"]
+
+    def status(self, deployment_id: str) -> dict:
+        r = self.call("deploy.status", {"deployment_id": deployment_id})
+        assert "result" in r, r
+        return r["result"]
+
+
+@pytest.fixture
+def deployer(spawn_agent, agent_home, openrpc):
+    tags = example_tags()
+    (agent_home / "policy.json").write_text(json.dumps(TEST_POLICY))
+    d = Deployer(spawn_agent, agent_home, tags, openrpc)
+    yield d
+    stop_everything(agent_home)
+
+
+def live_answer(url: str) -> list[int]:
+    return json.loads(answer(url))
+
+
+def test_first_deployment_is_direct_and_serves_v1(deployer):
+    out = deployer.deploy("v1")
+    assert out["status"] == "live", out
+    assert out["deployment_strategy"] == "direct"
+    assert out["previous_version"] is None
+    assert out["health_check_passed"] is True
+    assert set(out["metrics_baseline"]) >= {"latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "error_rate", "requests_per_second"}
+    assert out["metrics_baseline"]["error_rate"] == 0
+    assert live_answer(out["endpoint_url"]) == [EXPECT["v1"][0]]
+    # Progress was streamed for each step, and the ledger has the whole story.
+    steps = [n["params"]["step"] for n in deployer.agent.notifications if n["method"] == "deploy.progress"]
+    for step in ("start_slot", "readiness", "smoke_tests", "baseline", "switch", "register"):
+        assert step in steps, steps
+    for n in deployer.agent.notifications:
+        deployer.openrpc.check_notification(n)
+    st = deployer.status(out["deployment_id"])
+    assert st["deployment"]["status"] == "live"
+    assert st["live"]["model_version"] == version(deployer.tags, "v1")
+    assert st["slot_alive"] is True
+    transitions = [(e["from_status"], e["to_status"]) for e in st["events"] if e["to_status"]]
+    assert transitions == [(None, "planned"), ("planned", "deploying"), ("deploying", "validating"),
+                           ("validating", "switching"), ("switching", "live")], transitions
+
+
+def test_blue_green_update_under_load_loses_no_request(deployer):
+    v1 = deployer.deploy("v1")
+    with Load(v1["endpoint_url"]) as load:
+        time.sleep(1)
+        v2 = deployer.deploy("v2")
+        time.sleep(1.5)
+    assert v2["status"] == "live", v2
+    assert v2["deployment_strategy"] == "blue_green"
+    assert v2["previous_version"] == version(deployer.tags, "v1")
+    assert v2["slot"] != v1["slot"]
+    assert load.failed == 0, load.failures[:5]
+    assert load.ok > 50
+    assert load.distinct_answers() == ["[0]", "[10]"], load.distinct_answers()
+    # The old version stays warm for rollback.
+    procs = slot_processes(deployer.home)
+    assert set(procs) == {"blue", "green"}, procs
+
+
+def test_smoke_test_failure_leaves_live_untouched(deployer):
+    v1 = deployer.deploy("v1")
+    with Load(v1["endpoint_url"]) as load:
+        bad = deployer.deploy("broken")
+        time.sleep(0.5)
+    assert bad["status"] == "failed", bad
+    assert bad["error"]["reason"] == "smoke_test_failed"
+    assert bad["error"]["step"] == "smoke_tests"
+    assert load.failed == 0, load.failures[:5]
+    assert load.distinct_answers() == ["[0]"]
+    # The failed slot was torn down; only the live one runs.
+    assert set(slot_processes(deployer.home)) == {v1["slot"]}
+    st = deployer.status(bad["deployment_id"])
+    assert st["live"]["deployment_id"] == v1["deployment_id"]
+
+
+def test_readiness_failure_leaves_live_untouched(deployer):
+    v1 = deployer.deploy("v1", env="tight")    # 1 s startup deadline: BentoML needs several
+    assert v1["status"] == "failed", v1
+    assert v1["error"]["reason"] == "readiness_failed"
+    assert slot_processes(deployer.home) == {}
+    # With something live, a version whose process dies while starting changes nothing.
+    ok = deployer.deploy("v1", env="qa")
+    assert ok["status"] == "live"
+    plan = deployer.plan("v2", "qa")["result"]
+    new_slot = plan["plan"]["config"]["slot"]
+    with Load(ok["endpoint_url"]) as load:
+        deployer.agent.send({"jsonrpc": "2.0", "id": "exec", "method": "deploy.execute",
+                             "params": {"deployment_id": plan["deployment_id"]}})
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            f = deployer.agent.recv(timeout=60)
+            if f.get("method") == "deploy.progress" and f["params"]["step"] == "readiness":
+                break
+        while new_slot not in slot_processes(deployer.home) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for pid in slot_processes(deployer.home).get(new_slot, []):
+            os.kill(pid, signal.SIGKILL)
+        x = deployer.agent.wait_response("exec", timeout=120)["result"]
+        time.sleep(0.5)
+    assert x["status"] == "failed", x
+    assert x["error"]["reason"] == "readiness_failed"
+    assert load.failed == 0, load.failures[:5]
+    assert load.distinct_answers() == ["[0]"]
+    assert set(slot_processes(deployer.home)) == {ok["slot"]}
+
+
+def test_automatic_rollback_when_new_version_dies_during_bake(deployer):
+    v1 = deployer.deploy("v1", env="bake")
+    assert v1["status"] == "live"
+    plan = deployer.plan("v2", "bake")["result"]
+    did = plan["deployment_id"]
+    deployer.agent.send({"jsonrpc": "2.0", "id": "exec", "method": "deploy.execute", "params": {"deployment_id": did}})
+    # Wait until the bake starts, then kill the new version outright.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        f = deployer.agent.recv(timeout=120)
+        if f.get("method") == "deploy.progress" and f["params"]["step"] == "bake":
+            break
+        assert f.get("id") != "exec", f
+    new_slot = plan["plan"]["config"]["slot"]
+    for pid in slot_processes(deployer.home)[new_slot]:
+        os.kill(pid, signal.SIGKILL)
+    resp = deployer.agent.wait_response("exec", timeout=120)
+    out = resp["result"]
+    assert out["status"] == "rolled_back", out
+    assert out["error"]["reason"] in ("slot_died", "error_rate_regression"), out
+    assert live_answer(v1["endpoint_url"]) == [EXPECT["v1"][0]]
+    hist = deployer.call("history.query", {"model_name": MODEL, "environment": "bake"})["result"]["deployments"]
+    newest = hist[0]
+    assert newest["deployment_strategy"] == "rollback" and newest["status"] == "live"
+    assert newest["rollback_of"] == did
+    assert newest["model_version"] == version(deployer.tags, "v1")
+
+
+def test_manual_rollback_under_load_is_one_switch(deployer):
+    v1 = deployer.deploy("v1")
+    v2 = deployer.deploy("v2")
+    with Load(v2["endpoint_url"]) as load:
+        time.sleep(1)
+        t = time.monotonic()
+        r = deployer.call("deploy.rollback", {"model_name": MODEL, "environment": "qa", "requested_by": "carol",
+                                              "reason": "answers look wrong"})
+        elapsed = time.monotonic() - t
+        time.sleep(1)
+    res = r["result"]
+    assert res["status"] == "live"
+    assert res["deployment_strategy"] == "rollback"
+    assert res["rollback_of"] == v2["deployment_id"]
+    assert res["to_version"] == version(deployer.tags, "v1")
+    assert load.failed == 0, load.failures[:5]
+    assert load.distinct_answers() == ["[10]", "[0]"]
+    # The figure is reported, not asserted against a wall-clock threshold (see BENCHMARKS.md).
+    print(f"rollback: {res['duration_ms']:.0f} ms in the agent, {elapsed * 1000:.0f} ms round trip")
+    undone = deployer.status(v2["deployment_id"])["deployment"]
+    assert undone["status"] == "rolled_back"
+    # Nothing to roll back to any more than once: rolling back again goes forward to v2 (still warm).
+    again = deployer.call("deploy.rollback", {"model_name": MODEL, "environment": "qa", "requested_by": "carol"})
+    assert again["result"]["to_version"] == version(deployer.tags, "v2")
+
+
+def test_rollback_with_nothing_live_is_a_clear_error(deployer):
+    r = deployer.call("deploy.rollback", {"model_name": MODEL, "environment": "qa", "requested_by": "carol"})
+    assert r["error"]["code"] == -32006
+    assert r["error"]["data"]["reason"] == "nothing_to_roll_back"
+    v1 = deployer.deploy("v1")
+    r = deployer.call("deploy.rollback", {"model_name": MODEL, "environment": "qa", "requested_by": "carol"})
+    assert r["error"]["data"]["reason"] == "nothing_to_roll_back"
+    assert live_answer(v1["endpoint_url"]) == [EXPECT["v1"][0]]
+
+
+@pytest.mark.parametrize("step", ["start_slot", "readiness", "smoke_tests", "baseline", "switch"])
+def test_kill_9_of_the_agent_mid_step_reconciles(deployer, step):
+    v1 = deployer.deploy("v1")
+    plan = deployer.plan("v2", "qa")["result"]
+    did = plan["deployment_id"]
+    agent = deployer.agent
+    agent.send({"jsonrpc": "2.0", "id": "exec", "method": "deploy.execute", "params": {"deployment_id": did}})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        f = agent.recv(timeout=120)
+        if f.get("method") == "deploy.progress" and f["params"]["step"] == step:
+            break
+        assert f.get("id") != "exec", f"execute finished before step {step}: {f}"
+    agent.proc.kill()
+    agent.proc.wait()
+    # A new agent reconciles on its first call.
+    deployer.agent = deployer.start()
+    st = deployer.status(did)
+    status = st["deployment"]["status"]
+    assert status in ("interrupted", "live"), st["deployment"]
+    if status == "interrupted":
+        assert st["deployment"]["error"]["reason"] == "interrupted"
+        assert st["live"]["deployment_id"] == v1["deployment_id"]
+        assert set(slot_processes(deployer.home)) == {v1["slot"]}, "the staging slot must be stopped"
+        assert live_answer(v1["endpoint_url"]) == [EXPECT["v1"][0]]
+        assert any(e["step"] == "reconcile" for e in st["events"])
+    else:
+        assert live_answer(v1["endpoint_url"]) == [EXPECT["v2"][0]]
+    # And the next rollout is not blocked.
+    nxt = deployer.plan("v2", "qa")
+    assert "result" in nxt or nxt["error"]["data"]["reason"] == "already_live", nxt
+
+
+def test_kill_9_of_the_live_slot_is_reported(deployer):
+    v1 = deployer.deploy("v1")
+    for pid in slot_processes(deployer.home)[v1["slot"]]:
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(0.5)
+    st = deployer.status(v1["deployment_id"])
+    assert st["slot_alive"] is False
+
+
+def test_gates_four_eyes_and_promotion(deployer):
+    r = deployer.plan("v1", "production")["result"]
+    assert r["status"] == "awaiting_approval"
+    did = r["deployment_id"]
+    ex = deployer.call("deploy.execute", {"deployment_id": did})
+    assert ex["error"]["data"]["reason"] == "approval_required"
+    selfie = deployer.call("deploy.approve", {"deployment_id": did, "approver": "alice", "decision": "approve"})
+    assert selfie["error"]["data"]["reason"] == "self_approval_forbidden"
+    ok = deployer.call("deploy.approve", {"deployment_id": did, "approver": "bob", "decision": "approve"})
+    assert ok["result"]["status"] == "approved"
+    twice = deployer.call("deploy.approve", {"deployment_id": did, "approver": "bob", "decision": "approve"})
+    assert twice["error"]["data"]["reason"] == "not_awaiting_approval"
+    out = deployer.call("deploy.execute", {"deployment_id": did})["result"]
+    assert out["status"] == "awaiting_promotion" and out["gate"] == "promote", out
+    # Promotion from a second agent process sharing the ledger resumes the rollout.
+    other = deployer.start()
+    resp = other.request("deploy.approve", {"deployment_id": did, "approver": "bob", "decision": "approve", "gate": "promote"}, timeout=300)
+    assert resp["result"]["status"] == "live", resp
+    assert resp["result"]["output"]["status"] == "live"
+    assert live_answer(resp["result"]["output"]["endpoint_url"]) == [EXPECT["v1"][0]]
+
+
+def test_second_plan_while_one_is_in_flight_is_refused(deployer):
+    first = deployer.plan("v1", "staging")["result"]
+    second = deployer.plan("v2", "staging")
+    assert second["error"]["code"] == -32002
+    assert second["error"]["data"]["reason"] == "rollout_in_progress"
+    assert second["error"]["data"]["deployment_id"] == first["deployment_id"]
+    rej = deployer.call("deploy.approve", {"deployment_id": first["deployment_id"], "approver": "bob", "decision": "reject"})
+    assert rej["result"]["status"] == "rejected"
+    again = deployer.call("deploy.approve", {"deployment_id": first["deployment_id"], "approver": "bob", "decision": "approve"})
+    assert again["error"]["data"]["reason"] == "not_awaiting_approval"
+    assert "result" in deployer.plan("v2", "staging")

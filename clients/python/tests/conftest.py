@@ -1,0 +1,127 @@
+"""Fixtures: the real agent binary, a fresh agent home, and (optionally) a BentoML store with the iris models."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+VENV_BIN = Path(sys.executable).parent
+
+
+def agent_binary() -> str:
+    """The agent under test: $MODEL_DEPLOYER_BIN, else <repo>/.build/release/model-deployer."""
+    explicit = os.environ.get("MODEL_DEPLOYER_BIN")
+    path = explicit or str(REPO / ".build" / "release" / "model-deployer")
+    if not os.access(path, os.X_OK):
+        if explicit:
+            pytest.fail(f"MODEL_DEPLOYER_BIN={explicit} is not an executable file")
+        pytest.skip(f"agent binary not built: {path} (swift build -c release, or set MODEL_DEPLOYER_BIN)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def agent_bin() -> str:
+    return agent_binary()
+
+
+# Fast, deterministic policy for test environments: short bake and keep-warm windows.
+TEST_POLICY = {
+    "environments": {
+        "clienttest": {"gates": ["deploy"], "four_eyes": True, "bake_seconds": 1, "keep_warm_seconds": 5},
+        "clientprod": {
+            "gates": ["deploy", "promote"],
+            "four_eyes": True,
+            "bake_seconds": 1,
+            "keep_warm_seconds": 5,
+        },
+    }
+}
+
+
+@pytest.fixture
+def agent_home(tmp_path: Path) -> Path:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "policy.json").write_text(json.dumps(TEST_POLICY))
+    return home
+
+
+@dataclass(frozen=True)
+class IrisStore:
+    """A BentoML store holding the iris example models (see examples/iris)."""
+
+    home: Path
+    model_name: str
+    v1: str
+    v2: str
+    broken: str
+
+    def env(self) -> dict[str, str]:
+        return {
+            "BENTOML_HOME": str(self.home),
+            "BENTOML_DO_NOT_TRACK": "true",
+            "MODEL_DEPLOYER_BENTOML": str(VENV_BIN / "bentoml"),
+            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+
+
+def _models_by_kind(store: Path) -> dict[str, str]:
+    """Newest iris_clf version of each kind, read from the store's model.yaml files."""
+    found: dict[str, tuple[str, str]] = {}
+    root = store / "models" / "iris_clf"
+    if not root.is_dir():
+        return {}
+    for version_dir in root.iterdir():
+        meta = version_dir / "model.yaml"
+        if not meta.is_file():
+            continue
+        text = meta.read_text()
+        kind = None
+        created = ""
+        for line in text.splitlines():
+            stripped = line.strip()
+            if stripped.startswith("kind:") and kind is None:
+                kind = stripped.split(":", 1)[1].strip().strip("'\"")
+            if stripped.startswith("creation_time:"):
+                created = stripped.split(":", 1)[1].strip().strip("'\"")
+        if kind and (kind not in found or created > found[kind][0]):
+            found[kind] = (created, version_dir.name)
+    return {kind: version for kind, (_, version) in found.items()}
+
+
+@pytest.fixture(scope="session")
+def iris_store() -> IrisStore:
+    home = os.environ.get("MODEL_DEPLOYER_TEST_BENTOML_HOME")
+    if not home:
+        pytest.skip("needs BentoML: set MODEL_DEPLOYER_TEST_BENTOML_HOME to a BentoML store (examples/iris/build.sh fills it)")
+    store = Path(home)
+    kinds = _models_by_kind(store)
+    if not {"v1", "v2", "broken"} <= kinds.keys():
+        build = REPO / "examples" / "iris" / "build.sh"
+        subprocess.run(
+            [str(build), str(VENV_BIN.parent)],
+            check=True,
+            env={**os.environ, "BENTOML_HOME": str(store), "BENTOML_DO_NOT_TRACK": "true"},
+            stdout=subprocess.DEVNULL,
+        )
+        kinds = _models_by_kind(store)
+    return IrisStore(home=store, model_name="iris_clf", v1=kinds["v1"], v2=kinds["v2"], broken=kinds["broken"])
+
+
+SMOKE_V1 = [{"api": "predict", "input": {"input": [[5.1, 3.5, 1.4, 0.2]]}, "expect": [0]}]
+"""A smoke test any working iris model answers (v1 predicts 0 for a setosa; see examples/iris)."""
+
+
+def which_or_skip(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} not installed")
+    return path

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs what model-deployer needs on a Debian 12 machine and builds it. Idempotent: a second run
+# only checks. Used by the README's two commands (scripts/demo.sh, scripts/test.sh) and by CI.
+#   apt: nginx, postgresql, libpq-dev, libsqlite3-dev, jq, curl
+#   venv (<repo>/.venv): bentoml, scikit-learn, uv, mcp, langgraph, ... and clients/python
+#   swift: a release build with the Swift runtime linked statically (fast cold start)
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+need_apt=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
+[ -x /usr/lib/postgresql/15/bin/initdb ] || need_apt+=(postgresql)
+[ -f /usr/include/postgresql/libpq-fe.h ] || need_apt+=(libpq-dev)
+[ -f /usr/include/sqlite3.h ] || need_apt+=(libsqlite3-dev)
+command -v jq >/dev/null 2>&1 || need_apt+=(jq)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  say "apt-get install ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+# Debian's nginx package may start a system nginx on port 80; model-deployer runs its own under its home.
+
+if ! python3 -m venv --help >/dev/null 2>&1; then
+  say "apt-get install python3-venv"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+fi
+stamp=".venv/.model-deployer-requirements"
+if [ ! -x .venv/bin/python ] || ! cmp -s scripts/requirements.txt "$stamp" 2>/dev/null; then
+  say "Python venv .venv (bentoml, scikit-learn, mcp, langgraph, ...): about a minute the first time"
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check -r scripts/requirements.txt
+  cp scripts/requirements.txt "$stamp"
+fi
+if ! .venv/bin/python -c 'import model_deployer_client' >/dev/null 2>&1 || [ clients/python/pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/pip install -q --disable-pip-version-check ./clients/python
+fi
+
+if ! command -v swift >/dev/null 2>&1; then
+  for d in /opt/swift/usr/bin /usr/share/swift/usr/bin; do [ -x "$d/swift" ] && export PATH="$d:$PATH"; done
+fi
+command -v swift >/dev/null 2>&1 || { echo "setup: Swift 6 is required (https://swift.org/install); not found on PATH" >&2; exit 1; }
+say "swift build -c release (static Swift runtime)"
+swift build -c release --static-swift-stdlib --product model-deployer 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]' >&2 || { echo "setup: swift build failed" >&2; exit 1; }
+echo "$root/.build/release/model-deployer"
