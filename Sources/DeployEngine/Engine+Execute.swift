@@ -226,7 +226,15 @@ extension Engine {
             return try await fail(r, ctx, step: "switch", reason: "slot_died", message: "the new slot is no longer running")
         }
         let previous = try registryEntry(r.modelName, r.environment)
-        let routerPort = previous.flatMap { Planner.port(of: $0.endpointURL) } ?? plan.config.routerPort
+        var routerPort = previous.flatMap { Planner.port(of: $0.endpointURL) } ?? plan.config.routerPort
+        if previous == nil, router.currentRoute(modelName: r.modelName, environment: r.environment)?.routerPort != routerPort,
+            !portIsFree(routerPort)
+        {
+            // The planned endpoint port is taken by something else on this host: the first deployment takes another.
+            let other = freePort(preferred: nil)
+            note(r, step: "switch", message: "router port \(routerPort) is in use; the endpoint takes port \(other)")
+            routerPort = other
+        }
         let endpoint = "http://127.0.0.1:\(routerPort)"
 
         // 6. Switch traffic: atomic config rewrite, nginx -t, reload, then read back through the router.

@@ -38,9 +38,20 @@ case .serve(let options):
     let agent = DeployerAgent(options: options, server: server, logger: logger)
     agent.install()
 
+    let term = installTerminationHandler(server: server, agent: agent, logger: logger)
+    defer { term.cancel() }
+
+    await server.run()
+    await agent.close()
+    exit(0)
+}
+
+/// On SIGTERM: finish in-flight work (it persists its state when cancelled), then exit 0.
+/// A nonisolated function, so the handler is not tied to the main actor (Dispatch runs it elsewhere).
+nonisolated func installTerminationHandler(server: RPCServer, agent: DeployerAgent, logger: Logger) -> any DispatchSourceSignal {
     signal(SIGTERM, SIG_IGN)
     let term = DispatchSource.makeSignalSource(signal: SIGTERM, queue: .global())
-    term.setEventHandler {
+    term.setEventHandler { @Sendable in
         logger.info("SIGTERM: finishing in-flight work")
         Task {
             await server.shutdown(drainTimeout: .seconds(10))
@@ -49,8 +60,5 @@ case .serve(let options):
         }
     }
     term.resume()
-
-    await server.run()
-    await agent.close()
-    exit(0)
+    return term
 }

@@ -12,6 +12,16 @@ import pytest
 from model_deployer_client import AgentDiedError, DeployerClient, DeployerError, SyncDeployerClient, find_binary
 
 
+async def wait_stopped(pid: int) -> None:
+    """Waits until the kernel reports the process stopped (SIGSTOP delivery is asynchronous)."""
+    status = Path(f"/proc/{pid}/status")
+    for _ in range(500):
+        if status.exists() and "\nState:\tT" in status.read_text():
+            return
+        await asyncio.sleep(0.01)
+    pytest.skip("cannot observe the stopped state of the agent (no /proc?)")
+
+
 def run(coro):
     return asyncio.run(coro)
 
@@ -126,6 +136,7 @@ def test_pending_call_fails_when_the_agent_is_killed(agent_bin: str, agent_home:
         async with DeployerClient(agent_bin, home=agent_home, stderr="capture") as client:
             await client.ping()
             os.kill(client.pid, signal.SIGSTOP)  # the agent cannot answer while stopped
+            await wait_stopped(client.pid)
             pending = asyncio.ensure_future(client.ping())
             await asyncio.sleep(0.05)
             assert not pending.done()

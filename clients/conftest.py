@@ -1,4 +1,6 @@
-"""Fixtures: the real agent binary, a fresh agent home, and (optionally) a BentoML store with the iris models."""
+"""Shared fixtures of the client tests: the real agent binary, a fresh agent home (torn down after the test:
+slots and router stopped), and, when MODEL_DEPLOYER_TEST_BENTOML_HOME is set, a BentoML store with the iris
+example models (examples/iris/build.sh fills it if it is empty)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -47,11 +49,13 @@ TEST_POLICY = {
 
 
 @pytest.fixture
-def agent_home(tmp_path: Path) -> Path:
+def agent_home(tmp_path: Path):
+    """A fresh agent home with the test policy; whatever deployments started there is stopped afterwards."""
     home = tmp_path / "home"
     home.mkdir()
     (home / "policy.json").write_text(json.dumps(TEST_POLICY))
-    return home
+    yield home
+    teardown_home(home)
 
 
 @dataclass(frozen=True)
@@ -116,12 +120,82 @@ def iris_store() -> IrisStore:
     return IrisStore(home=store, model_name="iris_clf", v1=kinds["v1"], v2=kinds["v2"], broken=kinds["broken"])
 
 
-SMOKE_V1 = [{"api": "predict", "input": {"input": [[5.1, 3.5, 1.4, 0.2]]}, "expect": [0]}]
-"""A smoke test any working iris model answers (v1 predicts 0 for a setosa; see examples/iris)."""
+SETOSA = {"input": [[5.1, 3.5, 1.4, 0.2]]}
+"""A /predict request body: v1 answers [0], v2 answers [10], broken answers HTTP 500 (examples/iris)."""
 
 
-def which_or_skip(name: str) -> str:
-    path = shutil.which(name)
+def smoke(expect: list[int]) -> list[dict]:
+    """A smoke test of the iris service's predict API expecting `expect` for SETOSA."""
+    return [{"api": "predict", "input": SETOSA, "expect": expect}]
+
+
+@pytest.fixture
+def smoke_test():
+    return smoke
+
+
+@pytest.fixture(scope="session")
+def jq() -> str:
+    path = shutil.which("jq")
     if path is None:
-        pytest.skip(f"{name} not installed")
+        pytest.skip("deployctl needs jq")
     return path
+
+
+def teardown_home(home: Path) -> None:
+    """Stops what deployments under `home` left running: BentoML slots (whole trees) and the nginx router.
+
+    Only processes recorded in this home's slot.json / nginx.pid files (started by this test) are signalled.
+    """
+    import signal
+    import time
+
+    def children(pid: int) -> list[int]:
+        out = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(entry.name))
+        return out
+
+    victims: list[int] = []
+    for slot in home.glob("slots/*/*/*/slot.json"):
+        try:
+            info = json.loads(slot.read_text())
+        except (OSError, ValueError):
+            continue
+        pid = int(info.get("pid") or 0)
+        if pid <= 0:
+            continue
+        victims.append(pid)
+        victims.extend(children(pid))
+    for pid in victims:
+        for send in (lambda p: os.killpg(p, signal.SIGTERM), lambda p: os.kill(p, signal.SIGTERM)):
+            try:
+                send(pid)
+            except (ProcessLookupError, PermissionError):
+                pass
+    nginx_pid = home / "router" / "run" / "nginx.pid"
+    if nginx_pid.is_file():
+        try:
+            os.kill(int(nginx_pid.read_text().strip()), signal.SIGTERM)
+        except (ValueError, ProcessLookupError, PermissionError):
+            pass
+    deadline = time.monotonic() + 5
+    for pid in victims:
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

@@ -1,0 +1,142 @@
+"""deployctl against the real agent: JSON on stdout, documented exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SHELL = Path(__file__).resolve().parents[1]
+REPO = SHELL.parents[1]
+DEPLOYCTL = str(SHELL / "deployctl")
+
+EXIT_OK, EXIT_USAGE, EXIT_AGENT, EXIT_DOMAIN, EXIT_DEPLOY_FAILED = 0, 1, 2, 3, 4
+
+
+@pytest.fixture
+def agent_bin(agent_bin: str, jq: str) -> str:  # the shared fixture, plus jq
+    return agent_bin
+
+
+def deployctl(*args: str, agent_bin: str, home: Path, env: dict[str, str] | None = None, timeout: float = 600):
+    full_env = {**os.environ, "MODEL_DEPLOYER_BIN": agent_bin, **(env or {})}
+    return subprocess.run(
+        [DEPLOYCTL, "--home", str(home), *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+    )
+
+
+def one_json(stdout: str) -> dict:
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one JSON object on stdout, got {stdout!r}"
+    return json.loads(lines[0])
+
+
+def test_help_documents_every_exit_code(tmp_path: Path) -> None:
+    out = subprocess.run([DEPLOYCTL, "--help"], capture_output=True, text=True)
+    assert out.returncode == EXIT_OK
+    for code in ("0 ", "1 ", "2 ", "3 ", "4 "):
+        assert f"\n  {code}" in out.stdout
+    for command in ("plan", "approve", "execute", "rollback", "status", "history"):
+        assert f"\n  {command}" in out.stdout
+
+
+def test_ping(agent_bin: str, tmp_path: Path) -> None:
+    out = deployctl("ping", agent_bin=agent_bin, home=tmp_path)
+    assert out.returncode == EXIT_OK, out.stderr
+    assert one_json(out.stdout) == {}
+
+
+def test_history_on_an_empty_ledger(agent_bin: str, tmp_path: Path) -> None:
+    out = deployctl("history", "--env", "staging", "--limit", "5", agent_bin=agent_bin, home=tmp_path)
+    assert out.returncode == EXIT_OK, out.stderr
+    assert one_json(out.stdout) == {"deployments": [], "next_cursor": None}
+
+
+def test_status_of_an_unknown_deployment_is_a_domain_error(agent_bin: str, tmp_path: Path) -> None:
+    out = deployctl("status", "--id", "dep_unknown", agent_bin=agent_bin, home=tmp_path)
+    assert out.returncode == EXIT_DOMAIN, out.stderr
+    error = one_json(out.stdout)["error"]
+    assert error["code"] in (-32001, -32602)
+    assert "status failed" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("status", "--bogus"),
+        ("frobnicate",),
+        ("status",),  # missing --id
+        ("plan", "--model", "iris_clf"),  # missing --version/--env/--requested-by
+        ("history", "--limit", "many"),
+        ("approve", "--id", "x", "--approver", "a", "--decision", "maybe"),
+        ("plan", "--model", "m", "--version", "1", "--env", "e", "--requested-by", "r", "--requirements", "{nope"),
+        ("status", "--id", "x", "--approver", "a"),  # an option the command does not take
+    ],
+)
+def test_usage_errors_exit_1(args: tuple[str, ...], agent_bin: str, tmp_path: Path) -> None:
+    out = deployctl(*args, agent_bin=agent_bin, home=tmp_path)
+    assert out.returncode == EXIT_USAGE, (out.stdout, out.stderr)
+    assert out.stdout == ""
+    assert "deployctl" in out.stderr
+
+
+def test_invalid_params_from_the_agent_are_domain_errors(agent_bin: str, tmp_path: Path) -> None:
+    out = deployctl(
+        "plan", "--model", "Bad Name", "--version", "1", "--env", "staging", "--requested-by", "ci",
+        agent_bin=agent_bin, home=tmp_path,
+    )
+    assert out.returncode == EXIT_DOMAIN, out.stderr
+    assert one_json(out.stdout)["error"]["data"]["reason"] == "invalid_params"
+
+
+def test_unknown_method_is_an_agent_error(agent_bin: str, tmp_path: Path) -> None:
+    out = deployctl("call", "no.such.method", agent_bin=agent_bin, home=tmp_path)
+    assert out.returncode == EXIT_AGENT
+    assert one_json(out.stdout)["error"]["code"] == -32601
+
+
+def test_raw_call(agent_bin: str, tmp_path: Path) -> None:
+    out = deployctl("call", "history.query", '{"limit": 1}', agent_bin=agent_bin, home=tmp_path)
+    assert out.returncode == EXIT_OK, out.stderr
+    assert one_json(out.stdout)["deployments"] == []
+
+
+def test_missing_agent_exits_2(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [DEPLOYCTL, "--bin", str(tmp_path / "nope"), "ping"], capture_output=True, text=True
+    )
+    assert out.returncode == EXIT_AGENT
+    assert one_json(out.stdout)["error"]["data"]["reason"] == "agent_not_found"
+
+
+def test_agent_that_dies_exits_2(tmp_path: Path) -> None:
+    fake = tmp_path / "dies"
+    fake.write_text("#!/bin/sh\necho 'boom: cannot start' >&2\nexit 7\n")
+    fake.chmod(0o755)
+    out = subprocess.run([DEPLOYCTL, "--bin", str(fake), "ping"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == EXIT_AGENT
+    assert one_json(out.stdout)["error"]["data"]["reason"] == "agent_died"
+    assert "boom: cannot start" in out.stderr  # the agent's stderr tail explains why
+
+
+def test_pipe_only_example_from_the_readme(agent_bin: str, tmp_path: Path) -> None:
+    """README: `printf '...' | model-deployer serve` is all it takes."""
+    out = subprocess.run(
+        [agent_bin, "serve", "--home", str(tmp_path)],
+        input='{"jsonrpc":"2.0","id":1,"method":"ping"}\n{"jsonrpc":"2.0","id":2,"method":"history.query","params":{"limit":1}}\n',
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0
+    answers = [json.loads(line) for line in out.stdout.splitlines()]
+    assert answers[0] == {"jsonrpc": "2.0", "id": 1, "result": {}}
+    assert answers[1]["result"]["deployments"] == []
