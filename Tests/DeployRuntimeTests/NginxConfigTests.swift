@@ -73,6 +73,8 @@ import Testing
         #expect(text.contains("include /h/router/conf.d/*.conf;"))
         #expect(text.contains("proxy_temp_path /h/router/temp/proxy;"))
         #expect(text.contains("daemon on;"))
+        #expect(!text.contains("user "))
+        #expect(NginxConfig.renderMain(prefix: "/h", user: "root").contains("user root;\ndaemon on;"))
     }
 
     @Test func fileNamesAreDistinctForLookalikeNames() {
