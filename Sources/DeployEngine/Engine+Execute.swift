@@ -139,7 +139,8 @@ extension Engine {
             // Whatever ran there (an older version kept warm) is no longer a rollback target once this one starts.
             note(r, step: "start_slot", message: "stopping what still ran in slot \(slot.rawValue) (pid \(old.pid))")
             let (m, e) = (r.modelName, r.environment)
-            _ = await detached { await self.slots.stop(modelName: m, environment: e, slot: slot) }
+            // It takes no traffic (the router points at the live slot), so it gets no graceful drain.
+            _ = await detached { await self.slots.stop(modelName: m, environment: e, slot: slot, graceSeconds: 0.2) }
             try await retireFromRegistry(r, slot: slot)
         }
         var spec = spec0

@@ -195,10 +195,12 @@ public final class NginxRouter: Sendable {
                     restore()
                     throw RuntimeError(code: "router_config_invalid", message: "nginx -t failed: \(test.output.trimmingSpaces)")
                 }
-                let reload = try self.nginxSync(["-s", "reload"])
-                guard reload.status == 0 else {
+                do throws(RuntimeError) {
+                    try self.reloadAndWait()
+                } catch {
                     restore()
-                    throw RuntimeError(code: "nginx_failed", message: "nginx -s reload failed: \(reload.output.trimmingSpaces)")
+                    _ = try? self.reloadAndWait()
+                    throw error
                 }
             }
         }
@@ -250,10 +252,7 @@ public final class NginxRouter: Sendable {
                     try? FileIO.writeAtomically(path, previous)
                     throw RuntimeError(code: "router_config_invalid", message: "nginx -t failed: \(test.output.trimmingSpaces)")
                 }
-                let reload = try self.nginxSync(["-s", "reload"])
-                guard reload.status == 0 else {
-                    throw RuntimeError(code: "nginx_failed", message: "nginx -s reload failed: \(reload.output.trimmingSpaces)")
-                }
+                try self.reloadAndWait()
             }
         }
     }
@@ -301,6 +300,42 @@ public final class NginxRouter: Sendable {
                                                environment: ProcessLauncher.currentEnvironment(), timeoutMs: 15_000)
         } catch {
             throw RuntimeError(code: "nginx_failed", message: error.message)
+        }
+    }
+
+    /// `nginx -s reload`, then waits until every worker of the old generation has stopped accepting (its title
+    /// turns to "shutting down", or it is gone). Until then an old worker may still take new connections and send
+    /// them to the previous upstream, so a switch is only complete after this.
+    /// - Throws: `nginx_failed` when the reload is refused or does not take effect (e.g. a port cannot be bound).
+    private func reloadAndWait(timeoutMs: Double = 5000) throws(RuntimeError) {
+        guard let master = runningPid() else {
+            throw RuntimeError(code: "nginx_failed", message: "nginx is not running")
+        }
+        let old = workers(of: master).filter { !$0.shuttingDown }.map(\.pid)
+        let reload = try nginxSync(["-s", "reload"])
+        guard reload.status == 0 else {
+            throw RuntimeError(code: "nginx_failed", message: "nginx -s reload failed: \(reload.output.trimmingSpaces)")
+        }
+        let deadline = monotonicMs() + timeoutMs
+        while true {
+            let current = Dictionary(workers(of: master).map { ($0.pid, $0.shuttingDown) }, uniquingKeysWith: { $1 })
+            let pending = old.filter { current[$0] == false }
+            if pending.isEmpty { return }
+            if monotonicMs() >= deadline {
+                throw RuntimeError(code: "nginx_failed", message: "nginx reload did not take effect within \(Int(timeoutMs)) ms: "
+                                   + FileIO.tail(prefix + "/logs/error.log", bytes: 600).trimmingSpaces)
+            }
+            usleep(2000)
+        }
+    }
+
+    /// Worker processes of `master`, with whether each is in graceful shutdown.
+    private func workers(of master: Int32) -> [(pid: Int32, shuttingDown: Bool)] {
+        ProcessTable.snapshot().filter { $0.ppid == master && $0.state != "Z" }.compactMap { p in
+            guard let cmd = FileIO.readBytes("/proc/\(p.pid)/cmdline") else { return nil }
+            let title = String(decoding: cmd.map { $0 == 0 ? 32 : $0 }, as: UTF8.self)
+            guard title.contains("worker process") else { return nil }
+            return (p.pid, title.contains("shutting down"))
         }
     }
 

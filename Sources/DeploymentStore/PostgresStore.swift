@@ -199,7 +199,11 @@ public final class PostgresStore: DeploymentStore, @unchecked Sendable {
         if !st.ready {
             if let schema {
                 // `schema` is validated as a plain identifier in init; identifiers cannot be parameters.
-                _ = try st.connection.execute("CREATE SCHEMA IF NOT EXISTS \"\(schema)\"", [])
+                do {
+                    _ = try st.connection.execute("CREATE SCHEMA IF NOT EXISTS \"\(schema)\"", [])
+                } catch DBFailure.unique {
+                    // Another session created it at the same moment (IF NOT EXISTS is not race-free).
+                }
             }
             st.ready = true
         }

@@ -49,6 +49,11 @@ struct RouterTests {
                                    slot: .green, version: "v2")
             let switched = await router.verify(routerPort: port, expectSlot: .green, timeoutMs: 5000)
             let switchTime = ContinuousClock.now - t0
+            // Once route() returns, no old worker accepts: every new connection reaches green.
+            for _ in 0..<20 {
+                let r = try await HTTPClient.request(method: "GET", port: port, path: "/x", timeoutMs: 2000)
+                #expect(r.headers["x-model-deployer-slot"] == "green")
+            }
             try await Task.sleep(for: .milliseconds(300))
             stopper.stop()
             let result = await load.value

@@ -130,7 +130,7 @@ enum Conformance {
             try store.insert(b, event: planEvent())
             #expect(try store.inFlight(modelName: "iris", environment: "production")?.deploymentId == b.deploymentId)
             let statuses = try store.deployments(withStatuses: [.planned, .failed]).map(\.status)
-            #expect(statuses == [.failed, .failed, .planned])
+            #expect(statuses == [.planned, .planned, .failed, .failed])
         }
     }
 

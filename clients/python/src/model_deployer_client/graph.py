@@ -20,11 +20,13 @@ Resume a gate with ``Command(resume={"approver": "alice", "decision": "approve",
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Literal, TypedDict
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
@@ -468,13 +470,13 @@ def deployment_graph_builder(
     if not sync and isinstance(client, SyncDeployerClient):
         raise TypeError("a SyncDeployerClient makes a sync graph: pass sync=True or omit sync")
 
-    def thread_of(config: Any) -> str | None:
+    def thread_of(config: RunnableConfig | None) -> str | None:
         return ((config or {}).get("configurable") or {}).get("thread_id")
 
     if sync:
         driver = _SyncDriver(client)
 
-        def plan(state: DeploymentState, config: Any) -> dict[str, Any]:
+        def plan(state: DeploymentState, config: RunnableConfig) -> dict[str, Any]:
             return driver.run(_plan_step(state, thread_of(config), idempotency))
 
         def apply_approval(state: DeploymentState) -> dict[str, Any]:
@@ -501,16 +503,19 @@ def deployment_graph_builder(
             except Exception:
                 writer = None
 
+            # Notifications arrive in the client's reader task: run the writer in this node's context.
+            context = contextvars.copy_context()
+
             def sink(note: dict[str, Any]) -> Any:
                 if writer is not None:
-                    writer({"deploy.progress": note})
+                    context.run(writer, {"deploy.progress": note})
                 if on_progress is not None:
                     return on_progress(note)
                 return None
 
             return sink
 
-        async def plan(state: DeploymentState, config: Any) -> dict[str, Any]:  # type: ignore[misc]
+        async def plan(state: DeploymentState, config: RunnableConfig) -> dict[str, Any]:  # type: ignore[misc]
             return await adriver.run(_plan_step(state, thread_of(config), idempotency))
 
         async def apply_approval(state: DeploymentState) -> dict[str, Any]:  # type: ignore[misc]

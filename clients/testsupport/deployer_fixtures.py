@@ -1,4 +1,4 @@
-"""Shared fixtures of the client tests: the real agent binary, a fresh agent home (torn down after the test:
+"""Shared pytest fixtures of the client tests: the real agent binary, a fresh agent home (torn down after the test:
 slots and router stopped), and, when MODEL_DEPLOYER_TEST_BENTOML_HOME is set, a BentoML store with the iris
 example models (examples/iris/build.sh fills it if it is empty)."""
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 
 

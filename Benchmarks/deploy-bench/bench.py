@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Deployment benchmark: prints, for N rounds of (blue-green update, rollback) of the example model,
+
+  - execute -> live, split into BentoML start-up (spawn to /readyz 200), validation (smoke tests and the
+    baseline load, i.e. BentoML answering), the traffic switch, and the agent's own overhead (the rest);
+  - switch time (route rewrite + nginx -t + reload + read-back through the router);
+  - rollback time (deploy.rollback round trip to the warm previous slot);
+  - failed client requests during each, under a steady load of 4 keep-alive clients.
+
+Needs an example store (examples/iris/build.sh). Usage:
+  BENTOML_HOME=... .venv/bin/python Benchmarks/deploy-bench/bench.py --tags TAGS_FILE [--rounds 3]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "Tests" / "integration"))
+from deploy_support import Load, smoke, stop_everything  # noqa: E402
+
+
+class Agent:
+    def __init__(self, binary: str, home: Path):
+        env = dict(os.environ, MODEL_DEPLOYER_HOME=str(home), BENTOML_DO_NOT_TRACK="true")
+        self.p = subprocess.Popen([binary, "serve", "--log-level", "warning"], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=open(home / "agent.log", "ab"), env=env)
+        self.n = 0
+
+    def call(self, method: str, params: dict) -> dict:
+        self.n += 1
+        self.p.stdin.write((json.dumps({"jsonrpc": "2.0", "id": self.n, "method": method, "params": params}) + "\n").encode())
+        self.p.stdin.flush()
+        while True:
+            m = json.loads(self.p.stdout.readline())
+            if m.get("id") == self.n:
+                if "error" in m:
+                    raise RuntimeError(f"{method}: {m['error']}")
+                return m["result"]
+
+    def close(self) -> None:
+        self.p.stdin.close()
+        self.p.wait(timeout=10)
+
+
+def ts(s: str) -> float:
+    return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+
+
+def breakdown(agent: Agent, did: str, total_ms: float) -> dict:
+    events = agent.call("deploy.status", {"deployment_id": did})["events"]
+    by_step = {}
+    for e in events:
+        by_step.setdefault(e["step"], []).append(e)
+    ready = next(e for e in events if e["to_status"] == "validating")
+    started = next(e for e in events if e["step"] == "start_slot" and "pid" in e["data"])
+    switched = next(e for e in events if e["to_status"] == "live")
+    validated = next(e for e in events if e["from_status"] == "validating")
+    bento_ms = ready["data"]["elapsed_ms"]
+    validation_ms = (ts(validated["at"]) - ts(ready["at"])) * 1000
+    switch_ms = switched["data"]["switch_ms"]
+    overhead = total_ms - bento_ms - validation_ms - switch_ms
+    return {"total_ms": total_ms, "bentoml_startup_ms": bento_ms, "validation_ms": validation_ms,
+            "switch_ms": switch_ms, "agent_overhead_ms": overhead,
+            "spawn_gap_ms": (ts(started["at"]) - ts(events[1]["at"])) * 1000}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tags", type=Path, required=True)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--bin", default=os.environ.get("MODEL_DEPLOYER_BIN", str(ROOT / ".build/release/model-deployer")))
+    args = ap.parse_args()
+    tags = dict(l.strip().split("=", 1) for l in args.tags.read_text().splitlines() if "=" in l)
+    ver = {k: tags[f"model_{k}"].split(":", 1)[1] for k in ("v1", "v2")}
+    home = Path(tempfile.mkdtemp(prefix="md-deploy-bench-"))
+    (home / "policy.json").write_text(json.dumps({"version": 1, "environments": {
+        "bench": {"gates": [], "bake_seconds": 0, "keep_warm_seconds": 3600}}}))
+    agent = Agent(args.bin, home)
+    rows, rollbacks = [], []
+    try:
+        def deploy(kind: str, load: Load | None) -> dict:
+            plan = agent.call("deploy.plan", {"model_name": "iris_clf", "model_version": ver[kind], "environment": "bench",
+                                              "requested_by": "bench", "smoke_tests": smoke(kind)})
+            t = time.perf_counter()
+            out = agent.call("deploy.execute", {"deployment_id": plan["deployment_id"]})
+            total = (time.perf_counter() - t) * 1000
+            assert out["status"] == "live", out
+            return breakdown(agent, out["deployment_id"], total) | {"endpoint": out["endpoint_url"], "strategy": out["deployment_strategy"]}
+
+        first = deploy("v1", None)
+        print(f"first deployment (direct): {first['total_ms']:.0f} ms total, BentoML start-up {first['bentoml_startup_ms']:.0f} ms")
+        url = first["endpoint"]
+        for r in range(args.rounds):
+            with Load(url) as load:
+                time.sleep(0.5)
+                row = deploy("v2", load)  # each round ends rolled back to v1
+                time.sleep(0.5)
+            row["failed"], row["ok"] = load.failed, load.ok
+            rows.append(row)
+            with Load(url) as load:
+                time.sleep(0.5)
+                t = time.perf_counter()
+                rb = agent.call("deploy.rollback", {"model_name": "iris_clf", "environment": "bench", "requested_by": "bench"})
+                rt = (time.perf_counter() - t) * 1000
+                time.sleep(0.5)
+            rollbacks.append({"round_trip_ms": rt, "agent_ms": rb["duration_ms"], "failed": load.failed, "ok": load.ok})
+    finally:
+        agent.close()
+        stop_everything(home)
+
+    def med(xs): return statistics.median(xs)
+    print(f"\nblue-green updates under load ({len(rows)} rounds, medians; each round also lists its own figures):")
+    print(f"  {'round':>5} {'total':>8} {'bentoml':>8} {'validate':>9} {'switch':>7} {'overhead':>9} {'failed':>7} {'served':>7}")
+    for i, r in enumerate(rows):
+        print(f"  {i + 1:>5} {r['total_ms']:>8.0f} {r['bentoml_startup_ms']:>8.0f} {r['validation_ms']:>9.0f} "
+              f"{r['switch_ms']:>7.0f} {r['agent_overhead_ms']:>9.0f} {r['failed']:>7} {r['ok']:>7}")
+    print(f"  median: execute->live {med([r['total_ms'] for r in rows]):.0f} ms = BentoML start-up "
+          f"{med([r['bentoml_startup_ms'] for r in rows]):.0f} + validation {med([r['validation_ms'] for r in rows]):.0f} "
+          f"+ switch {med([r['switch_ms'] for r in rows]):.0f} + agent overhead {med([r['agent_overhead_ms'] for r in rows]):.0f} ms "
+          f"(target overhead <= 300 ms)")
+    print(f"  failed requests during updates: {sum(r['failed'] for r in rows)} of {sum(r['ok'] + r['failed'] for r in rows)} (target 0)")
+    print(f"\nrollbacks to the warm slot under load ({len(rollbacks)}):")
+    for i, r in enumerate(rollbacks):
+        print(f"  {i + 1:>5} round trip {r['round_trip_ms']:.0f} ms (agent {r['agent_ms']:.0f} ms), failed {r['failed']} of {r['ok'] + r['failed']}")
+    print(f"  median round trip {med([r['round_trip_ms'] for r in rollbacks]):.0f} ms (target <= 1000 ms); "
+          f"failed requests {sum(r['failed'] for r in rollbacks)} (target 0)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
