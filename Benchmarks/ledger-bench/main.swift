@@ -1,6 +1,7 @@
 // ledger-bench: loads a synthetic ledger and prints insert throughput and query latency (p50/p99).
 //
-//   ledger-bench [--postgres URL | --sqlite PATH] [--deployments N] [--events M] [--runs R] [--keep]
+//   ledger-bench [--postgres URL [--schema S] | --sqlite PATH] [--deployments N] [--events M] [--runs R] [--keep]
+//                [--query-only]   (measure data loaded by an earlier run with --keep; same --deployments)
 //
 // With neither store flag, uses $MODEL_DEPLOYER_DATABASE_URL when set, else a fresh SQLite file in /tmp.
 // Postgres data goes into a fresh schema (dropped afterwards unless --keep).
@@ -64,7 +65,7 @@ var i = 0
 while i < args.count {
     let a = args[i]
     guard a.hasPrefix("--") else { fail("unexpected argument \(a)") }
-    if a == "--keep" { flags.insert(a); i += 1; continue }
+    if a == "--keep" || a == "--query-only" { flags.insert(a); i += 1; continue }
     guard i + 1 < args.count else { fail("\(a) needs a value") }
     opts[String(a.dropFirst(2))] = args[i + 1]
     i += 2
@@ -149,7 +150,7 @@ if let pgURL {
     label = "postgres (schema \(schema))"
 } else {
     let path = opts["sqlite"] ?? "/tmp/ledger-bench-\(getpid()).db"
-    for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) }
+    if !flags.contains("--query-only") { for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) } }
     store = SQLiteStore(path: path)
     label = "sqlite (\(path))"
 }
@@ -174,7 +175,9 @@ var pendingLiveFix: [String] = []
 func micros(_ d: Date) -> Int64 { Int64((d.timeIntervalSince1970 * 1_000_000).rounded()) }
 func date(_ m: Int64) -> Date { Date(timeIntervalSince1970: Double(m) / 1_000_000) }
 
-while loaded < nDeployments {
+let queryOnly = flags.contains("--query-only")
+if queryOnly { say("--query-only: measuring the data already in place (same --deployments as the load)") }
+while !queryOnly && loaded < nDeployments {
     let n = min(chunk, nDeployments - loaded)
     var batch: [DeploymentHistory] = []
     batch.reserveCapacity(n)
@@ -231,17 +234,17 @@ for (pair, live) in lastLive {
     openIntervals.append(LiveInterval(modelName: "model-\(pair / environments.count)", environment: environments[pair % environments.count],
         deploymentId: live.id, liveFrom: date(live.from)))
 }
-do {
+if !queryOnly { do {
     if let pg = store as? PostgresStore { try pg.bulkLoad([], liveIntervals: openIntervals) } else if let sq = store as? SQLiteStore {
         try sq.bulkLoad([], liveIntervals: openIntervals)
     }
-} catch { fail("bulk load: \(error)") }
+} catch { fail("bulk load: \(error)") } }
 let loadDuration = clock.now - loadStart
 func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
 let loadSecs = seconds(loadDuration)
 let rowsPerSec = Double(loaded + eventsLoaded) / loadSecs
 let deploymentsPerSec = Double(loaded) / loadSecs
-say("insert: \(loaded) deployments + \(eventsLoaded) events in \(fmt(loadSecs, 1)) s = \(fmt(rowsPerSec, 0)) rows/s (\(fmt(deploymentsPerSec, 0)) deployments/s)")
+if !queryOnly { say("insert: \(loaded) deployments + \(eventsLoaded) events in \(fmt(loadSecs, 1)) s = \(fmt(rowsPerSec, 0)) rows/s (\(fmt(deploymentsPerSec, 0)) deployments/s)") }
 
 let analyzeStart = clock.now
 do {

@@ -27,10 +27,45 @@ extension JSONValue {
         }
     }
 
+    /// Parses one JSON text; when it is an object, returns its members in order as pairs instead of a
+    /// dictionary (`.members`), which saves hashing for callers that look at a few known keys (a JSON-RPC
+    /// envelope). Any other value comes back as `.value`. Duplicate keys are all kept, in order.
+    public static func parseTopLevel<C: Collection>(_ bytes: C, maxDepth: Int = 512) throws(JSONParseError) -> JSONTopLevel
+    where C.Element == UInt8 {
+        let result: Result<JSONTopLevel, JSONParseError>? = bytes.withContiguousStorageIfAvailable { buf in
+            Result { () throws(JSONParseError) -> JSONTopLevel in
+                var p = JSONParser(buf, maxDepth: maxDepth)
+                return try p.parseTopLevelDocument()
+            }
+        }
+        if let result { return try result.get() }
+        let copy = Array(bytes)
+        return try copy.withUnsafeBufferPointer { buf throws(JSONParseError) -> JSONTopLevel in
+            var p = JSONParser(buf, maxDepth: maxDepth)
+            return try p.parseTopLevelDocument()
+        }
+    }
+
     /// Parses one JSON text from a string.
     public static func parse(_ text: String) throws(JSONParseError) -> JSONValue {
         try parse(Array(text.utf8))
     }
+}
+
+/// One member of a JSON object, in document order.
+public struct JSONMember: Sendable, Hashable {
+    public var key: String
+    public var value: JSONValue
+    public init(key: String, value: JSONValue) {
+        self.key = key
+        self.value = value
+    }
+}
+
+/// A parsed JSON text whose top-level object (if any) is kept as ordered members.
+public enum JSONTopLevel: Sendable {
+    case members([JSONMember])
+    case value(JSONValue)
 }
 
 /// A recursive-descent parser over a byte buffer. Allocates only for the values it returns.
@@ -51,6 +86,40 @@ struct JSONParser {
         skipWhitespace()
         if i != buf.count { throw fail("unexpected data after the JSON value") }
         return v
+    }
+
+    mutating func parseTopLevelDocument() throws(JSONParseError) -> JSONTopLevel {
+        skipWhitespace()
+        guard i < buf.count, buf[i] == UInt8(ascii: "{") else {
+            return .value(try parseDocument())
+        }
+        depth += 1
+        i += 1
+        var members: [JSONMember] = []
+        members.reserveCapacity(4)
+        skipWhitespace()
+        if i < buf.count, buf[i] == UInt8(ascii: "}") {
+            i += 1
+        } else {
+            while true {
+                skipWhitespace()
+                guard i < buf.count, buf[i] == UInt8(ascii: "\"") else { throw fail("expected a member name") }
+                let key = try parseString()
+                skipWhitespace()
+                guard i < buf.count, buf[i] == UInt8(ascii: ":") else { throw fail("expected ':'") }
+                i += 1
+                skipWhitespace()
+                members.append(JSONMember(key: key, value: try parseValue()))
+                skipWhitespace()
+                guard i < buf.count else { throw fail("unexpected end of input") }
+                if buf[i] == UInt8(ascii: ",") { i += 1; continue }
+                if buf[i] == UInt8(ascii: "}") { i += 1; break }
+                throw fail("expected ',' or '}'")
+            }
+        }
+        skipWhitespace()
+        if i != buf.count { throw fail("unexpected data after the JSON value") }
+        return .members(members)
     }
 
     func fail(_ reason: String) -> JSONParseError { JSONParseError(offset: i, reason: reason) }

@@ -179,18 +179,20 @@ public final class RPCServer: Sendable {
     // MARK: - Dispatch
 
     private func handleFrame(_ bytes: UnsafeBufferPointer<UInt8>) {
-        let value: JSONValue
+        let top: JSONTopLevel
         do {
-            value = try JSONValue.parse(bytes)
+            top = try JSONValue.parseTopLevel(bytes)
         } catch {
             sendError(.parseError(error.description), id: .null, flush: false)
             return
         }
-        switch value {
-        case .array(let items):
+        switch top {
+        case .members(let members):
+            handleSingle(validate(members: members))
+        case .value(.array(let items)):
             handleBatch(items)
-        default:
-            handleSingle(value)
+        case .value(let other):
+            handleSingle(validate(other))
         }
     }
 
@@ -212,31 +214,50 @@ public final class RPCServer: Sendable {
         guard case .object(let o) = v else {
             return .failure(Rejection(error: .invalidRequest("a request must be an object"), id: .null))
         }
+        return validate(id: o["id"], jsonrpc: o["jsonrpc"], method: o["method"], params: o["params"])
+    }
+
+    /// Validates an envelope given as ordered members (the single-request fast path: no dictionary).
+    func validate(members: [JSONMember]) -> Result<Call, Rejection> {
+        var id: JSONValue?, jsonrpc: JSONValue?, method: JSONValue?, params: JSONValue?
+        for m in members {
+            switch m.key {
+            case "id": id = m.value
+            case "jsonrpc": jsonrpc = m.value
+            case "method": method = m.value
+            case "params": params = m.value
+            default: break
+            }
+        }
+        return validate(id: id, jsonrpc: jsonrpc, method: method, params: params)
+    }
+
+    func validate(id rawID: JSONValue?, jsonrpc: JSONValue?, method rawMethod: JSONValue?, params: JSONValue?) -> Result<Call, Rejection> {
         var id: JSONValue? = nil
-        if let rawID = o["id"] {
+        if let rawID {
             switch rawID {
             case .string, .int, .double, .null: id = rawID
             default: return .failure(Rejection(error: .invalidRequest("id must be a string, a number or null"), id: .null))
             }
         }
         let answerID = id ?? .null
-        guard o["jsonrpc"] == .string("2.0") else {
+        guard case .string("2.0")? = jsonrpc else {
             return .failure(Rejection(error: .invalidRequest("\"jsonrpc\" must be exactly \"2.0\""), id: answerID))
         }
-        guard case .string(let method)? = o["method"] else {
+        guard case .string(let method)? = rawMethod else {
             return .failure(Rejection(error: .invalidRequest("\"method\" must be a string"), id: answerID))
         }
-        if let p = o["params"] {
+        if let p = params {
             switch p {
             case .object, .array: break
             default: return .failure(Rejection(error: .invalidRequest("\"params\" must be an object or an array"), id: answerID))
             }
         }
-        return .success(Call(id: id, method: method, params: o["params"]))
+        return .success(Call(id: id, method: method, params: params))
     }
 
-    private func handleSingle(_ v: JSONValue) {
-        switch validate(v) {
+    private func handleSingle(_ validated: Result<Call, Rejection>) {
+        switch validated {
         case .failure(let r):
             sendError(r.error, id: r.id, flush: false)
         case .success(let call):

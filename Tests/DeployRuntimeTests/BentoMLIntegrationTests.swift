@@ -44,6 +44,7 @@ struct BentoMLIntegrationTests {
             let t0 = ContinuousClock.now
             let blue = try slots.start(SlotSpec(modelName: "iris", environment: "it", slot: .blue, bentoTag: v1.tag,
                                                 port: freePort(preferred: nil)))
+            let startCall = ContinuousClock.now - t0
             started.append(blue)
             #expect(throws: RuntimeError.self) {
                 try slots.start(SlotSpec(modelName: "iris", environment: "it", slot: .blue, bentoTag: v1.tag, port: freePort(preferred: nil)))
@@ -107,7 +108,7 @@ struct BentoMLIntegrationTests {
             #expect(result.answers[Self.v2Answer.jsonString, default: 0] > 0)
             #expect(Set(result.answers.keys) == [Self.v1Answer.jsonString, Self.v2Answer.jsonString])
             print("""
-            measured: blue start->ready \(startToReady) (\(ready.attempts) probes), green start->ready \(startToReady2), \
+            measured: start() call \(startCall), blue start->ready \(startToReady) (\(ready.attempts) probes), green start->ready \(startToReady2), \
             switch (route+verify) \(switchTime), rollback switch \(rollbackTime), \
             requests under load \(result.requests), failed \(result.failures), p50 \(result.latencyP50Ms) ms, \
             p99 \(result.latencyP99Ms) ms, baseline p50 \(baseline.latencyP50Ms) ms, rps \(baseline.requestsPerSecond)

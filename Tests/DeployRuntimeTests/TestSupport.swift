@@ -58,14 +58,19 @@ final class TestHTTPServer: @unchecked Sendable {
 
     func close() {
         lock.lock(); closed = true; lock.unlock()
+        // Only wake the accept loop; it closes the descriptor itself, so the number cannot be reused by another
+        // server while this loop still accepts on it.
         shutdown(fd, Int32(SHUT_RDWR))
-        Glibc.close(fd)
     }
 
     private func acceptLoop() {
         while true {
             let c = accept(fd, nil, nil)
-            if c < 0 { return }
+            if c < 0 {
+                if errno == EINTR { continue }
+                Glibc.close(fd)
+                return
+            }
             let t = Thread { [self] in handle(c) }
             t.start()
         }

@@ -12,13 +12,18 @@ enum PostgresRestart {
         let p = Process()
         var args = argv
         if asPostgres, getuid() == 0 { args = ["/usr/sbin/runuser", "-u", "postgres", "--"] + args }
+        if asPostgres {
+            // The restarted server is a daemon: close every inherited descriptor above 2 first, so it cannot keep
+            // the write end of this (or another test's) pipe open and hang a reader forever.
+            args = ["/bin/bash", "-c", #"for fd in /proc/$$/fd/*; do n=${fd##*/}; if [ "$n" -gt 2 ] 2>/dev/null; then eval "exec $n>&-"; fi; done; exec "$@""#, "sh"] + args
+        }
         p.executableURL = URL(fileURLWithPath: args[0])
         p.arguments = Array(args.dropFirst())
         let out = Pipe()
-        p.standardOutput = out
+        p.standardOutput = asPostgres ? FileHandle.nullDevice : out
         p.standardError = FileHandle.nullDevice
         try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
+        let data = asPostgres ? Data() : out.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         struct Failed: Error, CustomStringConvertible { var description: String }

@@ -16,6 +16,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
+CLIENT_SRC = REPO / "clients" / "python" / "src"
+
+# Test the working tree, not whatever copy of the package is installed in the venv.
+if str(CLIENT_SRC) not in sys.path:
+    sys.path.insert(0, str(CLIENT_SRC))
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(CLIENT_SRC), os.environ.get("PYTHONPATH")) if p)
 
 
 def agent_binary() -> str:
@@ -77,6 +83,19 @@ class IrisStore:
         }
 
 
+def _tags_file_versions() -> dict[str, str]:
+    """Model versions from build.sh's output ($MODEL_DEPLOYER_TEST_EXAMPLE_TAGS: `model_v1=iris_clf:VER` lines)."""
+    path = os.environ.get("MODEL_DEPLOYER_TEST_EXAMPLE_TAGS")
+    if not path or not os.path.isfile(path):
+        return {}
+    found = {}
+    for line in Path(path).read_text().splitlines():
+        key, _, tag = line.partition("=")
+        if key.startswith("model_") and tag.startswith("iris_clf:"):
+            found[key[len("model_"):]] = tag.split(":", 1)[1]
+    return found
+
+
 def _models_by_kind(store: Path) -> dict[str, str]:
     """Newest iris_clf version of each kind, read from the store's model.yaml files."""
     found: dict[str, tuple[str, str]] = {}
@@ -107,7 +126,7 @@ def iris_store() -> IrisStore:
     if not home:
         pytest.skip("needs BentoML: set MODEL_DEPLOYER_TEST_BENTOML_HOME to a BentoML store (examples/iris/build.sh fills it)")
     store = Path(home)
-    kinds = _models_by_kind(store)
+    kinds = _tags_file_versions() or _models_by_kind(store)
     if not {"v1", "v2", "broken"} <= kinds.keys():
         build = REPO / "examples" / "iris" / "build.sh"
         subprocess.run(
@@ -163,6 +182,12 @@ def teardown_home(home: Path) -> None:
                 out.append(int(entry.name))
         return out
 
+    def cmdline(pid: int) -> str:
+        try:
+            return Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+        except OSError:
+            return ""
+
     victims: list[int] = []
     for slot in home.glob("slots/*/*/*/slot.json"):
         try:
@@ -170,7 +195,8 @@ def teardown_home(home: Path) -> None:
         except (OSError, ValueError):
             continue
         pid = int(info.get("pid") or 0)
-        if pid <= 0:
+        # Only a process that still is this slot's `bentoml serve ... --port P` (pids get reused).
+        if pid <= 0 or f"--port\0{info.get('port')}" not in cmdline(pid) or "bentoml" not in cmdline(pid):
             continue
         victims.append(pid)
         victims.extend(children(pid))
@@ -183,7 +209,11 @@ def teardown_home(home: Path) -> None:
     nginx_pid = home / "router" / "run" / "nginx.pid"
     if nginx_pid.is_file():
         try:
-            os.kill(int(nginx_pid.read_text().strip()), signal.SIGTERM)
+            pid = int(nginx_pid.read_text().strip())
+            if str(home) not in cmdline(pid):
+                raise ProcessLookupError(pid)
+            os.kill(pid, signal.SIGTERM)
+            victims.append(pid)  # wait for it too: the next test may want its port
         except (ValueError, ProcessLookupError, PermissionError):
             pass
     deadline = time.monotonic() + 5

@@ -190,3 +190,44 @@ def test_sync_client_agent_death(agent_bin: str, agent_home: Path) -> None:
                 client.ping()
     finally:
         client.close()
+
+
+def test_timeout_cancels_the_request_and_the_client_stays_usable(agent_bin: str, agent_home: Path) -> None:
+    async def main() -> None:
+        async with DeployerClient(agent_bin, home=agent_home) as client:
+            await client.ping()
+            os.kill(client.pid, signal.SIGSTOP)
+            await wait_stopped(client.pid)
+            try:
+                with pytest.raises(TimeoutError):
+                    await client.call("ping", {}, timeout=0.1)
+            finally:
+                os.kill(client.pid, signal.SIGCONT)
+            # The late answer (or the -32800 for the $/cancelRequest) is dropped; new calls work.
+            assert await client.ping() == {}
+            assert await client.history(limit=1) == {"deployments": [], "next_cursor": None}
+
+    run(main())
+
+
+
+def test_database_url_reaches_the_agent(agent_bin: str, agent_home: Path) -> None:
+    """With a Postgres ledger (MODEL_DEPLOYER_TEST_DATABASE_URL, set by scripts/test.sh) history reads it;
+    a bad URL is ledger_unavailable (-32007)."""
+
+    async def main() -> None:
+        url = os.environ.get("MODEL_DEPLOYER_TEST_DATABASE_URL")
+        if url:
+            async with DeployerClient(agent_bin, home=agent_home, database_url=url) as client:
+                page = await client.history(limit=1)
+                assert isinstance(page["deployments"], list)
+            assert not (agent_home / "deployer.db").exists(), "no SQLite ledger when a database URL is given"
+        bad = "postgres://nobody@127.0.0.1:1/none?connect_timeout=2"
+        async with DeployerClient(agent_bin, home=agent_home, database_url=bad) as client:
+            with pytest.raises(DeployerError) as info:
+                await client.history(limit=1)
+            assert info.value.code == -32007
+            assert info.value.reason == "ledger_unavailable"
+            assert await client.ping() == {}
+
+    run(main())

@@ -188,7 +188,10 @@ def test_verification_failure_rolls_back(agent_bin, agent_home, iris_store, smok
             assert rollback["deployment_strategy"] == "rollback"
             assert rollback["to_version"] == iris_store.v1
             assert rollback["from_version"] == iris_store.v2
-            assert predict(v1["endpoint_url"], {"input": [[5.1, 3.5, 1.4, 0.2]]}) == [0]
+            served = predict(v1["endpoint_url"], {"input": [[5.1, 3.5, 1.4, 0.2]]})
+            if served != [0]:
+                status = await client.status(rollback["deployment_id"])
+                pytest.fail(f"after rollback the endpoint serves {served}; rollback={rollback}; status={status}")
             page = await client.history(model_name=iris_store.model_name, environment="clienttest")
             statuses = {d["deployment_id"]: d["status"] for d in page["deployments"]}
             assert statuses[done["deployment_id"]] in ("rolled_back", "superseded")
@@ -236,3 +239,24 @@ def test_resume_in_a_new_process(agent_bin, agent_home, iris_store, tmp_path) ->
     third = run_step("show", *common, env=env)  # the checkpoint alone tells a third process how it ended
     assert third["state"]["outcome"] == "live"
     assert third["next"] == []
+
+
+def test_rejection_at_the_promote_gate(agent_bin, agent_home, iris_store, smoke_test) -> None:
+    """Deployed and validated, but the promote gate is rejected: nothing goes live, the staging slot goes."""
+
+    async def main() -> None:
+        async with DeployerClient(agent_bin, home=agent_home, env=iris_store.env()) as client:
+            graph = build_deployment_graph(client, checkpointer=MemorySaver())
+            config = {"configurable": {"thread_id": "promote-reject-1"}}
+            request = request_for(iris_store, iris_store.v1, "clientprod", smoke_tests=smoke_test([0]))
+            interrupt_of(await graph.ainvoke(request, config))
+            gate = interrupt_of(await graph.ainvoke(Command(resume={"approver": "alice", "decision": "approve"}), config))
+            assert gate["gate"] == "promote"
+            done = await graph.ainvoke(Command(resume={"approver": "bob", "decision": "reject"}), config)
+            assert done["outcome"] == "rejected", done
+            status = await client.status(done["deployment_id"])
+            assert status["deployment"]["status"] == "rejected"
+            assert status["live"] is None
+            assert status["slot_alive"] is not True
+
+    asyncio.run(main())

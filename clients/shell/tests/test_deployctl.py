@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -140,3 +139,68 @@ def test_pipe_only_example_from_the_readme(agent_bin: str, tmp_path: Path) -> No
     answers = [json.loads(line) for line in out.stdout.splitlines()]
     assert answers[0] == {"jsonrpc": "2.0", "id": 1, "result": {}}
     assert answers[1]["result"]["deployments"] == []
+
+
+def test_scripted_deploys_end_to_end(agent_bin: str, agent_home: Path, iris_store, smoke_test) -> None:
+    """plan/approve/execute/status/history/rollback with the iris example; failed rollout exits 4."""
+    env = iris_store.env()
+
+    def run(*args: str):
+        return deployctl(*args, agent_bin=agent_bin, home=agent_home, env=env)
+
+    smoke_v1 = json.dumps(smoke_test([0])[0])
+    plan = run("plan", "--model", iris_store.model_name, "--version", iris_store.v1, "--env", "clienttest",
+               "--requested-by", "ci", "--smoke-test", smoke_v1)
+    assert plan.returncode == EXIT_OK, plan.stderr
+    plan_result = one_json(plan.stdout)
+    deployment_id = plan_result["deployment_id"]
+    assert plan_result["status"] == "awaiting_approval"
+
+    early = run("execute", "--id", deployment_id)  # not approved yet
+    assert early.returncode == EXIT_DOMAIN, early.stderr
+    assert one_json(early.stdout)["error"]["data"]["reason"] == "approval_required"
+
+    selfish = run("approve", "--id", deployment_id, "--approver", "ci")
+    assert selfish.returncode == EXIT_DOMAIN
+    assert one_json(selfish.stdout)["error"]["data"]["reason"] == "self_approval_forbidden"
+
+    approve = run("approve", "--id", deployment_id, "--approver", "alice", "--comment", "ok")
+    assert approve.returncode == EXIT_OK, approve.stderr
+    assert one_json(approve.stdout)["status"] == "approved"
+
+    execute = run("execute", "--id", deployment_id)
+    assert execute.returncode == EXIT_OK, execute.stderr
+    out = one_json(execute.stdout)
+    assert out["status"] == "live" and out["health_check_passed"] is True
+    assert "%]" in execute.stderr  # human progress lines on stderr
+
+    nothing = run("rollback", "--model", iris_store.model_name, "--env", "clienttest", "--requested-by", "ci")
+    assert nothing.returncode == EXIT_DOMAIN
+    assert one_json(nothing.stdout)["error"]["data"]["reason"] == "nothing_to_roll_back"
+
+    broken = run("deploy", "--model", iris_store.model_name, "--version", iris_store.broken, "--env", "clienttest",
+                 "--requested-by", "ci", "--approver", "alice", "--smoke-test", smoke_v1)
+    assert broken.returncode == EXIT_DEPLOY_FAILED, broken.stderr
+    assert one_json(broken.stdout)["status"] in ("failed", "rolled_back")
+
+    v2 = run("deploy", "--model", iris_store.model_name, "--version", iris_store.v2, "--env", "clienttest",
+             "--requested-by", "ci", "--approver", "alice")
+    assert v2.returncode == EXIT_OK, v2.stderr
+    assert one_json(v2.stdout)["previous_version"] == iris_store.v1
+
+    back = run("rollback", "--model", iris_store.model_name, "--env", "clienttest", "--requested-by", "ci",
+               "--reason", "scripted test")
+    assert back.returncode == EXIT_OK, back.stderr
+    rollback = one_json(back.stdout)
+    assert rollback["to_version"] == iris_store.v1 and rollback["deployment_strategy"] == "rollback"
+
+    status = run("status", "--id", rollback["deployment_id"])
+    assert status.returncode == EXIT_OK
+    assert one_json(status.stdout)["live"]["model_version"] == iris_store.v1
+
+    history = run("history", "--model", iris_store.model_name, "--env", "clienttest", "--status", "failed",
+                  "--status", "rolled_back", "--events")
+    assert history.returncode == EXIT_OK, history.stderr
+    rows = one_json(history.stdout)["deployments"]
+    assert {row["model_version"] for row in rows} >= {iris_store.broken}
+    assert all(row["events"] for row in rows)

@@ -1,14 +1,16 @@
 """A ready LangGraph deployment flow over the agent.
 
-::
+Nodes and edges::
 
-    plan ──► approval_gate ──► apply_approval ──► execute ──► verify ──► END (live)
-      │          ▲  (interrupt)      │   │           │  │          │
-      │          └── retry ──────────┘   ▼           │  │          ▼
-      │                            END (rejected)    │  │      rollback ──► END (rolled_back)
-      └──(no gate)──────────────────────────────────►┘  ▼
-                     promotion_gate ◄──(promote gate)── execute ─(failed)─► END (failed)
-                          (interrupt) ──► apply_promotion ──► verify / END
+    START -> plan
+    plan            -> approval_gate (awaiting_approval) | execute (no gate)
+    approval_gate   -> apply_approval (answer given) | approval_gate (invalid answer)      [interrupt]
+    apply_approval  -> execute (approved) | approval_gate (refused, e.g. four eyes) | END (rejected, expired)
+    execute         -> verify (live) | promotion_gate (awaiting_promotion) | END (failed, rolled_back)
+    promotion_gate  -> apply_promotion (answer given) | promotion_gate (invalid answer)   [interrupt]
+    apply_promotion -> verify (live) | promotion_gate (refused) | execute (approved, not yet run) | END
+    verify          -> END (passed: outcome live) | rollback (failed)
+    rollback        -> END (outcome rolled_back or rollback_failed)
 
 The gates only call ``interrupt()``; every agent call happens in another node, because a resumed node
 runs again from its start. The graph state holds the ``deployment_id`` and what the agent answered;
@@ -34,7 +36,7 @@ from langgraph.types import interrupt
 from .client import DeployerClient
 from .errors import DeployerError
 from .sync import SyncDeployerClient
-from .types import StatusResult
+from .types import StatusResult, to_output
 
 Outcome = Literal["live", "rejected", "failed", "rolled_back", "expired", "rollback_failed"]
 
@@ -112,8 +114,6 @@ def _after_execute(result: dict[str, Any]) -> dict[str, Any]:
 
 def _output_from_status(status: StatusResult) -> dict[str, Any]:
     d = status["deployment"]
-    from .types import to_output
-
     return to_output(
         {
             "deployment_id": d["deployment_id"],

@@ -80,3 +80,20 @@ async def load_deployer_tools(session: Any, **kwargs: Any) -> list[Any]:
     from langchain_mcp_adapters.tools import load_mcp_tools
 
     return await load_mcp_tools(session, **kwargs)
+
+
+def tool_result(content: Any) -> Any:
+    """Returns the agent's JSON result from a tool's output (``tool.ainvoke(args)`` content, a
+    ``ToolMessage``, or a string). Failed calls come back as ``{"error": {code, message, data}}``."""
+    import json
+
+    if hasattr(content, "artifact") and isinstance(getattr(content, "artifact"), dict):
+        structured = content.artifact.get("structured_content")
+        if structured is not None:
+            return structured
+    if hasattr(content, "content"):
+        content = content.content
+    if isinstance(content, str):
+        return json.loads(content)
+    texts = [block.get("text", "") for block in content if isinstance(block, dict) and block.get("type") == "text"]
+    return json.loads("".join(texts))
