@@ -217,7 +217,7 @@ struct JSONParser {
             if c == UInt8(ascii: "\"") {
                 let slice = UnsafeBufferPointer(rebasing: buf[start..<i])
                 i += 1
-                guard let s = String(validating: slice, as: UTF8.self) else {
+                guard let s = Self.validatedString(slice) else {
                     throw JSONParseError(offset: start, reason: "string is not valid UTF-8")
                 }
                 return s
@@ -233,7 +233,7 @@ struct JSONParser {
             let c = buf[i]
             if c == UInt8(ascii: "\"") {
                 i += 1
-                guard let s = String(validating: out, as: UTF8.self) else {
+                guard let s = out.withUnsafeBufferPointer({ Self.validatedString($0) }) else {
                     throw JSONParseError(offset: start, reason: "string is not valid UTF-8")
                 }
                 return s
@@ -276,6 +276,20 @@ struct JSONParser {
             }
         }
         throw fail("unterminated string")
+    }
+
+    /// The string for UTF-8 bytes, or nil when they are not valid UTF-8. ASCII (the common case) takes
+    /// the fast specialized path; otherwise the decoded string must re-encode to the very same bytes
+    /// (decoding repairs invalid sequences, which changes them).
+    static func validatedString(_ bytes: UnsafeBufferPointer<UInt8>) -> String? {
+        var ascii = true
+        for b in bytes where b >= 0x80 {
+            ascii = false
+            break
+        }
+        let s = String(decoding: bytes, as: UTF8.self)
+        if ascii { return s }
+        return s.utf8.elementsEqual(bytes) ? s : nil
     }
 
     mutating func hex4() throws(JSONParseError) -> UInt32 {

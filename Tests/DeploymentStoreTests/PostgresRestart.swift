@@ -7,9 +7,10 @@ import Testing
 enum PostgresRestart {
     static let bin = ProcessInfo.processInfo.environment["PG_BIN"] ?? "/usr/lib/postgresql/15/bin"
 
+    /// Runs a command to completion with posix_spawn + waitpid on its own pid (Foundation's `Process` can miss
+    /// the exit of a child when other code in the test process also spawns and reaps children, and then hangs).
     @discardableResult
     static func run(_ argv: [String], asPostgres: Bool = false) throws -> String {
-        let p = Process()
         var args = argv
         if asPostgres, getuid() == 0 { args = ["/usr/sbin/runuser", "-u", "postgres", "--"] + args }
         if asPostgres {
@@ -17,17 +18,42 @@ enum PostgresRestart {
             // the write end of this (or another test's) pipe open and hang a reader forever.
             args = ["/bin/bash", "-c", #"for fd in /proc/$$/fd/*; do n=${fd##*/}; if [ "$n" -gt 2 ] 2>/dev/null; then eval "exec $n>&-"; fi; done; exec "$@""#, "sh"] + args
         }
-        p.executableURL = URL(fileURLWithPath: args[0])
-        p.arguments = Array(args.dropFirst())
-        let out = Pipe()
-        p.standardOutput = asPostgres ? FileHandle.nullDevice : out
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        let data = asPostgres ? Data() : out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         struct Failed: Error, CustomStringConvertible { var description: String }
-        guard p.terminationStatus == 0 else { throw Failed(description: "\(args) exited \(p.terminationStatus): \(text)") }
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { throw Failed(description: "pipe failed") }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        if asPostgres {
+            posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        } else {
+            posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
+        }
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addclose(&actions, fds[0])
+        posix_spawn_file_actions_addclose(&actions, fds[1])
+        var cargs: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) } + [nil]
+        defer { for a in cargs { free(a) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, args[0], &actions, nil, &cargs, environ)
+        close(fds[1])
+        guard rc == 0 else { close(fds[0]); throw Failed(description: "spawn \(args[0]) failed: \(rc)") }
+        var data: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = read(fds[0], &buf, buf.count)
+            if n > 0 { data.append(contentsOf: buf[0..<n]); continue }
+            if n < 0 && errno == EINTR { continue }
+            break
+        }
+        close(fds[0])
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        let exited = (status & 0x7f) == 0
+        let code = (status >> 8) & 0xff
+        guard exited && code == 0 else { throw Failed(description: "\(args) exited with status \(status): \(text)") }
         return text
     }
 
