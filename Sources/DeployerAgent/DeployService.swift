@@ -189,6 +189,69 @@ final class DeployService: Sendable {
         return Wire.output(r)
     }
 
+    /// `deploy.execute` for an MCP client that declared `elicitation`: an open gate is put to the human at the
+    /// client (`elicitation/create`), whose answer approves or rejects it, with the policy's rules (four
+    /// eyes, approvers) applied as for `deploy.approve`. A declined or cancelled question leaves the gate open.
+    func executeAskingAtGates(
+        _ raw: JSONValue?, progress: ProgressSink, elicit: @escaping @Sendable (String, JSONValue) async throws -> JSONValue
+    ) async throws -> JSONValue {
+        let p = try Params(raw, allowed: ["deployment_id", "idempotency_key"])
+        let id = try p.required("deployment_id")
+        let handler = Self.progressHandler(progress)
+        let engine = try engine()
+        let current = try await call { (e) async throws(EngineError) in try await e.status(id) }.record
+        if current.status == .awaitingApproval {
+            guard let answer = try await ask(engine, current, gate: .deploy, elicit: elicit, progress: handler) else {
+                return Wire.output(try await call { (e) async throws(EngineError) in try await e.status(id) }.record)
+            }
+            if answer.record.status == .rejected { return Wire.output(answer.record) }
+        }
+        let key = try p.string("idempotency_key")
+        var out = try await call { (e) async throws(EngineError) in try await e.execute(deploymentId: id, idempotencyKey: key, progress: handler) }
+        if out.status == .awaitingPromotion,
+            let answer = try await ask(engine, out, gate: .promote, elicit: elicit, progress: handler)
+        {
+            out = answer.execution ?? answer.record
+        }
+        return Wire.output(out)
+    }
+
+    /// Puts one gate to the human; nil when they declined or cancelled.
+    private func ask(
+        _ engine: Engine, _ r: DeploymentRecord, gate: GateKind, elicit: @Sendable (String, JSONValue) async throws -> JSONValue,
+        progress: @escaping ProgressHandler
+    ) async throws -> ApprovalOutcome? {
+        let what = gate == .deploy ? "deploy" : "switch traffic to"
+        let message = "Approve: \(what) \(r.modelName):\(r.modelVersion) in \(r.environment) (deployment \(r.deploymentId), "
+            + "\(r.strategy.rawValue), requested by \(r.requestedBy)\(r.previousVersion.map { ", replacing \($0)" } ?? "")). "
+            + "The person asking cannot approve their own deployment where the policy requires four eyes."
+        let schema: JSONValue = [
+            "type": "object",
+            "properties": [
+                "decision": ["type": "string", "enum": ["approve", "reject"], "description": "approve or reject this gate"],
+                "approver": ["type": "string", "description": "your name, recorded in the audit trail"],
+                "comment": ["type": "string", "description": "optional note for the audit trail"],
+            ],
+            "required": ["decision", "approver"],
+        ]
+        let answer = try await elicit(message, schema)
+        guard answer["action"]?.stringValue == "accept", let content = answer["content"] else {
+            logger.info("gate question declined", ["deployment_id": .string(r.deploymentId), "gate": .string(gate.rawValue)])
+            return nil
+        }
+        let p = try Params(content, allowed: ["decision", "approver", "comment"])
+        let approver = try p.actor("approver")!
+        let decision = try p.required("decision")
+        guard decision == "approve" || decision == "reject" else {
+            throw RPCError.invalidParams("decision must be \"approve\" or \"reject\"", field: "decision")
+        }
+        let comment = try p.string("comment")
+        return try await call { (e) async throws(EngineError) in
+            try await e.approve(deploymentId: r.deploymentId, approver: approver, decision: decision, gate: gate,
+                                comment: comment.map { "\($0) (via MCP elicitation)" } ?? "via MCP elicitation", progress: progress)
+        }
+    }
+
     func rollback(_ raw: JSONValue?, progress: ProgressSink) async throws -> JSONValue {
         let p = try Params(raw, allowed: ["model_name", "environment", "to_version", "reason", "requested_by"])
         let model = try p.name("model_name")!

@@ -67,6 +67,7 @@ public final class DeployerAgent: Sendable {
         }
 
         let mcp = self.mcp
+        let service = self.service
         server.register("initialize", .immediate { p throws(RPCError) in try mcp.initialize(p) })
         server.onNotification("notifications/initialized") { _ in }
         server.register("tools/list", .immediate { _ throws(RPCError) in mcp.listTools() })
@@ -83,7 +84,15 @@ public final class DeployerAgent: Sendable {
                 throw RPCError.invalidParams("arguments must be an object", field: "arguments")
             }
             do {
-                let result = try await body(arguments, Self.mcpProgress(ctx))
+                let result: JSONValue
+                if method == "deploy.execute", mcp.clientSupportsElicitation {
+                    // The human at an elicitation-capable client answers the gates in place of deploy.approve.
+                    result = try await service.executeAskingAtGates(arguments, progress: Self.mcpProgress(ctx)) { message, schema in
+                        try await ctx.request("elicitation/create", ["message": .string(message), "requestedSchema": schema])
+                    }
+                } else {
+                    result = try await body(arguments, Self.mcpProgress(ctx))
+                }
                 return MCPAdapter.toolResult(result)
             } catch let e as RPCError where e.code != -32602 && e.code != -32800 {
                 // Domain failures go back to the model as a tool result it can read and act on.

@@ -989,7 +989,7 @@ public let openRPCDocumentText = ####"""
     {
       "name": "tools/call",
       "summary": "Call an MCP tool.",
-      "description": "Domain failures are results with isError true (content carries the error as JSON text); an unknown tool or bad arguments are JSON-RPC -32602 errors. With params._meta.progressToken, progress is sent as notifications/progress echoing the token with its JSON type.",
+      "description": "Domain failures are results with isError true (content carries the error as JSON text); an unknown tool or bad arguments are JSON-RPC -32602 errors. With params._meta.progressToken, progress is sent as notifications/progress echoing the token with its JSON type. When the client declared the elicitation capability in initialize, deploy_execute puts each open gate (deploy, then promote) to the human at the client with an elicitation/create request (requestedSchema: decision approve|reject, approver, comment); an accepted answer approves or rejects the gate under the same policy rules as deploy.approve (four eyes, approvers), a declined or cancelled one leaves the gate open.",
       "tags": [
         {
           "name": "mcp"
@@ -2487,6 +2487,59 @@ public let openRPCDocumentText = ####"""
         "runtime_unavailable"
       ],
       "description": "bentoml or nginx is missing or failing."
+    }
+  ],
+  "x-server-requests": [
+    {
+      "name": "elicitation/create",
+      "description": "Sent by the agent to an MCP client that declared the elicitation capability, during tools/call deploy_execute, to ask the human for an approval decision at a gate.",
+      "params": {
+        "type": "object",
+        "required": [
+          "message",
+          "requestedSchema"
+        ],
+        "properties": {
+          "message": {
+            "type": "string"
+          },
+          "requestedSchema": {
+            "type": "object"
+          }
+        }
+      },
+      "result": {
+        "type": "object",
+        "required": [
+          "action"
+        ],
+        "properties": {
+          "action": {
+            "enum": [
+              "accept",
+              "decline",
+              "cancel"
+            ]
+          },
+          "content": {
+            "type": "object",
+            "properties": {
+              "decision": {
+                "enum": [
+                  "approve",
+                  "reject"
+                ]
+              },
+              "approver": {
+                "type": "string"
+              },
+              "comment": {
+                "type": "string"
+              }
+            }
+          }
+        }
+      }
     }
   ]
 }

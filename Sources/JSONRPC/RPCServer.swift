@@ -14,12 +14,20 @@ public struct RequestContext: Sendable {
     /// `params._meta.progressToken`, when the caller asked for MCP progress.
     public let progressToken: JSONValue?
     let sink: OutputSink
+    let server: RPCServer?
 
-    public init(id: JSONValue?, method: String, progressToken: JSONValue?, sink: OutputSink) {
+    public init(id: JSONValue?, method: String, progressToken: JSONValue?, sink: OutputSink, server: RPCServer? = nil) {
         self.id = id
         self.method = method
         self.progressToken = progressToken
         self.sink = sink
+        self.server = server
+    }
+
+    /// Sends a request to the peer (e.g. MCP `elicitation/create`) and waits for its answer.
+    public func request(_ method: String, _ params: JSONValue, timeout: Duration = .seconds(600)) async throws(RPCError) -> JSONValue {
+        guard let server else { throw RPCError.internalError("no connection to send \(method) on") }
+        return try await server.sendRequest(method, params, timeout: timeout)
     }
 
     /// Sends a notification to the peer at once.
@@ -53,6 +61,8 @@ public final class RPCServer: Sendable {
     private let handlers: Mutex<[String: Handler]>
     private let notificationHandlers: Mutex<[String: @Sendable (JSONValue?) -> Void]>
     private let inFlight = Mutex<[JSONValue: InFlight]>([:])
+    /// Requests this server sent to the peer, waiting for their answers.
+    private let outgoing = Mutex<(next: Int, waiting: [JSONValue: CheckedContinuation<Result<JSONValue, RPCError>, Never>])>((1, [:]))
     public let sink: OutputSink
     private let inputFD: Int32
     public let maxFrameBytes: Int
@@ -114,6 +124,9 @@ public final class RPCServer: Sendable {
         }
         pthread_detach(thread)
         await done.wait()
+        // The peer is gone: nobody will answer our own requests any more.
+        let orphans = outgoing.withLock { s in defer { s.waiting = [:] }; return Array(s.waiting.values) }
+        for w in orphans { w.resume(returning: .failure(RPCError(code: -32603, reason: "peer_gone", message: "the client closed the connection"))) }
         await shutdown(drainTimeout: drainTimeout)
     }
 
@@ -188,6 +201,13 @@ public final class RPCServer: Sendable {
         }
         switch top {
         case .members(let members):
+            if !members.contains(where: { $0.key == "method" }),
+                members.contains(where: { $0.key == "result" || $0.key == "error" })
+            {
+                // An answer to a request this server sent; never answered in turn.
+                handleResponse(members)
+                return
+            }
             handleSingle(validate(members: members))
         case .value(.array(let items)):
             handleBatch(items)
@@ -294,7 +314,7 @@ public final class RPCServer: Sendable {
 
     private func startTask(_ call: Call, _ body: @escaping @Sendable (JSONValue?, RequestContext) async throws -> JSONValue) {
         let id = call.id!
-        let ctx = RequestContext(id: id, method: call.method, progressToken: call.params?["_meta"]?["progressToken"], sink: sink)
+        let ctx = RequestContext(id: id, method: call.method, progressToken: call.params?["_meta"]?["progressToken"], sink: sink, server: self)
         let duplicate = inFlight.withLock { m -> Bool in
             if m[id] != nil { return true }
             m[id] = InFlight(task: nil, cancelAnswer: nil)
@@ -384,7 +404,7 @@ public final class RPCServer: Sendable {
                             case .immediate(let body)?:
                                 return (k, Self.answerValue(id: id, result: Result { () throws(RPCError) in try body(call.params) }))
                             case .task(let body)?:
-                                let ctx = RequestContext(id: id, method: call.method, progressToken: call.params?["_meta"]?["progressToken"], sink: sink)
+                                let ctx = RequestContext(id: id, method: call.method, progressToken: call.params?["_meta"]?["progressToken"], sink: sink, server: self)
                                 return (k, Self.answerValue(id: id, result: await Self.invoke(body, call.params, ctx, logger: logger)))
                             }
                         }
@@ -396,6 +416,51 @@ public final class RPCServer: Sendable {
             }
             if !answers.isEmpty { sink.send(JSONValue.array(answers).jsonBytes, flush: true) }
         }
+    }
+
+    func handleResponse(_ members: [JSONMember]) {
+        var id: JSONValue = .null, result: JSONValue?, error: JSONValue?
+        for m in members {
+            switch m.key {
+            case "id": id = m.value
+            case "result": result = m.value
+            case "error": error = m.value
+            default: break
+            }
+        }
+        let waiter = outgoing.withLock { $0.waiting.removeValue(forKey: id) }
+        guard let waiter else {
+            logger.warning("an answer to no request of ours was ignored", ["id": id])
+            return
+        }
+        if let result {
+            waiter.resume(returning: .success(result))
+        } else {
+            let code = Int(error?["code"]?.intValue ?? -32603)
+            waiter.resume(returning: .failure(RPCError(code: code, message: error?["message"]?.stringValue ?? "error", data: error?["data"])))
+        }
+    }
+
+    /// Sends a request to the peer and waits for its answer (or `timeout`, or cancellation).
+    public func sendRequest(_ method: String, _ params: JSONValue, timeout: Duration) async throws(RPCError) -> JSONValue {
+        let id: JSONValue = .string("model-deployer-\(outgoing.withLock { s -> Int in defer { s.next += 1 }; return s.next })")
+        let timer = Task { [self] in
+            try? await Task.sleep(for: timeout)
+            let w = outgoing.withLock { $0.waiting.removeValue(forKey: id) }
+            w?.resume(returning: .failure(RPCError(code: -32603, reason: "peer_timeout", message: "no answer to \(method) within \(timeout)")))
+        }
+        defer { timer.cancel() }
+        let result = await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Result<JSONValue, RPCError>, Never>) in
+                outgoing.withLock { $0.waiting[id] = c }
+                let frame: JSONValue = ["jsonrpc": "2.0", "id": id, "method": .string(method), "params": params]
+                sink.send(frame.jsonBytes, flush: true)
+            }
+        } onCancel: {
+            let w = outgoing.withLock { $0.waiting.removeValue(forKey: id) }
+            w?.resume(returning: .failure(.requestCancelled))
+        }
+        return try result.get()
     }
 
     /// Cancels the in-flight request `id`. Unknown ids are ignored, as the specifications ask.

@@ -307,3 +307,98 @@ def test_second_plan_while_one_is_in_flight_is_refused(deployer):
     again = deployer.call("deploy.approve", {"deployment_id": first["deployment_id"], "approver": "bob", "decision": "approve"})
     assert again["error"]["data"]["reason"] == "not_awaiting_approval"
     assert "result" in deployer.plan("v2", "staging")
+
+
+def test_cancelling_execute_interrupts_cleanly(deployer):
+    v1 = deployer.deploy("v1")
+    plan = deployer.plan("v2", "qa")["result"]
+    did = plan["deployment_id"]
+    agent = deployer.agent
+    agent.send({"jsonrpc": "2.0", "id": "exec", "method": "deploy.execute", "params": {"deployment_id": did}})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        f = agent.recv(timeout=60)
+        if f.get("method") == "deploy.progress" and f["params"]["step"] == "readiness":
+            break
+    agent.send({"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": "exec"}})
+    resp = agent.wait_response("exec", timeout=60)
+    assert resp["error"]["code"] == -32800, resp
+    assert resp["error"]["data"]["reason"] == "cancelled"
+    st = deployer.status(did)
+    assert st["deployment"]["status"] == "interrupted", st["deployment"]
+    assert st["live"]["deployment_id"] == v1["deployment_id"]
+    assert set(slot_processes(deployer.home)) == {v1["slot"]}
+    assert live_answer(v1["endpoint_url"]) == [EXPECT["v1"][0]]
+
+
+def test_execute_with_the_same_idempotency_key_never_starts_a_second_rollout(deployer):
+    plan = deployer.plan("v1", "qa")["result"]
+    did = plan["deployment_id"]
+    first = deployer.call("deploy.execute", {"deployment_id": did, "idempotency_key": "ci-run-42"})["result"]
+    assert first["status"] == "live"
+    again = deployer.call("deploy.execute", {"deployment_id": did, "idempotency_key": "ci-run-42"})["result"]
+    assert again == first
+    other = deployer.call("deploy.execute", {"deployment_id": did, "idempotency_key": "another"})
+    assert other["error"]["data"]["reason"] == "not_executable"
+    events = deployer.status(did)["events"]
+    assert sum(1 for e in events if e["step"] == "execute") == 1
+    # The same key on deploy.plan returns the same plan instead of a second one.
+    p1 = deployer.plan("v2", "qa", idempotency_key="plan-7")["result"]
+    p2 = deployer.plan("v2", "qa", idempotency_key="plan-7")["result"]
+    assert p1["deployment_id"] == p2["deployment_id"] and p1["plan_hash"] == p2["plan_hash"]
+
+
+def test_bad_plans_are_refused_and_leave_nothing_behind(deployer):
+    cases = [
+        ({"model_name": "no_such_model"}, -32001, "model_not_found"),
+        ({"bento": "no_such_bento:abc"}, -32001, "bento_not_found"),
+        ({"environment": "moon"}, -32005, "unknown_environment"),
+        ({"model_name": "Bad Name"}, -32602, "invalid_params"),
+        ({"model_version": "../../etc"}, -32602, "invalid_params"),
+        ({"strategy": "canary"}, -32005, "strategy_unsupported"),
+        ({"strategy": "sideways"}, -32602, "invalid_params"),
+        ({"smoke_tests": [{"api": "predict"}]}, -32602, "invalid_params"),
+        ({"surprise": 1}, -32602, "invalid_params"),
+    ]
+    for override, code, reason in cases:
+        params = {"model_name": MODEL, "model_version": version(deployer.tags, "v1"), "environment": "qa",
+                  "requested_by": "alice", **override}
+        r = deployer.call("deploy.plan", params)
+        assert "error" in r, (override, r)
+        assert (r["error"]["code"], r["error"]["data"]["reason"]) == (code, reason), (override, r["error"])
+        if code == -32602:
+            assert r["error"]["data"]["field"], r["error"]
+    hist = deployer.call("history.query", {})["result"]
+    assert hist["deployments"] == []
+    assert slot_processes(deployer.home) == {}
+
+
+def test_mcp_tool_call_streams_progress_with_the_callers_token(deployer):
+    agent = deployer.agent
+    init = agent.request("initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
+                                        "clientInfo": {"name": "test", "version": "1"}})
+    assert init["result"]["protocolVersion"] == "2025-06-18"
+    agent.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    plan = agent.request("tools/call", {"name": "deploy_plan", "arguments": {
+        "model_name": MODEL, "model_version": version(deployer.tags, "v1"), "environment": "qa",
+        "requested_by": "agent", "smoke_tests": smoke("v1")}}, timeout=60)["result"]
+    assert plan["isError"] is False
+    did = plan["structuredContent"]["deployment_id"]
+    agent.notifications.clear()
+    out = agent.request("tools/call", {"name": "deploy_execute", "arguments": {"deployment_id": did},
+                                       "_meta": {"progressToken": 7}}, timeout=180)["result"]
+    assert out["isError"] is False
+    assert out["structuredContent"]["status"] == "live"
+    assert json.loads(out["content"][0]["text"]) == out["structuredContent"]
+    progress = [n for n in agent.notifications if n["method"] == "notifications/progress"]
+    assert progress, agent.notifications
+    assert all(type(n["params"]["progressToken"]) is int and n["params"]["progressToken"] == 7 for n in progress)
+    values = [n["params"]["progress"] for n in progress]
+    assert values == sorted(values) and values[-1] == 100
+    # MCP callers get MCP progress only, not the native notification.
+    assert not [n for n in agent.notifications if n["method"] == "deploy.progress"]
+    # Approving is not a tool an MCP client (an LLM) gets by default.
+    tools = [t["name"] for t in agent.request("tools/list", {})["result"]["tools"]]
+    assert "deploy_approve" not in tools
+    denied = agent.request("tools/call", {"name": "deploy_approve", "arguments": {}})
+    assert denied["error"]["code"] == -32602

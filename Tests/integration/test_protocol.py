@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -235,10 +236,18 @@ def _validate_frame(openrpc, frame, sent):
 
 def replay(path: Path, framing: str, spawn_agent, openrpc) -> None:
     steps = load_transcript(path)
+    env = None
+    if steps and steps[0].get("requires") == "example_store":
+        # Transcripts that plan and execute real deployments need the example model's BentoML store.
+        steps.pop(0)
+        from deploy_support import example_tags
+        example_tags()  # skips (or fails under CI) when the test command did not build the store
+        env = {"BENTOML_HOME": os.environ["MODEL_DEPLOYER_TEST_BENTOML_HOME"],
+               "MODEL_DEPLOYER_BENTOML": os.environ.get("MODEL_DEPLOYER_BENTOML", "bentoml")}
     serve_args = []
     if steps and "serve_args" in steps[0]:
         serve_args = steps.pop(0)["serve_args"]
-    agent = spawn_agent(*serve_args, framing=framing)
+    agent = spawn_agent(*serve_args, framing=framing, env=env)
     bindings = Bindings()
     sent: dict = {}
     i = 0
