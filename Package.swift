@@ -12,7 +12,8 @@ let package = Package(
     ],
     targets: [
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
-        .systemLibrary(name: "CPostgres", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
+        // Headers only: libpq is loaded with dlopen when a Postgres ledger connects (cold start).
+        .systemLibrary(name: "CPostgres", providers: [.apt(["libpq-dev"])]),
 
         // A JSON value type with a byte-level parser and writer. Knows nothing else.
         .target(name: "JSON"),

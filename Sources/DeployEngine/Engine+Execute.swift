@@ -174,7 +174,7 @@ extension Engine {
                      changes: DeploymentChanges(slot: slot.rawValue), data: ["elapsed_ms": .double(ready.elapsedMs), "port": .int(Int64(spec.port))])
 
         // 3. Smoke tests.
-        let checks = plan.config.smokeTests.map { SmokeCheck(api: $0.api, input: $0.input, expect: $0.expect) }
+        let checks = plan.config.smokeTests
         if !checks.isEmpty {
             ctx.report(r, step: "smoke_tests", "running \(checks.count) smoke test(s)", 40)
             let results = await Probes.smoke(port: spec.port, checks: checks, timeoutMs: 5000)

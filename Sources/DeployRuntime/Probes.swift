@@ -1,22 +1,11 @@
 import JSON
 import Synchronization
 
-/// One smoke test: POST `/<api>` with `input` as the JSON body; when `expect` is set the answer must equal it.
-public struct SmokeCheck: Sendable, Hashable {
-    /// API name (the path without the leading slash), e.g. `predict`.
-    public var api: String
-    /// The request body.
-    public var input: JSONValue
-    /// The expected answer; nil accepts any 2xx answer.
-    public var expect: JSONValue?
+import DeployCore
 
-    /// Creates a check.
-    public init(api: String, input: JSONValue, expect: JSONValue? = nil) {
-        self.api = api
-        self.input = input
-        self.expect = expect
-    }
-}
+/// One smoke test: POST `/<api>` with `input` as the JSON body; when `expect` is set the answer must equal it.
+/// The planner's `SmokeTest` is exactly that, so the runtime takes it as it is.
+public typealias SmokeCheck = SmokeTest
 
 /// The outcome of one smoke check (an expected outcome, not an error).
 public struct SmokeResult: Sendable, Hashable {

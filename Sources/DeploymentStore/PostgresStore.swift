@@ -22,40 +22,41 @@ final class PGConnection: SQLConnection {
         self.values = values
     }
 
-    deinit { if let conn { PQfinish(conn) } }
+    deinit { if let conn { LibPQ.api.finish(conn) } }
 
-    var isConnected: Bool { conn.map { PQstatus($0) == CONNECTION_OK } ?? false }
+    var isConnected: Bool { conn.map { LibPQ.api.status($0) == CONNECTION_OK } ?? false }
 
     /// Connects (or reconnects), trying a few times so a server that is just restarting is caught.
     func connect(attempts: Int = 5) throws(DBFailure) {
+        do { _ = try LibPQ.require() } catch { throw .other(error.message) }
         var lastError = ""
         for attempt in 0..<attempts {
-            if let conn { PQfinish(conn); self.conn = nil }
+            if let conn { LibPQ.api.finish(conn); self.conn = nil }
             let c = withCStringArray(keywords) { k in
-                withCStringArray(values) { v in PQconnectdbParams(k, v, 1) }
+                withCStringArray(values) { v in LibPQ.api.connectdbParams(k, v, 1) }
             }
-            if let c, PQstatus(c) == CONNECTION_OK {
+            if let c, LibPQ.api.status(c) == CONNECTION_OK {
                 conn = c
                 // NOTICEs (e.g. "drop cascades to ...") would otherwise go to stderr unstructured.
-                PQsetNoticeProcessor(c, { _, _ in }, nil)
+                LibPQ.api.setNoticeProcessor(c, { _, _ in }, nil)
                 // Reply in UTC ISO format and never wait forever on a lock held by a dead session.
                 _ = try execute("SET TimeZone = 'UTC'", [])
                 return
             }
-            lastError = c.map { trimmed(String(cString: PQerrorMessage($0))) } ?? "out of memory"
-            if let c { PQfinish(c) }
+            lastError = c.map { trimmed(LibPQ.api.errorMessage($0)) } ?? "out of memory"
+            if let c { LibPQ.api.finish(c) }
             if attempt + 1 < attempts { usleep(UInt32(100_000 << attempt)) }
         }
         throw .connectionLost("cannot connect to Postgres: \(lastError)")
     }
 
     func disconnect() {
-        if let conn { PQfinish(conn) }
+        if let conn { LibPQ.api.finish(conn) }
         conn = nil
     }
 
     func execute(_ sql: String, _ params: [SQLValue]) throws(DBFailure) -> [[String?]] {
-        guard let conn, PQstatus(conn) == CONNECTION_OK else { throw .connectionLost("not connected") }
+        guard let conn, LibPQ.api.status(conn) == CONNECTION_OK else { throw .connectionLost("not connected") }
         let texts: [String?] = params.map {
             switch $0 {
             case .null: return nil
@@ -66,28 +67,28 @@ final class PGConnection: SQLConnection {
             }
         }
         let res: OpaquePointer? = withOptionalCStringArray(texts) { ptrs in
-            PQexecParams(conn, sql, Int32(ptrs.count), nil, ptrs.baseAddress, nil, nil, 0)
+            LibPQ.api.execParams(conn, sql, Int32(ptrs.count), nil, ptrs.baseAddress, nil, nil, 0)
         }
-        defer { PQclear(res) }
+        defer { LibPQ.api.clear(res) }
         guard let res else {
-            if PQstatus(conn) != CONNECTION_OK { throw .connectionLost(String(cString: PQerrorMessage(conn))) }
-            throw .other(String(cString: PQerrorMessage(conn)))
+            if LibPQ.api.status(conn) != CONNECTION_OK { throw .connectionLost(LibPQ.api.errorMessage(conn)) }
+            throw .other(LibPQ.api.errorMessage(conn))
         }
-        let status = PQresultStatus(res)
+        let status = LibPQ.api.resultStatus(res)
         if status == PGRES_TUPLES_OK {
-            let nrows = PQntuples(res)
-            let ncols = PQnfields(res)
+            let nrows = LibPQ.api.ntuples(res)
+            let ncols = LibPQ.api.nfields(res)
             var rows: [[String?]] = []
             rows.reserveCapacity(Int(nrows))
             for r in 0..<nrows {
                 var row: [String?] = []
                 row.reserveCapacity(Int(ncols))
                 for c in 0..<ncols {
-                    if PQgetisnull(res, r, c) == 1 {
+                    if LibPQ.api.getisnull(res, r, c) == 1 {
                         row.append(nil)
                     } else {
-                        let len = Int(PQgetlength(res, r, c))
-                        let p = PQgetvalue(res, r, c)!
+                        let len = Int(LibPQ.api.getlength(res, r, c))
+                        let p = LibPQ.api.getvalue(res, r, c)!
                         row.append(p.withMemoryRebound(to: UInt8.self, capacity: len) {
                             String(decoding: UnsafeBufferPointer(start: $0, count: len), as: UTF8.self)
                         })
@@ -99,9 +100,9 @@ final class PGConnection: SQLConnection {
         }
         if status == PGRES_COMMAND_OK || status == PGRES_EMPTY_QUERY { return [] }
         let sqlstate = field(res, "C")
-        let message = field(res, "M") ?? String(cString: PQresultErrorMessage(res))
+        let message = field(res, "M") ?? LibPQ.api.resultErrorMessage(res)
         // Class 08 (connection exception) and 57P01..57P03 (admin shutdown, crash shutdown, cannot connect now).
-        if PQstatus(conn) != CONNECTION_OK || sqlstate == nil || sqlstate!.hasPrefix("08")
+        if LibPQ.api.status(conn) != CONNECTION_OK || sqlstate == nil || sqlstate!.hasPrefix("08")
             || ["57P01", "57P02", "57P03"].contains(sqlstate!)
         {
             throw .connectionLost(message)
@@ -111,7 +112,7 @@ final class PGConnection: SQLConnection {
     }
 
     private func field(_ res: OpaquePointer, _ code: Unicode.Scalar) -> String? {
-        PQresultErrorField(res, Int32(code.value)).map { String(cString: $0) }
+        LibPQ.api.resultErrorField(res, Int32(code.value)).map { String(cString: $0) }
     }
 }
 

@@ -13,17 +13,24 @@ extension JSONValue {
     /// Strings must be valid UTF-8; nesting deeper than `maxDepth` is refused rather than risking the stack.
     public static func parse<C: Collection>(_ bytes: C, maxDepth: Int = 512) throws(JSONParseError) -> JSONValue
     where C.Element == UInt8 {
-        let result: Result<JSONValue, JSONParseError>? = bytes.withContiguousStorageIfAvailable { buf in
-            Result { () throws(JSONParseError) -> JSONValue in
+        try withParser(bytes, maxDepth: maxDepth) { (p: inout JSONParser) throws(JSONParseError) in try p.parseDocument() }
+    }
+
+    /// Runs `body` with a parser over the bytes (copied only when they are not contiguous).
+    private static func withParser<C: Collection, T>(
+        _ bytes: C, maxDepth: Int, _ body: (inout JSONParser) throws(JSONParseError) -> T
+    ) throws(JSONParseError) -> T where C.Element == UInt8 {
+        let result: Result<T, JSONParseError>? = bytes.withContiguousStorageIfAvailable { buf in
+            Result { () throws(JSONParseError) -> T in
                 var p = JSONParser(buf, maxDepth: maxDepth)
-                return try p.parseDocument()
+                return try body(&p)
             }
         }
         if let result { return try result.get() }
         let copy = Array(bytes)
-        return try copy.withUnsafeBufferPointer { buf throws(JSONParseError) -> JSONValue in
+        return try copy.withUnsafeBufferPointer { buf throws(JSONParseError) -> T in
             var p = JSONParser(buf, maxDepth: maxDepth)
-            return try p.parseDocument()
+            return try body(&p)
         }
     }
 
@@ -32,6 +39,7 @@ extension JSONValue {
     /// envelope). Any other value comes back as `.value`. Duplicate keys are all kept, in order.
     public static func parseTopLevel<C: Collection>(_ bytes: C, maxDepth: Int = 512) throws(JSONParseError) -> JSONTopLevel
     where C.Element == UInt8 {
+        // Written out rather than through withParser: this is the per-request hot path and the closure costs.
         let result: Result<JSONTopLevel, JSONParseError>? = bytes.withContiguousStorageIfAvailable { buf in
             Result { () throws(JSONParseError) -> JSONTopLevel in
                 var p = JSONParser(buf, maxDepth: maxDepth)
@@ -39,11 +47,7 @@ extension JSONValue {
             }
         }
         if let result { return try result.get() }
-        let copy = Array(bytes)
-        return try copy.withUnsafeBufferPointer { buf throws(JSONParseError) -> JSONTopLevel in
-            var p = JSONParser(buf, maxDepth: maxDepth)
-            return try p.parseTopLevelDocument()
-        }
+        return try parseTopLevel(Array(bytes), maxDepth: maxDepth)
     }
 
     /// Parses one JSON text from a string.
