@@ -140,7 +140,7 @@ extension Engine {
             note(r, step: "start_slot", message: "stopping what still ran in slot \(slot.rawValue) (pid \(old.pid))")
             let (m, e) = (r.modelName, r.environment)
             // It takes no traffic (the router points at the live slot), so it gets no graceful drain.
-            _ = await detached { await self.slots.stop(modelName: m, environment: e, slot: slot, graceSeconds: 0.2) }
+            _ = await detached { await self.slots.stop(modelName: m, environment: e, slot: slot, graceSeconds: 0) }
             try await retireFromRegistry(r, slot: slot)
         }
         var spec = spec0
