@@ -38,7 +38,9 @@ if [ ! -x .venv/bin/python ] || ! cmp -s scripts/requirements.txt "$stamp" 2>/de
   cp scripts/requirements.txt "$stamp"
 fi
 if ! .venv/bin/python -c 'import model_deployer_client' >/dev/null 2>&1 || [ clients/python/pyproject.toml -nt "$stamp" ]; then
-  .venv/bin/pip install -q --disable-pip-version-check ./clients/python
+  # Editable: the venv always runs the client in this checkout.
+  .venv/bin/pip install -q --disable-pip-version-check -e ./clients/python
+  touch "$stamp"
 fi
 
 if ! command -v swift >/dev/null 2>&1; then

@@ -23,6 +23,7 @@ TEST_POLICY = {
         "qa": {"gates": [], "bake_seconds": 0, "keep_warm_seconds": 900},
         "bake": {"gates": [], "bake_seconds": 25, "keep_warm_seconds": 900},
         "tight": {"gates": [], "startup_deadline_seconds": 1, "bake_seconds": 0},
+        "hurry": {"gates": ["deploy"], "approval_timeout": 1},
     },
 }
 

@@ -402,3 +402,17 @@ def test_mcp_tool_call_streams_progress_with_the_callers_token(deployer):
     assert "deploy_approve" not in tools
     denied = agent.request("tools/call", {"name": "deploy_approve", "arguments": {}})
     assert denied["error"]["code"] == -32602
+
+
+def test_an_unanswered_gate_expires_and_frees_the_rollout(deployer):
+    first = deployer.plan("v1", "hurry")["result"]        # approval_timeout: 1 s
+    assert first["status"] == "awaiting_approval"
+    time.sleep(1.5)
+    late = deployer.call("deploy.approve", {"deployment_id": first["deployment_id"], "approver": "bob", "decision": "approve"})
+    assert late["error"]["code"] == -32004
+    assert late["error"]["data"]["reason"] == "approval_expired"
+    st = deployer.status(first["deployment_id"])["deployment"]
+    assert st["status"] == "expired" and st["error"]["reason"] == "approval_expired"
+    # The expired plan no longer holds the (model, environment) rollout lock.
+    second = deployer.plan("v1", "hurry")
+    assert second["result"]["status"] == "awaiting_approval", second
