@@ -53,7 +53,10 @@ extension Engine {
         let t = now()
         r = try move(r, .approve(gate: pending), step: "gate:\(pending.rawValue)", actor: approver,
                      message: "\(approver) approved gate \(pending.rawValue)\(comment.map { ": \($0)" } ?? "")",
-                     changes: DeploymentChanges(approvedBy: approver, approvedAt: t), data: data)
+                     changes: DeploymentChanges(approvedBy: approver, approvedAt: t,
+                                                // Approving the promotion resumes the rollout here: this agent owns it now.
+                                                owner: pending == .promote ? .some(config.agentID) : nil),
+                     data: data)
         guard pending == .promote else {
             return ApprovalOutcome(record: r, gate: pending, decision: decision, execution: nil)
         }

@@ -130,9 +130,11 @@ extension Engine {
     }
 
     static func hostName() -> String {
-        var buf = [CChar](repeating: 0, count: 256)
-        gethostname(&buf, 255)
-        return String(cString: buf)
+        var buf = [UInt8](repeating: 0, count: 256)
+        buf.withUnsafeMutableBufferPointer { p in
+            p.withMemoryRebound(to: CChar.self) { _ = gethostname($0.baseAddress!, 255) }
+        }
+        return String(decoding: buf.prefix { $0 != 0 }, as: UTF8.self)
     }
 
     /// Field 22 of /proc/PID/stat: the start time, which tells a live process from a reused pid.

@@ -100,7 +100,7 @@ extension Engine {
                    "from_version": .string(entry.modelVersion), "to_version": .string(prevVersion)],
             planHash: "", healthCheckPassed: true, metricsBaseline: previousRecord?.metricsBaseline, requestedBy: requestedBy,
             startedAt: t, finishedAt: t, rollbackOf: undone.deploymentId, createdAt: t, updatedAt: t)
-        try ledger { () throws(StoreError) in
+        _ = try ledger { () throws(StoreError) in
             try store.insert(rec, event: DeploymentEvent(
                 deploymentId: rec.deploymentId, at: t, toStatus: .live, step: "switch", actor: requestedBy,
                 message: "rolled back \(entry.modelVersion) to \(prevVersion): traffic switched to warm slot \(prevSlotName) in \(fixed(switchMs, 0)) ms (\(reason))",

@@ -416,3 +416,15 @@ def test_an_unanswered_gate_expires_and_frees_the_rollout(deployer):
     # The expired plan no longer holds the (model, environment) rollout lock.
     second = deployer.plan("v1", "hurry")
     assert second["result"]["status"] == "awaiting_approval", second
+
+
+def test_same_inputs_and_store_give_the_same_plan_hash(deployer):
+    first = deployer.plan("v1", "staging")["result"]
+    deployer.call("deploy.approve", {"deployment_id": first["deployment_id"], "approver": "bob", "decision": "reject"})
+    second = deployer.plan("v1", "staging")["result"]
+    assert second["deployment_id"] != first["deployment_id"]
+    assert second["plan_hash"] == first["plan_hash"]
+    # A different version is a different plan.
+    deployer.call("deploy.approve", {"deployment_id": second["deployment_id"], "approver": "bob", "decision": "reject"})
+    third = deployer.plan("v2", "staging")["result"]
+    assert third["plan_hash"] != first["plan_hash"]
