@@ -15,8 +15,7 @@ extension Engine {
     /// Reconciles once per agent process, on the first call that touches the ledger (not at start-up, so
     /// the first answer stays fast).
     func reconcileOnce() async {
-        let first = reconciledFlag()
-        guard first else { return }
+        guard reconciledOnce() else { return }
         await reconcile()
     }
 
@@ -147,7 +146,4 @@ extension Engine {
         return fields.count > 19 ? String(fields[19]) : nil
     }
 
-    private func reconciledFlag() -> Bool {
-        reconciledOnce()
-    }
 }

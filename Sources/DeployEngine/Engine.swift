@@ -351,8 +351,10 @@ public final class Engine: Sendable {
         let r = try record(id)
         let events = try ledger { () throws(StoreError) in try store.events(deploymentId: id) }
         let live = try registryEntry(r.modelName, r.environment)
+        // Only these statuses have a slot process that should be running.
+        let running: Set<DeploymentStatus> = [.deploying, .validating, .awaitingPromotion, .switching, .live]
         var alive: Bool? = nil
-        if let s = r.slot.flatMap(Slot.init(rawValue:)), r.status == .live || r.status.isInFlight && r.status != .planned && r.status != .awaitingApproval && r.status != .approved {
+        if let s = r.slot.flatMap(Slot.init(rawValue:)), running.contains(r.status) {
             alive = slots.state(modelName: r.modelName, environment: r.environment, slot: s)?.alive ?? false
         }
         return StatusReport(record: r, events: events, live: live, slotAlive: alive)

@@ -198,10 +198,9 @@ final class DeployService: Sendable {
         let p = try Params(raw, allowed: ["deployment_id", "idempotency_key"])
         let id = try p.required("deployment_id")
         let handler = Self.progressHandler(progress)
-        let engine = try engine()
         let current = try await call { (e) async throws(EngineError) in try await e.status(id) }.record
         if current.status == .awaitingApproval {
-            guard let answer = try await ask(engine, current, gate: .deploy, elicit: elicit, progress: handler) else {
+            guard let answer = try await ask(current, gate: .deploy, elicit: elicit, progress: handler) else {
                 return Wire.output(try await call { (e) async throws(EngineError) in try await e.status(id) }.record)
             }
             if answer.record.status == .rejected { return Wire.output(answer.record) }
@@ -209,7 +208,7 @@ final class DeployService: Sendable {
         let key = try p.string("idempotency_key")
         var out = try await call { (e) async throws(EngineError) in try await e.execute(deploymentId: id, idempotencyKey: key, progress: handler) }
         if out.status == .awaitingPromotion,
-            let answer = try await ask(engine, out, gate: .promote, elicit: elicit, progress: handler)
+            let answer = try await ask(out, gate: .promote, elicit: elicit, progress: handler)
         {
             out = answer.execution ?? answer.record
         }
@@ -218,7 +217,7 @@ final class DeployService: Sendable {
 
     /// Puts one gate to the human; nil when they declined or cancelled.
     private func ask(
-        _ engine: Engine, _ r: DeploymentRecord, gate: GateKind, elicit: @Sendable (String, JSONValue) async throws -> JSONValue,
+        _ r: DeploymentRecord, gate: GateKind, elicit: @Sendable (String, JSONValue) async throws -> JSONValue,
         progress: @escaping ProgressHandler
     ) async throws -> ApprovalOutcome? {
         let what = gate == .deploy ? "deploy" : "switch traffic to"
