@@ -75,7 +75,7 @@ extension Engine {
 
     func decodePlan(_ r: DeploymentRecord) throws(EngineError) -> DeploymentPlan {
         do { return try DeploymentPlan(json: r.plan) } catch {
-            throw EngineError(code: -32603, reason: "plan_unreadable", message: "the stored plan of \(r.deploymentId) cannot be read: \(error)")
+            throw EngineError(code: -32603, reason: "internal_error", message: "the stored plan of \(r.deploymentId) cannot be read: \(error)")
         }
     }
 

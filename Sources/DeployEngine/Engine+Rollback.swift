@@ -32,7 +32,8 @@ extension Engine {
         let why = reason ?? "manual rollback requested by \(requestedBy)"
         switch RollbackDecision.decide(facts, toVersion: toVersion) {
         case .refuse(let reason, let message):
-            throw EngineError.nothingToRollBack(reason, message)
+            // Rolling back to the version that is live already is nothing to roll back, too.
+            throw EngineError.nothingToRollBack(reason == "already_live" ? "nothing_to_roll_back" : reason, message)
         case .switchToWarm:
             return try await rollbackToWarm(undone: undone, entry: entry, reason: why, requestedBy: requestedBy, error: nil, progress: progress)
         case .redeploy(let version):
@@ -155,7 +156,7 @@ extension Engine {
         var plan: DeploymentPlan
         switch Planner.plan(input) {
         case .success(let p): plan = p
-        case .failure(let refusal): throw EngineError.refused(refusal.reason, refusal.message)
+        case .failure(let refusal): throw EngineError.planRefusal(refusal)
         }
         // A rollback is an emergency: no approval gates, and it goes straight on.
         plan.gates = []

@@ -35,6 +35,17 @@ public struct EngineError: Error, Sendable, CustomStringConvertible {
     public static func planStale(_ message: String) -> EngineError { .init(code: -32003, reason: "plan_stale", message: message) }
     public static func approval(_ reason: String, _ message: String) -> EngineError { .init(code: -32004, reason: reason, message: message) }
     public static func refused(_ reason: String, _ message: String) -> EngineError { .init(code: -32005, reason: reason, message: message) }
+    /// A planner refusal: bad smoke tests or requirements are the caller's params (-32602), the rest -32005.
+    public static func planRefusal(_ r: PlanRefusal) -> EngineError {
+        switch r.reason {
+        case "invalid_smoke_test":
+            return .init(code: -32602, reason: "invalid_params", message: r.message, extra: ["field": "smoke_tests"])
+        case "invalid_params":
+            return .init(code: -32602, reason: "invalid_params", message: r.message, extra: ["field": "requirements"])
+        default:
+            return .refused(r.reason, r.message)
+        }
+    }
     public static func nothingToRollBack(_ reason: String, _ message: String) -> EngineError { .init(code: -32006, reason: reason, message: message) }
     public static func ledger(_ e: StoreError) -> EngineError {
         switch e.code {
@@ -296,7 +307,7 @@ public final class Engine: Sendable {
         let plan: DeploymentPlan
         switch Planner.plan(input) {
         case .success(let p): plan = p
-        case .failure(let refusal): throw EngineError.refused(refusal.reason, refusal.message)
+        case .failure(let refusal): throw EngineError.planRefusal(refusal)
         }
         let t = now()
         let status = plan.initialStatus

@@ -51,15 +51,12 @@ final class DeployService: Sendable {
             logger.error("the ledger cannot be opened", ["error": .string(error.message)])
             throw RPCError(code: -32007, reason: "ledger_unavailable", message: "the ledger cannot be opened: \(error.message)")
         }
-        var policy = ApprovalPolicy.defaults
-        let policyPath = options.policyPath ?? (access(home + "/policy.json", R_OK) == 0 ? home + "/policy.json" : nil)
-        if let policyPath {
-            do {
-                let text = try String(contentsOfFile: policyPath, encoding: .utf8)
-                policy = try ApprovalPolicy(json: try JSONValue.parse(text))
-            } catch {
-                throw RPCError(code: -32005, reason: "policy_invalid", message: "the approval policy \(policyPath) is invalid: \(error)")
-            }
+        let policy: ApprovalPolicy
+        switch Self.loadPolicy(options, home: home) {
+        case .success(let p): policy = p
+        case .failure(let problem):
+            // `serve` checks the policy before answering anything, so this is a file changed since.
+            throw RPCError.internalError(problem.message)
         }
         let bentoml = options.bentoml ?? (try? ProcessLauncher.resolve("bentoml")) ?? "bentoml"
         let nginx = options.nginx ?? (try? ProcessLauncher.resolve("nginx")) ?? (access("/usr/sbin/nginx", X_OK) == 0 ? "/usr/sbin/nginx" : "nginx")
@@ -69,6 +66,25 @@ final class DeployService: Sendable {
         logger.info("engine ready", ["home": .string(home), "ledger": .string(options.databaseURL == nil ? "sqlite" : "postgres"),
                                      "bentoml": .string(bentoml), "bentoml_home": .string(bentomlHome), "nginx": .string(nginx)])
         return Engine(config: config, store: store, policy: policy, log: { msg, fields in logger.debug(msg, fields) })
+    }
+
+    /// The approval policy: `--policy FILE`, else `<home>/policy.json` when present, else the built-in one.
+    static func loadPolicy(_ options: ServeOptions, home: String) -> Result<ApprovalPolicy, ConfigurationError> {
+        let path = options.policyPath ?? (access(home + "/policy.json", F_OK) == 0 ? home + "/policy.json" : nil)
+        guard let path else { return .success(ApprovalPolicy.defaults) }
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            return .failure(ConfigurationError(message: "cannot read the approval policy \(path)"))
+        }
+        do {
+            return .success(try ApprovalPolicy(json: try JSONValue.parse(text)))
+        } catch {
+            return .failure(ConfigurationError(message: "the approval policy \(path) is invalid: \(error)"))
+        }
+    }
+
+    /// A configuration file that `serve` cannot use.
+    struct ConfigurationError: Error {
+        var message: String
     }
 
     static func defaultHome(_ env: [String: String]) -> String {

@@ -110,6 +110,14 @@ public final class DeployerAgent: Sendable {
         ProgressSink { _, percent, message in ctx.reportProgress(percent, total: 100, message: message) }
     }
 
+    /// Checks the configuration that must be right before serving (the approval policy file), so a typo
+    /// is reported at start-up rather than on the first deployment. Returns the problem, if any.
+    public static func configurationProblem(_ options: ServeOptions) -> String? {
+        let home = options.home ?? DeployService.defaultHome(currentEnvironment())
+        if case .failure(let problem) = DeployService.loadPolicy(options, home: home) { return problem.message }
+        return nil
+    }
+
     /// Releases the ledger connection.
     public func close() async {
         await service.close()

@@ -325,6 +325,9 @@ public let openRPCDocumentText = ####"""
           "$ref": "#/components/errors/NotFound"
         },
         {
+          "$ref": "#/components/errors/RolloutInProgress"
+        },
+        {
           "$ref": "#/components/errors/PlanStale"
         },
         {
@@ -2137,7 +2140,14 @@ public let openRPCDocumentText = ####"""
               "unknown_environment",
               "nothing_to_roll_back",
               "ledger_unavailable",
-              "runtime_unavailable"
+              "runtime_unavailable",
+              "duplicate_id",
+              "peer_timeout",
+              "peer_gone",
+              "status_conflict",
+              "invalid_transition",
+              "version_not_in_history",
+              "switch_unverified"
             ]
           },
           "message": {
@@ -2364,7 +2374,8 @@ public let openRPCDocumentText = ####"""
       "message": "Invalid Request",
       "reasons": [
         "invalid_request",
-        "frame_too_large"
+        "frame_too_large",
+        "duplicate_id"
       ],
       "description": "Not a JSON-RPC 2.0 request (id null when it cannot be recovered), an empty batch, or a frame larger than --max-frame-bytes (default 64 MiB; reason frame_too_large, id null, the stream stays in sync)."
     },
@@ -2392,7 +2403,9 @@ public let openRPCDocumentText = ####"""
       "name": "InternalError",
       "message": "Internal error",
       "reasons": [
-        "internal_error"
+        "internal_error",
+        "peer_timeout",
+        "peer_gone"
       ],
       "description": "A bug or an unexpected failure inside the agent."
     },
@@ -2421,7 +2434,9 @@ public let openRPCDocumentText = ####"""
       "name": "RolloutInProgress",
       "message": "Rollout in progress",
       "reasons": [
-        "rollout_in_progress"
+        "rollout_in_progress",
+        "status_conflict",
+        "invalid_transition"
       ],
       "description": "Another rollout for the same model and environment is in flight; data.deployment_id names it."
     },
@@ -2466,7 +2481,8 @@ public let openRPCDocumentText = ####"""
       "name": "NothingToRollBack",
       "message": "Nothing to roll back",
       "reasons": [
-        "nothing_to_roll_back"
+        "nothing_to_roll_back",
+        "version_not_in_history"
       ],
       "description": "No previous live version (or no such to_version) to roll back to; nothing changed."
     },
@@ -2484,7 +2500,8 @@ public let openRPCDocumentText = ####"""
       "name": "RuntimeUnavailable",
       "message": "Runtime unavailable",
       "reasons": [
-        "runtime_unavailable"
+        "runtime_unavailable",
+        "switch_unverified"
       ],
       "description": "bentoml or nginx is missing or failing."
     }

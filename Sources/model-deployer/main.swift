@@ -28,6 +28,10 @@ case .usageError(let message):
     stderrLine("Run 'model-deployer --help' for usage.")
     exit(2)
 case .serve(let options):
+    if let problem = DeployerAgent.configurationProblem(options) {
+        stderrLine("model-deployer: \(problem)")
+        exit(2)
+    }
     // The protocol gets its own copy of stdout; fd 1 then points at stderr, so a stray print
     // anywhere in the process cannot corrupt the frame stream.
     let protocolFD = dup(1)
