@@ -292,7 +292,9 @@ extension Engine {
             ctx.report(r, step: "bake", "baking for \(bake) s", 90)
             if let verdictMessage = await bakeWatch(r, plan: plan, routerPort: routerPort, slot: slot, seconds: bake) {
                 note(r, step: "bake", message: "bake failed: \(verdictMessage.message)", data: ["reason": .string(verdictMessage.reason)])
-                if let current = try? registryEntry(r.modelName, r.environment), current.previousSlot != nil {
+                if let current = try? registryEntry(r.modelName, r.environment), current.deploymentId == r.deploymentId,
+                    current.previousSlot != nil
+                {
                     do {
                         let outcome = try await rollbackToWarm(
                             undone: r, entry: current, reason: "automatic rollback: \(verdictMessage.message)",
@@ -306,8 +308,11 @@ extension Engine {
                 } else {
                     note(r, step: "bake", message: "no warm previous version to roll back to; \(r.modelVersion) stays live")
                 }
-            } else {
+            } else if (try? store.registry(modelName: r.modelName, environment: r.environment))??.deploymentId == r.deploymentId {
                 note(r, step: "bake", message: "bake passed (\(bake) s)")
+            } else {
+                note(r, step: "bake", message: "bake ended early: another deployment took over the endpoint")
+                return try record(r.deploymentId)
             }
         }
 
@@ -330,6 +335,10 @@ extension Engine {
         var strikes = 0
         while clock.now < end {
             if Task.isCancelled { return nil }
+            // A manual rollback (or a newer rollout) during the bake ends it: this version is no longer live.
+            guard (try? store.registry(modelName: r.modelName, environment: r.environment))??.deploymentId == r.deploymentId else {
+                return nil
+            }
             let observed = await measure(port: routerPort, plan: plan, requests: 20, concurrency: 2)
             if let s = slots.state(modelName: r.modelName, environment: r.environment, slot: slot), !s.alive {
                 return ("slot_died", "the new version's process (pid \(s.pid)) died during the bake")

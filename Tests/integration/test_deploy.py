@@ -428,3 +428,26 @@ def test_same_inputs_and_store_give_the_same_plan_hash(deployer):
     deployer.call("deploy.approve", {"deployment_id": second["deployment_id"], "approver": "bob", "decision": "reject"})
     third = deployer.plan("v2", "staging")["result"]
     assert third["plan_hash"] != first["plan_hash"]
+
+
+def test_manual_rollback_during_the_bake_wins(deployer):
+    v1 = deployer.deploy("v1", env="bake")
+    plan = deployer.plan("v2", "bake")["result"]
+    did = plan["deployment_id"]
+    agent = deployer.agent
+    agent.send({"jsonrpc": "2.0", "id": "exec", "method": "deploy.execute", "params": {"deployment_id": did}})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        f = agent.recv(timeout=120)
+        if f.get("method") == "deploy.progress" and f["params"]["step"] == "bake":
+            break
+    rb = deployer.call("deploy.rollback", {"model_name": MODEL, "environment": "bake", "requested_by": "carol",
+                                           "reason": "looks wrong"})["result"]
+    assert rb["status"] == "live" and rb["rollback_of"] == did
+    out = agent.wait_response("exec", timeout=120)["result"]
+    assert out["status"] == "rolled_back", out
+    # The bake noticed and stopped; traffic stays on v1.
+    time.sleep(1)
+    assert live_answer(v1["endpoint_url"]) == [EXPECT["v1"][0]]
+    st = deployer.status(did)
+    assert any("bake ended early" in e["message"] for e in st["events"]), [e["message"] for e in st["events"]]
