@@ -30,8 +30,9 @@ extension Engine {
             if pending == .promote { await stopSlot(expired) }
             throw EngineError.approval("approval_expired", "gate \(pending.rawValue) of \(deploymentId) expired after \(gate.timeoutSeconds ?? 0) s")
         }
-        var data: JSONValue = ["gate": .string(pending.rawValue), "decision": .string(decision)]
-        if let comment { data = ["gate": .string(pending.rawValue), "decision": .string(decision), "comment": .string(comment)] }
+        var fields: [String: JSONValue] = ["gate": .string(pending.rawValue), "decision": .string(decision)]
+        if let comment { fields["comment"] = .string(comment) }
+        let data = JSONValue.object(fields)
         if decision == "reject" {
             if pending == .promote { await stopSlot(r) }
             r = try move(r, .reject(gate: pending), step: "gate:\(pending.rawValue)", actor: approver,
