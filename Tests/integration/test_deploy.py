@@ -451,3 +451,29 @@ def test_manual_rollback_during_the_bake_wins(deployer):
     assert live_answer(v1["endpoint_url"]) == [EXPECT["v1"][0]]
     st = deployer.status(did)
     assert any("bake ended early" in e["message"] for e in st["events"]), [e["message"] for e in st["events"]]
+
+
+def test_two_rollouts_in_two_environments_run_concurrently(deployer):
+    agent = deployer.agent
+    ids = {}
+    for env in ("qa", "staging"):
+        r = deployer.plan("v1", env)["result"]
+        if r["status"] == "awaiting_approval":
+            deployer.call("deploy.approve", {"deployment_id": r["deployment_id"], "approver": "bob", "decision": "approve"})
+        ids[env] = r["deployment_id"]
+    for env, did in ids.items():
+        agent.send({"jsonrpc": "2.0", "id": f"exec-{env}", "method": "deploy.execute", "params": {"deployment_id": did}})
+    outs = {env: agent.wait_response(f"exec-{env}", timeout=180)["result"] for env in ids}
+    assert {o["status"] for o in outs.values()} == {"live"}, outs
+    assert outs["qa"]["endpoint_url"] != outs["staging"]["endpoint_url"]
+    for o in outs.values():
+        assert live_answer(o["endpoint_url"]) == [EXPECT["v1"][0]]
+    # Each rollout's progress named its own deployment only.
+    by_id = {}
+    for n in agent.notifications:
+        if n["method"] == "deploy.progress":
+            by_id.setdefault(n["params"]["deployment_id"], []).append(n["params"]["step"])
+    assert set(by_id) >= set(ids.values())
+    for did in ids.values():
+        st = deployer.status(did)
+        assert st["slot_alive"] is True and st["live"]["deployment_id"] == did
