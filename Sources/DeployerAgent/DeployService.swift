@@ -21,7 +21,7 @@ import Synchronization
 final class DeployService: Sendable {
     let options: ServeOptions
     let logger: Logger
-    private let engineState = Mutex<Result<Engine, RPCError>?>(nil)
+    private let engineState = Mutex<Engine?>(nil)
 
     init(options: ServeOptions, logger: Logger) {
         self.options = options
@@ -31,11 +31,13 @@ final class DeployService: Sendable {
     // MARK: - Wiring
 
     func engine() throws(RPCError) -> Engine {
-        if let e = engineState.withLock({ $0 }) { return try e.get() }
-        let made = Result { () throws(RPCError) -> Engine in try makeEngine() }
-        return try engineState.withLock { state in
-            if let existing = state { return existing }
-            state = made
+        // Made under the lock: concurrent first calls must share one engine (one ledger connection,
+        // one reconciliation), not race to open and migrate the ledger twice.
+        // A failure is not kept: a ledger that was down at the first call is tried again at the next.
+        try engineState.withLock { state -> Result<Engine, RPCError> in
+            if let existing = state { return .success(existing) }
+            let made = Result { () throws(RPCError) -> Engine in try makeEngine() }
+            if case .success(let e) = made { state = e }
             return made
         }.get()
     }

@@ -38,7 +38,7 @@ final class PGConnection: SQLConnection {
             if let c, LibPQ.api.status(c) == CONNECTION_OK {
                 conn = c
                 // NOTICEs (e.g. "drop cascades to ...") would otherwise go to stderr unstructured.
-                LibPQ.api.setNoticeProcessor(c, { _, _ in }, nil)
+                _ = LibPQ.api.setNoticeProcessor(c, { _, _ in }, nil)
                 // Reply in UTC ISO format and never wait forever on a lock held by a dead session.
                 _ = try execute("SET TimeZone = 'UTC'", [])
                 return

@@ -3,6 +3,9 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+#if canImport(Glibc)
+import Glibc
+#endif
 import CSQLite
 import DeployCore
 import Synchronization
@@ -27,7 +30,22 @@ final class SQLiteConnection: SQLConnection {
         sqlite3_busy_timeout(db, busyTimeoutMillis)
         sqlite3_extended_result_codes(db, 1)
         // WAL lets readers run beside the one writer, so several agent processes can share the file.
-        let mode = try execute("PRAGMA journal_mode = WAL", [])
+        // Switching a new file to WAL needs an exclusive lock and SQLite does not always run the busy
+        // handler for it: two agents opening a fresh ledger at once would see "database is locked".
+        // Retry for as long as the busy timeout allows.
+        var mode: [[String?]] = []
+        var waitedMillis: Int32 = 0
+        while true {
+            do {
+                mode = try execute("PRAGMA journal_mode = WAL", [])
+                break
+            } catch {
+                let busy = (sqlite3_extended_errcode(db) & 0xff) == SQLITE_BUSY
+                guard busy, waitedMillis < max(busyTimeoutMillis, 1000) else { throw error }
+                usleep(10_000)
+                waitedMillis += 10
+            }
+        }
         if mode.first?[0]?.lowercased() != "wal" {
             throw .other("cannot switch \(path) to WAL mode (got \(mode.first?[0] ?? "nothing"))")
         }
