@@ -60,6 +60,17 @@ class Deployer:
         assert "result" in x, x
         return x["result"]
 
+    def execute_until(self, deployment_id: str, step: str, timeout: float = 120) -> None:
+        """Sends deploy.execute (id "exec") and returns once its progress reaches `step`; fails if the
+        execution finishes first. Collect the answer later with `agent.wait_response("exec")`."""
+        self.agent.send({"jsonrpc": "2.0", "id": "exec", "method": "deploy.execute", "params": {"deployment_id": deployment_id}})
+        deadline = time.monotonic() + timeout
+        while True:
+            f = self.agent.recv(timeout=max(0.1, deadline - time.monotonic()))
+            if f.get("method") == "deploy.progress" and f["params"]["step"] == step:
+                return
+            assert f.get("id") != "exec", f"execute finished before step {step}: {f}"
+
     def status(self, deployment_id: str) -> dict:
         r = self.call("deploy.status", {"deployment_id": deployment_id})
         assert "result" in r, r
@@ -148,13 +159,8 @@ def test_readiness_failure_leaves_live_untouched(deployer):
     plan = deployer.plan("v2", "qa")["result"]
     new_slot = plan["plan"]["config"]["slot"]
     with Load(ok["endpoint_url"]) as load:
-        deployer.agent.send({"jsonrpc": "2.0", "id": "exec", "method": "deploy.execute",
-                             "params": {"deployment_id": plan["deployment_id"]}})
+        deployer.execute_until(plan["deployment_id"], "readiness")
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            f = deployer.agent.recv(timeout=60)
-            if f.get("method") == "deploy.progress" and f["params"]["step"] == "readiness":
-                break
         while new_slot not in slot_processes(deployer.home) and time.monotonic() < deadline:
             time.sleep(0.05)
         for pid in slot_processes(deployer.home).get(new_slot, []):
@@ -173,14 +179,8 @@ def test_automatic_rollback_when_new_version_dies_during_bake(deployer):
     assert v1["status"] == "live"
     plan = deployer.plan("v2", "bake")["result"]
     did = plan["deployment_id"]
-    deployer.agent.send({"jsonrpc": "2.0", "id": "exec", "method": "deploy.execute", "params": {"deployment_id": did}})
     # Wait until the bake starts, then kill the new version outright.
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        f = deployer.agent.recv(timeout=120)
-        if f.get("method") == "deploy.progress" and f["params"]["step"] == "bake":
-            break
-        assert f.get("id") != "exec", f
+    deployer.execute_until(did, "bake")
     new_slot = plan["plan"]["config"]["slot"]
     for pid in slot_processes(deployer.home)[new_slot]:
         os.kill(pid, signal.SIGKILL)
@@ -238,13 +238,7 @@ def test_kill_9_of_the_agent_mid_step_reconciles(deployer, step):
     plan = deployer.plan("v2", "qa")["result"]
     did = plan["deployment_id"]
     agent = deployer.agent
-    agent.send({"jsonrpc": "2.0", "id": "exec", "method": "deploy.execute", "params": {"deployment_id": did}})
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        f = agent.recv(timeout=120)
-        if f.get("method") == "deploy.progress" and f["params"]["step"] == step:
-            break
-        assert f.get("id") != "exec", f"execute finished before step {step}: {f}"
+    deployer.execute_until(did, step)
     agent.proc.kill()
     agent.proc.wait()
     # A new agent reconciles on its first call.
@@ -314,12 +308,7 @@ def test_cancelling_execute_interrupts_cleanly(deployer):
     plan = deployer.plan("v2", "qa")["result"]
     did = plan["deployment_id"]
     agent = deployer.agent
-    agent.send({"jsonrpc": "2.0", "id": "exec", "method": "deploy.execute", "params": {"deployment_id": did}})
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        f = agent.recv(timeout=60)
-        if f.get("method") == "deploy.progress" and f["params"]["step"] == "readiness":
-            break
+    deployer.execute_until(did, "readiness")
     agent.send({"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": "exec"}})
     resp = agent.wait_response("exec", timeout=60)
     assert resp["error"]["code"] == -32800, resp
@@ -435,12 +424,7 @@ def test_manual_rollback_during_the_bake_wins(deployer):
     plan = deployer.plan("v2", "bake")["result"]
     did = plan["deployment_id"]
     agent = deployer.agent
-    agent.send({"jsonrpc": "2.0", "id": "exec", "method": "deploy.execute", "params": {"deployment_id": did}})
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        f = agent.recv(timeout=120)
-        if f.get("method") == "deploy.progress" and f["params"]["step"] == "bake":
-            break
+    deployer.execute_until(did, "bake")
     rb = deployer.call("deploy.rollback", {"model_name": MODEL, "environment": "bake", "requested_by": "carol",
                                            "reason": "looks wrong"})["result"]
     assert rb["status"] == "live" and rb["rollback_of"] == did
