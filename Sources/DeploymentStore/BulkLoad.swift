@@ -134,19 +134,6 @@ extension PostgresStore {
     }
 }
 
-extension Ledger {
-    /// The Postgres element type of a column, for `unnest` arrays.
-    func arrayType(_ column: String) -> String {
-        if Ledger.timeColumns.contains(column) { return "timestamptz" }
-        switch column {
-        case "plan", "metrics_baseline", "error", "data": return "jsonb"
-        case "health_check_passed": return "boolean"
-        case "seq", "last_seq": return "int8"
-        default: return "text"
-        }
-    }
-}
-
 /// A backend that runs nothing: lets the bulk loaders reuse the ledger's statement text.
 private final class DummyBackend: SQLBackend, @unchecked Sendable {
     let dialect: SQLDialect

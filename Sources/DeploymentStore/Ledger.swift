@@ -135,14 +135,21 @@ struct Ledger: Sendable {
         return "INSERT INTO ml_deployment_events (\(cols.joined(separator: ", "))) VALUES (\(ph))"
     }
 
-    func castFor(_ column: String) -> String {
-        if Ledger.timeColumns.contains(column) { return "::timestamptz" }
+    /// The Postgres type of a column's values (for casts and `unnest` arrays).
+    func arrayType(_ column: String) -> String {
+        if Ledger.timeColumns.contains(column) { return "timestamptz" }
         switch column {
-        case "plan", "metrics_baseline", "error", "data": return "::jsonb"
-        case "health_check_passed": return "::boolean"
-        case "seq", "last_seq": return "::int8"
-        default: return ""
+        case "plan", "metrics_baseline", "error", "data": return "jsonb"
+        case "health_check_passed": return "boolean"
+        case "seq", "last_seq": return "int8"
+        default: return "text"
         }
+    }
+
+    /// The cast a parameter of `column` needs (none for text).
+    func castFor(_ column: String) -> String {
+        let type = arrayType(column)
+        return type == "text" ? "" : "::" + type
     }
 
     func transition(
