@@ -8,16 +8,28 @@ public struct RollbackFacts: Sendable, Hashable {
     public var previousSlot: Slot?
     /// `true` while the previous slot is still running and ready (within its keep-warm time).
     public var previousWarm: Bool
-    /// Versions that were live in this environment before, newest first (redeploy targets).
+    /// `false` when the previous deployment was itself rolled back or failed: it is no rollback target
+    /// (rolling back twice must not re-promote what was just rolled back).
+    public var previousHealthy: Bool
+    /// Versions that were live in this environment before and left it healthy (superseded by a newer
+    /// deployment), newest first: the redeploy targets.
     public var history: [String]
+    /// Versions that were live here once but whose newest deployment was rolled back or failed, with why.
+    /// Bringing one back is a new deployment (`deploy.plan`, with its gates), not a rollback.
+    public var unhealthy: [String: String]
 
     /// Rollback facts.
-    public init(live: LiveFacts?, previousVersion: String? = nil, previousSlot: Slot? = nil, previousWarm: Bool = false, history: [String] = []) {
+    public init(
+        live: LiveFacts?, previousVersion: String? = nil, previousSlot: Slot? = nil, previousWarm: Bool = false,
+        previousHealthy: Bool = true, history: [String] = [], unhealthy: [String: String] = [:]
+    ) {
         self.live = live
         self.previousVersion = previousVersion
         self.previousSlot = previousSlot
         self.previousWarm = previousWarm
+        self.previousHealthy = previousHealthy
         self.history = history
+        self.unhealthy = unhealthy
     }
 }
 
@@ -27,7 +39,8 @@ public enum RollbackDecision: Sendable, Hashable {
     case switchToWarm(slot: Slot)
     /// The target is not running: redeploy `version` through the blue-green steps.
     case redeploy(version: String)
-    /// Nothing changes. `reason`: `nothing_to_roll_back`, `already_live`, `version_not_in_history`.
+    /// Nothing changes. `reason`: `nothing_to_roll_back`, `already_live`, `version_not_in_history`,
+    /// `rollback_target_unhealthy`.
     case refuse(reason: String, message: String)
 
     /// Decides how to roll back to `toVersion` (default: the previous live version).
@@ -43,6 +56,13 @@ public enum RollbackDecision: Sendable, Hashable {
         if target == live.version {
             return .refuse(reason: "already_live", message: "\(target) is already live (deployment \(live.deploymentId))")
         }
+        let previousRefused = target == facts.previousVersion && !facts.previousHealthy
+        if previousRefused || facts.unhealthy[target] != nil {
+            let why = facts.unhealthy[target] ?? "its deployment was rolled back"
+            return .refuse(
+                reason: "rollback_target_unhealthy",
+                message: "\(target) cannot come back by rollback: \(why); a rollback only returns to a version that left live healthy. To bring it back, plan a deployment (deploy.plan), with its gates")
+        }
         if target == facts.previousVersion, facts.previousWarm, let slot = facts.previousSlot, slot != live.slot {
             return .switchToWarm(slot: slot)
         }
@@ -51,7 +71,7 @@ public enum RollbackDecision: Sendable, Hashable {
         }
         return .refuse(
             reason: "version_not_in_history",
-            message: "\(target) was never live here; roll back only to an earlier live version (\(([facts.previousVersion].compactMap { $0 } + facts.history).uniqued.joined(separator: ", ")))")
+            message: "\(target) was never live here; roll back only to an earlier live version (\(([facts.previousHealthy ? facts.previousVersion : nil].compactMap { $0 } + facts.history).uniqued.joined(separator: ", ")))")
     }
 }
 

@@ -26,9 +26,16 @@ extension Engine {
         }
         let undone = try record(entry.deploymentId)
         let warm = await isWarm(entry)
-        let history = try previouslyLiveVersions(modelName, environment, excluding: entry.modelVersion)
+        let past = try pastVersions(modelName, environment, excluding: entry.modelVersion)
+        var previousHealthy = true
+        if let pid = entry.previousDeploymentId, let previous = try ledger({ () throws(StoreError) in try store.deployment(id: pid) }),
+            previous.status == .rolledBack || previous.status == .failed
+        {
+            previousHealthy = false
+        }
         let facts = RollbackFacts(live: liveFacts(entry), previousVersion: entry.previousVersion,
-                                  previousSlot: entry.previousSlot.flatMap(Slot.init(rawValue:)), previousWarm: warm, history: history)
+                                  previousSlot: entry.previousSlot.flatMap(Slot.init(rawValue:)), previousWarm: warm,
+                                  previousHealthy: previousHealthy, history: past.healthy, unhealthy: past.unhealthy)
         let why = reason ?? "manual rollback requested by \(requestedBy)"
         switch RollbackDecision.decide(facts, toVersion: toVersion) {
         case .refuse(let reason, let message):
@@ -50,17 +57,42 @@ extension Engine {
         return resp.status == 200
     }
 
-    func previouslyLiveVersions(_ model: String, _ env: String, excluding: String) throws(EngineError) -> [String] {
+    /// The versions that were live here before, split by how their newest deployment ended: superseded
+    /// (left live healthy: a rollback target) or rolled back / failed (not one). Newest first.
+    func pastVersions(_ model: String, _ env: String, excluding: String) throws(EngineError) -> (healthy: [String], unhealthy: [String: String]) {
         let page = try ledger { () throws(StoreError) in
-            try store.query(HistoryQuery(modelName: model, environment: env, statuses: [.superseded, .rolledBack, .live], limit: 200))
+            try store.query(HistoryQuery(modelName: model, environment: env, statuses: [.superseded, .rolledBack, .live, .failed], limit: 1000))
         }
-        var seen = Set<String>([excluding])
-        var out: [String] = []
-        for d in page.deployments where !seen.contains(d.modelVersion) {
-            seen.insert(d.modelVersion)
-            out.append(d.modelVersion)
+        var newest: [String: DeploymentRecord] = [:]
+        var wasLive = Set<String>()
+        var order: [String] = []
+        for d in page.deployments where d.modelVersion != excluding {
+            if newest[d.modelVersion] == nil { newest[d.modelVersion] = d; order.append(d.modelVersion) }
+            if d.status != .failed { wasLive.insert(d.modelVersion) }
         }
-        return out
+        var healthy: [String] = []
+        var unhealthy: [String: String] = [:]
+        for v in order where wasLive.contains(v) {
+            let d = newest[v]!
+            switch d.status {
+            case .superseded, .live: healthy.append(v)
+            default: unhealthy[v] = "its newest deployment here (\(d.deploymentId)) ended \(d.status.rawValue)"
+            }
+        }
+        return (healthy, unhealthy)
+    }
+
+    /// The newest deployment of `version` here that carries a full plan to redeploy from (a warm-switch
+    /// rollback record holds only a short plan, so it is skipped).
+    func redeploySource(_ model: String, _ env: String, version: String) throws(EngineError) -> (DeploymentRecord, DeploymentPlan)? {
+        let page = try ledger { () throws(StoreError) in
+            try store.query(HistoryQuery(modelName: model, modelVersion: version, environment: env,
+                                         statuses: [.superseded, .rolledBack, .live], limit: 1000))
+        }
+        for d in page.deployments {
+            if let plan = try? DeploymentPlan(json: d.plan) { return (d, plan) }
+        }
+        return nil
     }
 
     /// One router switch back to the warm previous slot, recorded as a `rollback` deployment.
@@ -133,11 +165,7 @@ extension Engine {
         progress: @escaping ProgressHandler
     ) async throws(EngineError) -> RollbackOutcome {
         let start = ContinuousClock.now
-        let page = try ledger { () throws(StoreError) in
-            try store.query(HistoryQuery(modelName: entry.modelName, modelVersion: version, environment: entry.environment,
-                                         statuses: [.superseded, .rolledBack, .live], limit: 1))
-        }
-        guard let old = page.deployments.first, let oldPlan = try? DeploymentPlan(json: old.plan) else {
+        guard let (old, oldPlan) = try redeploySource(entry.modelName, entry.environment, version: version) else {
             throw EngineError.nothingToRollBack("version_not_in_history", "\(version) has no earlier deployment here to redeploy")
         }
         guard let envPolicy = policy.environment(entry.environment) else {

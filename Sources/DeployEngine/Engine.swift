@@ -255,12 +255,7 @@ public final class Engine: Sendable {
         if let key = req.idempotencyKey,
             let existing = try ledger({ () throws(StoreError) in try store.deployment(idempotencyKey: key) })
         {
-            guard existing.modelName == req.modelName, existing.environment == req.environment else {
-                throw EngineError(code: -32602, reason: "invalid_params",
-                                  message: "idempotency_key \(key) already names a plan for \(existing.modelName) in \(existing.environment)",
-                                  extra: ["field": "idempotency_key"])
-            }
-            return existing
+            return try replay(existing, of: req, key: key)
         }
         guard let envPolicy = policy.environment(req.environment) else {
             throw EngineError.refused("unknown_environment",
@@ -321,14 +316,15 @@ public final class Engine: Sendable {
         let ev = DeploymentEvent(
             deploymentId: record.deploymentId, at: t, fromStatus: nil, toStatus: status, step: "plan", actor: req.requestedBy,
             message: "planned \(plan.strategy.rawValue) of \(modelTag) to \(req.environment)\(gateText)",
-            data: ["reasons": .array(plan.reasons.map { .string($0) }), "plan_hash": .string(plan.planHash)])
+            data: ["reasons": .array(plan.reasons.map { .string($0) }), "plan_hash": .string(plan.planHash),
+                   "request_fingerprint": .string(req.fingerprint)])
         do {
             try store.insert(record, event: ev)
         } catch {
             if error.code == .duplicateIdempotencyKey, let key = req.idempotencyKey,
-                let existing = try? store.deployment(idempotencyKey: key)
+                let existing = try ledger({ () throws(StoreError) in try store.deployment(idempotencyKey: key) })
             {
-                return existing  // a concurrent call with the same key won the race
+                return try replay(existing, of: req, key: key)  // a concurrent call with the same key won the race
             }
             if error.code == .rolloutInProgress {
                 let blocking = error.deploymentId ?? (try? store.inFlight(modelName: req.modelName, environment: req.environment))?.deploymentId

@@ -336,7 +336,18 @@ final class DeployService: Sendable {
             }
             return d
         }
-        return ["deployments": .array(items), "next_cursor": .string(page.nextCursor)]
+        var out: [String: JSONValue] = ["deployments": .array(items), "next_cursor": .string(page.nextCursor)]
+        if !page.unreadable.isEmpty {
+            for u in page.unreadable {
+                logger.warning("a ledger row cannot be read", ["deployment_id": .string(u.deploymentId), "problem": .string(u.problem)])
+            }
+            out["unreadable"] = .array(page.unreadable.map { u in
+                var o: [String: JSONValue] = ["deployment_id": .string(u.deploymentId), "problem": .string(u.problem)]
+                if let seq = u.eventSeq { o["event_seq"] = .int(Int64(seq)) }
+                return .object(o)
+            })
+        }
+        return .object(out)
     }
 }
 

@@ -2056,6 +2056,20 @@ public let openRPCDocumentText = ####"""
               "string",
               "null"
             ]
+          },
+          "unreadable": {
+            "description": "Present only when some rows of this page could not be decoded (a status written by a newer agent sharing the ledger, or damaged JSON): they are left out of `deployments` (or of `events`) and listed here; the agent also logs them. The page and its cursor are otherwise complete.",
+            "type": "array",
+            "items": {
+              "type": "object",
+              "required": ["deployment_id", "problem"],
+              "properties": {
+                "deployment_id": {"type": "string"},
+                "event_seq": {"description": "Set when the unreadable row is one of the deployment's events.", "type": "integer"},
+                "problem": {"type": "string"}
+              },
+              "additionalProperties": false
+            }
           }
         }
       },
@@ -2147,7 +2161,9 @@ public let openRPCDocumentText = ####"""
               "status_conflict",
               "invalid_transition",
               "version_not_in_history",
-              "switch_unverified"
+              "switch_unverified",
+              "idempotency_key_conflict",
+              "rollback_target_unhealthy"
             ]
           },
           "message": {
@@ -2436,9 +2452,10 @@ public let openRPCDocumentText = ####"""
       "reasons": [
         "rollout_in_progress",
         "status_conflict",
-        "invalid_transition"
+        "invalid_transition",
+        "idempotency_key_conflict"
       ],
-      "description": "Another rollout for the same model and environment is in flight; data.deployment_id names it."
+      "description": "Another rollout for the same model and environment is in flight; data.deployment_id names it. `idempotency_key_conflict`: the plan's idempotency_key already names another deployment (data.deployment_id) made from a different request; the same key with the same request returns that deployment."
     },
     {
       "code": -32003,
@@ -2482,9 +2499,10 @@ public let openRPCDocumentText = ####"""
       "message": "Nothing to roll back",
       "reasons": [
         "nothing_to_roll_back",
-        "version_not_in_history"
+        "version_not_in_history",
+        "rollback_target_unhealthy"
       ],
-      "description": "No previous live version (or no such to_version) to roll back to; nothing changed."
+      "description": "No previous live version (or no such to_version) to roll back to; nothing changed. `rollback_target_unhealthy`: the target was rolled back or failed the last time it was deployed here; bringing it back is a new deployment (deploy.plan, with its gates), not a rollback."
     },
     {
       "code": -32007,

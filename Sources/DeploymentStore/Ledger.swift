@@ -413,24 +413,38 @@ struct Ledger: Sendable {
         let includeEvents = q.includeEvents
         return try mapped {
             try backend.run(includeEvents ? .read : .single) { c, _ in
-                var records = try c.execute(sql, finalParams).map(Self.decodeDeployment)
+                var rows = try c.execute(sql, finalParams)
                 var next: String?
-                if records.count > limit {
-                    records.removeLast(records.count - limit)
-                    if let last = records.last { next = Self.encodeCursor(Micros.from(last.createdAt), last.deploymentId) }
+                if rows.count > limit {
+                    rows.removeLast(rows.count - limit)
+                    // From the raw row: the cursor must move past a row even when that row cannot be decoded.
+                    if let last = rows.last, let micros = Int64(last[23] ?? ""), let id = last[0] {
+                        next = Self.encodeCursor(micros, id)
+                    }
+                }
+                // One row that cannot be read (written by a newer agent, or damaged) must not hide the others.
+                var records: [DeploymentRecord] = []
+                var unreadable: [UnreadableRow] = []
+                for row in rows {
+                    do { records.append(try Self.decodeDeployment(row)) } catch {
+                        unreadable.append(UnreadableRow(deploymentId: row[0] ?? "", problem: "\(error)"))
+                    }
                 }
                 var events: [String: [DeploymentEvent]] = [:]
                 if includeEvents, !records.isEmpty {
                     let ids = records.map { SQLValue.text($0.deploymentId) }
                     let list = (1...ids.count).map { "$\($0)" }.joined(separator: ", ")
-                    for ev in try c.execute("\(eventSelect) WHERE deployment_id IN (\(list)) ORDER BY deployment_id, seq", ids)
-                        .map(Self.decodeEvent)
-                    {
-                        events[ev.deploymentId, default: []].append(ev)
+                    for row in try c.execute("\(eventSelect) WHERE deployment_id IN (\(list)) ORDER BY deployment_id, seq", ids) {
+                        do {
+                            let ev = try Self.decodeEvent(row)
+                            events[ev.deploymentId, default: []].append(ev)
+                        } catch {
+                            unreadable.append(UnreadableRow(deploymentId: row[0] ?? "", eventSeq: Int(row[1] ?? ""), problem: "\(error)"))
+                        }
                     }
                     for r in records where events[r.deploymentId] == nil { events[r.deploymentId] = [] }
                 }
-                return HistoryPage(deployments: records, events: events, nextCursor: next)
+                return HistoryPage(deployments: records, events: events, nextCursor: next, unreadable: unreadable)
             }
         }
     }

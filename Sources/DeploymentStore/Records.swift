@@ -193,10 +193,29 @@ public struct HistoryPage: Sendable, Hashable {
     /// Pass back as `cursor` for the next page; nil on the last page.
     public var nextCursor: String?
 
-    public init(deployments: [DeploymentRecord], events: [String: [DeploymentEvent]] = [:], nextCursor: String?) {
+    /// Rows of this page that could not be decoded (left out of `deployments` and `events`).
+    public var unreadable: [UnreadableRow]
+
+    public init(deployments: [DeploymentRecord], events: [String: [DeploymentEvent]] = [:], nextCursor: String?, unreadable: [UnreadableRow] = []) {
         self.deployments = deployments
         self.events = events
         self.nextCursor = nextCursor
+        self.unreadable = unreadable
+    }
+}
+
+/// A ledger row that cannot be decoded: a status or strategy written by a newer agent sharing the ledger,
+/// or damaged JSON. History reports it beside the rows it could read instead of failing the whole page.
+public struct UnreadableRow: Sendable, Hashable {
+    public var deploymentId: String
+    /// Set when the row is an event of the deployment rather than the deployment itself.
+    public var eventSeq: Int?
+    public var problem: String
+
+    public init(deploymentId: String, eventSeq: Int? = nil, problem: String) {
+        self.deploymentId = deploymentId
+        self.eventSeq = eventSeq
+        self.problem = problem
     }
 }
 

@@ -78,4 +78,27 @@ import Testing
         #expect(reason(RollbackDecision.decide(facts, toVersion: "v2")) == "already_live")
         #expect(reason(RollbackDecision.decide(facts, toVersion: "v9")) == "version_not_in_history")
     }
+
+    /// v1 -> v2 -> rollback to v1 makes v2 the registry's previous, warm; a second rollback must not
+    /// bring it back (that would re-promote the version just rolled back, ungated).
+    @Test func aRolledBackVersionIsNoRollbackTarget() {
+        func reason(_ d: RollbackDecision) -> String? {
+            if case .refuse(let r, _) = d { return r }
+            return nil
+        }
+        let v1Live = Fixtures.live(version: "v1", slot: .blue, id: "rb-1")
+        let undoneWarm = RollbackFacts(live: v1Live, previousVersion: "v2", previousSlot: .green, previousWarm: true,
+                                       previousHealthy: false, history: [], unhealthy: ["v2": "it was rolled back"])
+        #expect(reason(RollbackDecision.decide(undoneWarm, toVersion: nil)) == "rollback_target_unhealthy")
+        #expect(reason(RollbackDecision.decide(undoneWarm, toVersion: "v2")) == "rollback_target_unhealthy")
+        // A previous deployment that was rolled back is refused even when history knows nothing of it.
+        let bare = RollbackFacts(live: v1Live, previousVersion: "v2", previousSlot: .green, previousWarm: true, previousHealthy: false)
+        #expect(reason(RollbackDecision.decide(bare, toVersion: nil)) == "rollback_target_unhealthy")
+        // An older healthy version is still a redeploy target; the unhealthy one is named, not "never live".
+        let mixed = RollbackFacts(live: live, previousVersion: "v1", previousSlot: .blue, previousWarm: true,
+                                  history: ["v1", "v0"], unhealthy: ["v-bad": "its newest deployment here ended failed"])
+        #expect(RollbackDecision.decide(mixed, toVersion: "v0") == .redeploy(version: "v0"))
+        #expect(reason(RollbackDecision.decide(mixed, toVersion: "v-bad")) == "rollback_target_unhealthy")
+        #expect(RollbackDecision.decide(mixed, toVersion: nil) == .switchToWarm(slot: .blue))
+    }
 }

@@ -311,6 +311,42 @@ enum Conformance {
         }
     }
 
+    /// A row this agent cannot decode (a status from a newer agent sharing the ledger, damaged JSON) is
+    /// reported beside the others; the page, its cursor and the events of the readable rows stay whole.
+    static func unreadableRows(_ kind: StoreKind) throws {
+        try withDatabase(kind) { _, store in
+            var ids: [String] = []
+            for i in 0..<5 {
+                let r = sampleRecord(status: .failed, at: instant(Double(i)))
+                try store.insert(r, event: planEvent())
+                ids.append(r.deploymentId)
+            }
+            let damage: (any SQLConnection) throws -> Void = { c in
+                _ = try c.execute("UPDATE ml_deployments SET status = 'from_a_newer_agent' WHERE deployment_id = $1", [.text(ids[3])])
+                _ = try c.execute("UPDATE ml_deployments SET plan = '{not json' WHERE deployment_id = $1", [.text(ids[1])])
+                _ = try c.execute("UPDATE ml_deployment_events SET data = '[broken' WHERE deployment_id = $1", [.text(ids[2])])
+            }
+            switch store {
+            case let s as SQLiteStore: try s.withWriteTransaction(damage)
+            case let s as PostgresStore: try s.withWriteTransaction(damage)
+            default: Issue.record("no raw access to \(kind)"); return
+            }
+            let all = try store.query(HistoryQuery(includeEvents: true))
+            #expect(all.deployments.map(\.deploymentId) == [ids[4], ids[2], ids[0]])
+            #expect(Set(all.unreadable.map(\.deploymentId)) == [ids[3], ids[1], ids[2]])
+            #expect(all.unreadable.first { $0.deploymentId == ids[2] }?.eventSeq == 1)
+            #expect(all.unreadable.first { $0.deploymentId == ids[3] }?.problem.contains("status") == true)
+            #expect(all.events[ids[4]]?.count == 1)
+            // Paging past an unreadable last row: the cursor comes from the raw row.
+            let first = try store.query(HistoryQuery(limit: 2))
+            #expect(first.deployments.map(\.deploymentId) == [ids[4]])
+            #expect(first.unreadable.map(\.deploymentId) == [ids[3]])
+            let second = try store.query(HistoryQuery(limit: 2, cursor: first.nextCursor))
+            #expect(second.deployments.map(\.deploymentId) == [ids[2]])
+            #expect(second.unreadable.map(\.deploymentId) == [ids[1]])
+        }
+    }
+
     static func paginationUnderInserts(_ kind: StoreKind) throws {
         try withDatabase(kind) { db, store in
             var expected: [String] = []

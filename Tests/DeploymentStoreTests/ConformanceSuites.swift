@@ -15,6 +15,7 @@ struct SQLiteConformanceTests {
     @Test func idempotencyKeyLookup() throws { try Conformance.idempotencyKey(.sqlite) }
     @Test func paginationHasNoGapsOrDuplicatesUnderInserts() throws { try Conformance.paginationUnderInserts(.sqlite) }
     @Test func queryFilters() throws { try Conformance.filters(.sqlite) }
+    @Test func unreadableRowsAreReportedNotFatal() throws { try Conformance.unreadableRows(.sqlite) }
     @Test func liveAtAnswersWhichDeploymentWasLive() throws { try Conformance.liveAt(.sqlite) }
 }
 
@@ -32,6 +33,7 @@ struct PostgresConformanceTests {
     @Test func idempotencyKeyLookup() throws { try Conformance.idempotencyKey(.postgres) }
     @Test func paginationHasNoGapsOrDuplicatesUnderInserts() throws { try Conformance.paginationUnderInserts(.postgres) }
     @Test func queryFilters() throws { try Conformance.filters(.postgres) }
+    @Test func unreadableRowsAreReportedNotFatal() throws { try Conformance.unreadableRows(.postgres) }
     @Test func liveAtAnswersWhichDeploymentWasLive() throws { try Conformance.liveAt(.postgres) }
     @Test func survivesAServerRestartMidSession() throws { try PostgresRestart.restartMidSession() }
     @Test func survivesAKilledConnection() throws { try PostgresRestart.killedConnection() }
