@@ -429,7 +429,7 @@ extension Engine {
 
     /// Stops the previous slot after its keep-warm time, if it is still the warm one then.
     func scheduleRetirement(_ r: DeploymentRecord, slot: Slot, after seconds: Int) {
-        Task.detached { [self] in
+        Task.detached(executorPreference: BlockingExecutor.shared) { [self] in
             try? await Task.sleep(for: .seconds(seconds))
             guard let entry = try? store.registry(modelName: r.modelName, environment: r.environment),
                 entry.deploymentId == r.deploymentId, entry.previousSlot == slot.rawValue
@@ -442,7 +442,7 @@ extension Engine {
 
     /// Runs `body` in a task of its own, so a cancelled caller still waits for the clean-up to finish.
     func detached<T: Sendable>(_ body: @escaping @Sendable () async -> T) async -> T {
-        await Task { await body() }.value
+        await Task(executorPreference: BlockingExecutor.shared) { await body() }.value
     }
 
     func ms(since start: ContinuousClock.Instant) -> Double {

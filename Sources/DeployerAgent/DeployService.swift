@@ -100,11 +100,15 @@ final class DeployService: Sendable {
         RPCError(code: e.code, reason: e.reason, message: e.message, extra: e.extra)
     }
 
+    /// Runs an engine call on the blocking executor: ledger calls and hashing block their thread, and on
+    /// the cooperative pool (two threads here) two slow plans would stall every other request.
     func call<T>(_ body: (Engine) async throws(EngineError) -> T) async throws(RPCError) -> T {
-        let engine = try engine()
-        do { return try await body(engine) } catch {
-            if error.code == -32800 { throw RPCError.requestCancelled }
-            throw Self.rpc(error)
+        try await withTaskExecutorPreference(BlockingExecutor.shared) { () async throws(RPCError) -> T in
+            let engine = try engine()
+            do throws(EngineError) { return try await body(engine) } catch {
+                if error.code == -32800 { throw RPCError.requestCancelled }
+                throw Self.rpc(error)
+            }
         }
     }
 
