@@ -299,7 +299,7 @@ extension Engine {
                     do {
                         let outcome = try await rollbackToWarm(
                             undone: r, entry: current, reason: "automatic rollback: \(verdictMessage.message)",
-                            requestedBy: "model-deployer", error: Self.errorJSON(code: "-32009", reason: verdictMessage.reason, message: verdictMessage.message, step: "bake"),
+                            requestedBy: "model-deployer", error: Self.errorJSON(code: Engine.deploymentFailedCode, reason: verdictMessage.reason, message: verdictMessage.message, step: "bake"),
                             progress: ctx.progress)
                         ctx.report(outcome.record, step: "rollback", "rolled back to \(outcome.toVersion) after a failed bake", 100)
                         return try record(r.deploymentId)
@@ -400,7 +400,7 @@ extension Engine {
         let current = (try? store.deployment(id: r.deploymentId)) ?? r
         let failed = try move(current, .fail, step: step, actor: "model-deployer", message: "failed at \(step): \(message)",
                               changes: DeploymentChanges(healthCheckPassed: step == "readiness" ? false : nil, finishedAt: now(),
-                                                         error: Self.errorJSON(code: "-32009", reason: reason, message: message, step: step)),
+                                                         error: Self.errorJSON(code: Engine.deploymentFailedCode, reason: reason, message: message, step: step)),
                               data: ["reason": .string(reason)])
         ctx.report(failed, step: step, "failed at \(step): \(message)", 100)
         return failed

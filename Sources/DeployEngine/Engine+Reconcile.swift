@@ -14,9 +14,10 @@ import JSON
 extension Engine {
     /// Reconciles once per agent process, on the first call that touches the ledger (not at start-up, so
     /// the first answer stays fast).
+    /// Also repairs a router found down, on every call.
     func reconcileOnce() async {
-        guard reconciledOnce() else { return }
-        await reconcile()
+        if reconciledOnce() { await reconcile() }
+        await repairRouterIfDown()
     }
 
     /// After a crash: in-flight work whose owner is gone is interrupted and cleaned up (staging slot stopped,
@@ -51,7 +52,7 @@ extension Engine {
         guard let r = try? store.deployment(id: id), [.deploying, .validating, .switching].contains(r.status) else { return }
         await stopSlot(r)
         _ = try? move(r, .interrupt, step: "reconcile", actor: "model-deployer", message: "interrupted: \(why); staging slot stopped, live untouched",
-                      changes: DeploymentChanges(finishedAt: now(), error: Self.errorJSON(code: "-32009", reason: "interrupted", message: why, step: r.status.rawValue), owner: .some(nil)))
+                      changes: DeploymentChanges(finishedAt: now(), error: Self.errorJSON(code: Engine.deploymentFailedCode, reason: "interrupted", message: why, step: r.status.rawValue), owner: .some(nil)))
         if let entry = try? store.registry(modelName: r.modelName, environment: r.environment) {
             await reconcileRoute(entry)
         } else {

@@ -114,11 +114,13 @@ extension Engine {
                                    upstreamPort: state.spec.port, slot: prevSlot, version: prevVersion)
         } catch {
             await restoreRoute(entry)
-            throw EngineError.runtime(error)
+            throw recordFailedRollback(undone: undone, entry: entry, requestedBy: requestedBy, reason: reason, failure: EngineError.runtime(error))
         }
         guard await router.verify(routerPort: routerPort, expectSlot: prevSlot, timeoutMs: 5000) else {
             await restoreRoute(entry)
-            throw EngineError(code: -32008, reason: "switch_unverified", message: "the router did not answer from slot \(prevSlotName) within 5 s")
+            throw recordFailedRollback(
+                undone: undone, entry: entry, requestedBy: requestedBy, reason: reason,
+                failure: EngineError(code: -32008, reason: "switch_unverified", message: "the router did not answer from slot \(prevSlotName) within 5 s"))
         }
         let switchMs = ms(since: start)
         let t = now()
@@ -157,6 +159,34 @@ extension Engine {
         let keepWarm = (try? DeploymentPlan(json: undone.plan))?.config.rollback.keepWarmSeconds ?? 600
         scheduleRetirement(rec, slot: Slot(rawValue: entry.slot) ?? prevSlot.other, after: keepWarm)
         return RollbackOutcome(record: rec, fromVersion: entry.modelVersion, toVersion: prevVersion, durationMs: total)
+    }
+
+    /// Records a rollback whose switch failed as a `failed` rollback deployment (with the step and the
+    /// error), so the attempt is in the history; returns `failure` naming that record for the caller.
+    func recordFailedRollback(undone: DeploymentRecord, entry: RegistryEntry, requestedBy: String, reason: String,
+                              failure: EngineError) -> EngineError {
+        let t = now()
+        let target = entry.previousVersion ?? "?"
+        let rec = DeploymentRecord(
+            deploymentId: makeDeploymentID(now: t), modelName: entry.modelName, modelVersion: target, environment: entry.environment,
+            bentoTag: entry.previousBentoTag, endpointURL: entry.endpointURL, strategy: .rollback, status: .failed,
+            previousVersion: entry.modelVersion, slot: entry.previousSlot,
+            plan: ["strategy": "rollback", "kind": "switch_to_warm", "reasons": .array([.string(reason)]),
+                   "from_version": .string(entry.modelVersion), "to_version": .string(target)],
+            planHash: "", healthCheckPassed: false, requestedBy: requestedBy, startedAt: t, finishedAt: t,
+            error: Self.errorJSON(code: failure.code, reason: failure.reason, message: failure.message, step: "switch"),
+            rollbackOf: undone.deploymentId, createdAt: t, updatedAt: t)
+        var out = failure
+        do {
+            _ = try store.insert(rec, event: DeploymentEvent(
+                deploymentId: rec.deploymentId, at: t, toStatus: .failed, step: "switch", actor: requestedBy,
+                message: "rollback of \(entry.modelVersion) to \(target) failed at the switch; \(entry.modelVersion) stays live: \(failure.message)"))
+            out.extra["deployment_id"] = .string(rec.deploymentId)
+        } catch {
+            log("the failed rollback could not be recorded", ["error": .string(error.message), "rollback_of": .string(undone.deploymentId)])
+            out.message += " (and the ledger did not record the attempt: \(error.message))"
+        }
+        return out
     }
 
     /// Redeploys an older version through the blue-green steps, recorded as a `rollback` deployment.

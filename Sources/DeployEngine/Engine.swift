@@ -155,6 +155,8 @@ public struct StatusReport: Sendable {
     public var live: RegistryEntry?
     /// Whether the deployment's slot process is running (nil when it has no slot).
     public var slotAlive: Bool?
+    /// For the live deployment: whether its endpoint answers through the router now (nil otherwise).
+    public var endpointAlive: Bool?
 }
 
 /// Runs deployments: each step persisted before the next, effects through the runtime, recovery after crashes.
@@ -243,8 +245,12 @@ public final class Engine: Sendable {
         try ledger { () throws(StoreError) in try store.registry(modelName: model, environment: env) }
     }
 
-    static func errorJSON(code: String, reason: String, message: String, step: String) -> JSONValue {
-        ["code": .string(code), "reason": .string(reason), "message": .string(message), "step": .string(step)]
+    /// The `error.code` of a deployment that failed on its own (never a JSON-RPC error: a failed
+    /// deployment is a result). Refusals that end a deployment keep their own code.
+    static let deploymentFailedCode = -32009
+
+    static func errorJSON(code: Int, reason: String, message: String, step: String) -> JSONValue {
+        ["code": .integer(code), "reason": .string(reason), "message": .string(message), "step": .string(step)]
     }
 
     // MARK: - Plan
@@ -346,7 +352,7 @@ public final class Engine: Sendable {
         guard policy.isExpired(gateOpenedAt: openedAt, now: now(), gate: gate) else { return nil }
         let expired = try move(r, .expire, step: "expire", actor: "model-deployer",
                                message: "gate \(kind.rawValue) expired after \(gate.timeoutSeconds ?? 0) s without an answer",
-                               changes: DeploymentChanges(finishedAt: now(), error: Self.errorJSON(code: "-32004", reason: "approval_expired", message: "the approval window closed", step: "gate:\(kind.rawValue)")))
+                               changes: DeploymentChanges(finishedAt: now(), error: Self.errorJSON(code: -32004, reason: "approval_expired", message: "the approval window closed", step: "gate:\(kind.rawValue)")))
         return expired
     }
 
@@ -364,7 +370,11 @@ public final class Engine: Sendable {
         if let s = r.slot.flatMap(Slot.init(rawValue:)), running.contains(r.status) {
             alive = slots.state(modelName: r.modelName, environment: r.environment, slot: s)?.alive ?? false
         }
-        return StatusReport(record: r, events: events, live: live, slotAlive: alive)
+        var endpointAlive: Bool? = nil
+        if r.status == .live, let live, live.deploymentId == r.deploymentId {
+            endpointAlive = await endpointAnswers(live.endpointURL)
+        }
+        return StatusReport(record: r, events: events, live: live, slotAlive: alive, endpointAlive: endpointAlive)
     }
 
     /// One page of history.

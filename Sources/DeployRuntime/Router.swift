@@ -339,11 +339,43 @@ public final class NginxRouter: Sendable {
         }
     }
 
+    /// nginx processes of this router (they hold files under its prefix open: its logs) that are neither the
+    /// running master nor its children. Workers whose master was killed keep serving the old routes and keep
+    /// the ports bound, so a new master could not start while they live.
+    func strayProcesses() -> [Int32] {
+        let table = ProcessTable.snapshot()
+        var ours = Set<Int32>()
+        if let master = runningPid() { ours = ProcessTable.descendants(of: [master], in: table).union([master]) }
+        return table.compactMap { p in
+            guard !ours.contains(p.pid), p.state != "Z", p.pid != getpid(),
+                  let cmd = FileIO.readBytes("/proc/\(p.pid)/cmdline", limit: 256),
+                  String(decoding: cmd, as: UTF8.self).hasPrefix("nginx") else { return nil }
+            let fdDir = "/proc/\(p.pid)/fd"
+            for fd in FileIO.list(fdDir) where FileIO.linkTarget(fdDir + "/" + fd)?.hasPrefix(prefix + "/") == true {
+                return p.pid
+            }
+            return nil
+        }
+    }
+
+    /// Kills stray processes of this router and waits (up to 2 s) until they are gone.
+    private func killStrays() {
+        let strays = strayProcesses()
+        guard !strays.isEmpty else { return }
+        for pid in strays { kill(pid, SIGKILL) }
+        let deadline = monotonicMs() + 2000
+        while strays.contains(where: { ProcessLauncher.isAlive(pid: $0) }) && monotonicMs() < deadline { usleep(5000) }
+    }
+
+    /// Whether the router needs repair: routes are configured but no master serves them.
+    public var needsRepair: Bool { runningPid() == nil && !allRoutes().isEmpty }
+
     private func ensureRunningLocked() throws(RuntimeError) {
         for dir in ["conf.d", "logs", "run", "temp"] { try FileIO.makeDirectories(prefix + "/" + dir) }
         let main = NginxConfig.renderMain(prefix: prefix, user: Self.workerUser())
         if FileIO.readString(confPath) != main { try FileIO.writeAtomically(confPath, Array(main.utf8)) }
         if runningPid() != nil { return }
+        killStrays()
         let test = try nginxSync(["-t", "-q"])
         guard test.status == 0 else {
             throw RuntimeError(code: "router_config_invalid", message: "nginx -t failed: \(test.output.trimmingSpaces)")

@@ -67,7 +67,9 @@ final class DeployService: Sendable {
         let logger = self.logger
         logger.info("engine ready", ["home": .string(home), "ledger": .string(options.databaseURL == nil ? "sqlite" : "postgres"),
                                      "bentoml": .string(bentoml), "bentoml_home": .string(bentomlHome), "nginx": .string(nginx)])
-        return Engine(config: config, store: store, policy: policy, log: { msg, fields in logger.debug(msg, fields) })
+        let engine = Engine(config: config, store: store, policy: policy, log: { msg, fields in logger.debug(msg, fields) })
+        engine.watchRouter()
+        return engine
     }
 
     /// The approval policy: `--policy FILE`, else `<home>/policy.json` when present, else the built-in one.
@@ -295,7 +297,8 @@ final class DeployService: Sendable {
         let id = try p.required("deployment_id")
         let s = try await call { (e) async throws(EngineError) in try await e.status(id) }
         return ["deployment": Wire.deployment(s.record), "events": .array(s.events.map(Wire.event)),
-                "live": s.live.map(Wire.registry) ?? .null, "slot_alive": s.slotAlive.map { .bool($0) } ?? .null]
+                "live": s.live.map(Wire.registry) ?? .null, "slot_alive": s.slotAlive.map { .bool($0) } ?? .null,
+                "endpoint_alive": s.endpointAlive.map { .bool($0) } ?? .null]
     }
 
     func history(_ raw: JSONValue?) async throws -> JSONValue {

@@ -1195,7 +1195,7 @@ public let openRPCDocumentText = ####"""
       },
       "DeploymentError": {
         "title": "DeploymentError",
-        "description": "Why a deployment failed or was rolled back. `code` is the JSON-RPC-style code or a short string; `reason` is one of the stable reasons of the error table (x-errors) or a runtime failure reason; `step` is the step that failed.",
+        "description": "Why a deployment failed or was rolled back. `code` is always an integer: -32009 for a deployment that failed on its own (readiness, smoke tests, bake regression, interruption: never sent as a JSON-RPC error, only inside a result), otherwise the x-errors code of the refusal that ended it (e.g. -32004 approval_expired, -32008 switch_unverified); `reason` is one of the stable reasons of the error table (x-errors) or a runtime failure reason; `step` is the step that failed.",
         "type": "object",
         "required": [
           "code",
@@ -1204,10 +1204,7 @@ public let openRPCDocumentText = ####"""
         ],
         "properties": {
           "code": {
-            "type": [
-              "integer",
-              "string"
-            ]
+            "type": "integer"
           },
           "reason": {
             "type": "string",
@@ -2003,7 +2000,8 @@ public let openRPCDocumentText = ####"""
           "deployment",
           "events",
           "live",
-          "slot_alive"
+          "slot_alive",
+          "endpoint_alive"
         ],
         "properties": {
           "deployment": {
@@ -2028,6 +2026,13 @@ public let openRPCDocumentText = ####"""
           },
           "slot_alive": {
             "description": "Whether the deployment's slot process answers now; null when it has no slot running.",
+            "type": [
+              "boolean",
+              "null"
+            ]
+          },
+          "endpoint_alive": {
+            "description": "For the live deployment: whether its endpoint answers BentoML's readiness probe through the router now (false when the router or the slot is down); null for any other deployment. The agent restarts a router found down at its next call and, once it has served a deployment call, checks every 2 s.",
             "type": [
               "boolean",
               "null"

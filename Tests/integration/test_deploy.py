@@ -217,9 +217,9 @@ def test_manual_rollback_under_load_is_one_switch(deployer):
     print(f"rollback: {res['duration_ms']:.0f} ms in the agent, {elapsed * 1000:.0f} ms round trip")
     undone = deployer.status(v2["deployment_id"])["deployment"]
     assert undone["status"] == "rolled_back"
-    # Nothing to roll back to any more than once: rolling back again goes forward to v2 (still warm).
+    # Rolling back again must not re-promote v2 (still warm, but rolled back): that is a deployment.
     again = deployer.call("deploy.rollback", {"model_name": MODEL, "environment": "qa", "requested_by": "carol"})
-    assert again["result"]["to_version"] == version(deployer.tags, "v2")
+    assert again["error"]["data"]["reason"] == "rollback_target_unhealthy", again
 
 
 def test_rollback_with_nothing_live_is_a_clear_error(deployer):
