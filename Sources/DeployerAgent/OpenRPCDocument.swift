@@ -115,7 +115,8 @@ public let openRPCDocumentText = ####"""
           "required": false,
           "schema": {
             "type": "string",
-            "pattern": "^[a-z0-9][a-z0-9_.-]{0,62}(:[a-z0-9][a-z0-9_.-]{0,62})?$"
+            "pattern": "^[a-z0-9][a-z0-9_.-]{0,62}(:[a-z0-9][a-z0-9_.-]{0,62})?$",
+            "maxLength": 127
           }
         },
         {
@@ -139,7 +140,8 @@ public let openRPCDocumentText = ####"""
             "type": "array",
             "items": {
               "$ref": "#/components/schemas/SmokeTest"
-            }
+            },
+            "maxItems": 32
           }
         },
         {
@@ -159,7 +161,8 @@ public let openRPCDocumentText = ####"""
             "items": {
               "$ref": "#/components/schemas/GateKind"
             },
-            "uniqueItems": true
+            "uniqueItems": true,
+            "maxItems": 2
           }
         },
         {
@@ -307,7 +310,8 @@ public let openRPCDocumentText = ####"""
           "required": false,
           "schema": {
             "type": "string",
-            "maxLength": 4096
+            "maxLength": 4096,
+            "x-multiline": true
           }
         }
       ],
@@ -491,7 +495,8 @@ public let openRPCDocumentText = ####"""
           "required": false,
           "schema": {
             "type": "string",
-            "maxLength": 4096
+            "maxLength": 4096,
+            "x-multiline": true
           }
         },
         {
@@ -656,7 +661,8 @@ public let openRPCDocumentText = ####"""
                 "items": {
                   "$ref": "#/components/schemas/DeploymentStatus"
                 },
-                "minItems": 1
+                "minItems": 1,
+                "maxItems": 14
               }
             ]
           }
@@ -711,7 +717,8 @@ public let openRPCDocumentText = ####"""
           "required": false,
           "schema": {
             "type": "string",
-            "minLength": 1
+            "minLength": 1,
+            "maxLength": 128
           }
         },
         {
@@ -811,7 +818,8 @@ public let openRPCDocumentText = ####"""
           "name": "protocolVersion",
           "required": true,
           "schema": {
-            "type": "string"
+            "type": "string",
+            "maxLength": 64
           }
         },
         {
@@ -924,7 +932,8 @@ public let openRPCDocumentText = ####"""
           "name": "cursor",
           "required": false,
           "schema": {
-            "type": "string"
+            "type": "string",
+            "maxLength": 128
           }
         }
       ],
@@ -1004,7 +1013,8 @@ public let openRPCDocumentText = ####"""
           "name": "name",
           "required": true,
           "schema": {
-            "type": "string"
+            "type": "string",
+            "maxLength": 128
           }
         },
         {
@@ -1110,13 +1120,15 @@ public let openRPCDocumentText = ####"""
         "title": "Name",
         "description": "A model name, model version or environment (BentoML's own rule). Checked before anything reaches a path, a process, a proxy config or SQL.",
         "type": "string",
-        "pattern": "^[a-z0-9][a-z0-9_.-]{0,62}$"
+        "pattern": "^[a-z0-9][a-z0-9_.-]{0,62}$",
+        "maxLength": 63
       },
       "DeploymentId": {
         "title": "DeploymentId",
         "description": "A deployment id: a UUIDv7 in lowercase text, time-ordered.",
         "type": "string",
-        "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+        "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+        "maxLength": 36
       },
       "Timestamp": {
         "title": "Timestamp",
@@ -1128,11 +1140,12 @@ public let openRPCDocumentText = ####"""
         "title": "TimestampInput",
         "description": "An instant a client sends: any RFC 3339 date-time with an offset.",
         "type": "string",
-        "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+        "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$",
+        "maxLength": 64
       },
       "Actor": {
         "title": "Actor",
-        "description": "Who asks or approves (a person or a system), free text.",
+        "description": "Who asks or approves (a person or a system), free text: 1 to 256 UTF-8 bytes (at most 128 characters), not blank; no control, format (zero-width, bidi override or isolate, BOM), default-ignorable, private-use or unassigned code points. Identities are compared after case folding and canonical normalisation, ignoring surrounding whitespace: Alice and alice are one person.",
         "type": "string",
         "minLength": 1,
         "maxLength": 256
@@ -1310,23 +1323,28 @@ public let openRPCDocumentText = ####"""
         "properties": {
           "cpu": {
             "type": "number",
-            "exclusiveMinimum": 0
+            "exclusiveMinimum": 0,
+            "maximum": 4096
           },
           "memory_mb": {
             "type": "number",
-            "exclusiveMinimum": 0
+            "exclusiveMinimum": 0,
+            "maximum": 16777216
           },
           "gpu": {
             "type": "integer",
-            "minimum": 0
+            "minimum": 0,
+            "maximum": 1024
           },
           "expected_rps": {
             "type": "number",
-            "minimum": 0
+            "minimum": 0,
+            "maximum": 1000000000
           },
           "latency_slo_ms": {
             "type": "number",
-            "exclusiveMinimum": 0
+            "exclusiveMinimum": 0,
+            "maximum": 86400000
           }
         }
       },
@@ -1342,7 +1360,9 @@ public let openRPCDocumentText = ####"""
         "properties": {
           "api": {
             "type": "string",
-            "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,62}$"
+            "pattern": "^/?[A-Za-z_][A-Za-z0-9_]{0,63}$",
+            "maxLength": 65,
+            "description": "The BentoML API name (classify) or its route (/classify)."
           },
           "input": {},
           "expect": {}
@@ -2396,7 +2416,7 @@ public let openRPCDocumentText = ####"""
         "invalid_params",
         "unknown_tool"
       ],
-      "description": "Missing, unknown or wrongly typed params, or a name that breaks the name rule; data.field names the offending field when there is one. An unknown MCP tool in tools/call is reason unknown_tool."
+      "description": "Missing, unknown or wrongly typed params, a value outside the contract's limits (every param is checked against its schema here before anything else: lengths are UTF-8 bytes, numbers must be finite), or a name that breaks the name rule; data.field names the offending field as a path (requirements.memory_mb, smoke_tests[0].api). No string may contain U+0000, and schema-typed strings no other control character (tab, LF and CR are allowed where the schema says x-multiline). An unknown MCP tool in tools/call is reason unknown_tool; bad arguments to a known tool are an isError tool result, not this error."
     },
     {
       "code": -32603,
