@@ -40,6 +40,7 @@ let package = Package(
         .testTarget(name: "DeployCoreTests", dependencies: ["DeployCore", "JSON", "TestSupport"]),
         .testTarget(name: "DeploymentStoreTests", dependencies: ["DeploymentStore", "DeployCore", "JSON", "TestSupport"]),
         .testTarget(name: "DeployRuntimeTests", dependencies: ["DeployRuntime", "DeployCore", "JSON"]),
+        .testTarget(name: "DeployerAgentTests", dependencies: ["DeployerAgent", "DeployRuntime", "DeployCore", "JSONRPC", "JSON"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -90,7 +90,13 @@ public final class DeployerAgent: Sendable {
         })
         let logger = self.logger
         server.register("tools/call", .task { params, ctx in
-            try validators.check("tools/call", params)
+            // The arguments are the tool's to check (a bad one is a tool error the model can read), not tools/call's.
+            var envelope = params
+            if case .object(var o)? = params, case .object? = o["arguments"] {
+                o["arguments"] = .object([:])
+                envelope = .object(o)
+            }
+            try validators.check("tools/call", envelope)
             guard let name = params?["name"]?.stringValue else {
                 throw RPCError.invalidParams("tools/call needs a tool name", field: "name")
             }

@@ -220,7 +220,8 @@ public let openRPCDocumentText = ####"""
           },
           "bento": {
             "type": "string",
-            "pattern": "^[a-z0-9][a-z0-9_.-]{0,62}(:[a-z0-9][a-z0-9_.-]{0,62})?$"
+            "pattern": "^[a-z0-9][a-z0-9_.-]{0,62}(:[a-z0-9][a-z0-9_.-]{0,62})?$",
+            "maxLength": 127
           },
           "strategy": {
             "type": "string",
@@ -235,7 +236,8 @@ public let openRPCDocumentText = ####"""
             "type": "array",
             "items": {
               "$ref": "#/components/schemas/SmokeTest"
-            }
+            },
+            "maxItems": 32
           },
           "requirements": {
             "$ref": "#/components/schemas/RequirementsInput"
@@ -245,7 +247,8 @@ public let openRPCDocumentText = ####"""
             "items": {
               "$ref": "#/components/schemas/GateKind"
             },
-            "uniqueItems": true
+            "uniqueItems": true,
+            "maxItems": 2
           },
           "idempotency_key": {
             "type": "string",
@@ -366,7 +369,8 @@ public let openRPCDocumentText = ####"""
           },
           "comment": {
             "type": "string",
-            "maxLength": 4096
+            "maxLength": 4096,
+            "x-multiline": true
           }
         },
         "required": [
@@ -551,7 +555,8 @@ public let openRPCDocumentText = ####"""
           },
           "reason": {
             "type": "string",
-            "maxLength": 4096
+            "maxLength": 4096,
+            "x-multiline": true
           },
           "requested_by": {
             "$ref": "#/components/schemas/Actor"
@@ -767,7 +772,8 @@ public let openRPCDocumentText = ####"""
                 "items": {
                   "$ref": "#/components/schemas/DeploymentStatus"
                 },
-                "minItems": 1
+                "minItems": 1,
+                "maxItems": 14
               }
             ]
           },
@@ -794,7 +800,8 @@ public let openRPCDocumentText = ####"""
           },
           "cursor": {
             "type": "string",
-            "minLength": 1
+            "minLength": 1,
+            "maxLength": 128
           },
           "include_events": {
             "type": "boolean",
@@ -897,7 +904,8 @@ public let openRPCDocumentText = ####"""
         "additionalProperties": true,
         "properties": {
           "protocolVersion": {
-            "type": "string"
+            "type": "string",
+            "maxLength": 64
           },
           "capabilities": {
             "type": "object"
@@ -993,7 +1001,8 @@ public let openRPCDocumentText = ####"""
         "additionalProperties": true,
         "properties": {
           "cursor": {
-            "type": "string"
+            "type": "string",
+            "maxLength": 128
           }
         }
       }
@@ -1091,7 +1100,8 @@ public let openRPCDocumentText = ####"""
         "additionalProperties": true,
         "properties": {
           "name": {
-            "type": "string"
+            "type": "string",
+            "maxLength": 128
           },
           "arguments": {
             "type": "object"
