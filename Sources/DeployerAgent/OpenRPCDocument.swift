@@ -172,7 +172,8 @@ public let openRPCDocumentText = ####"""
           "schema": {
             "type": "string",
             "minLength": 1,
-            "maxLength": 200
+            "maxLength": 200,
+            "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
           }
         }
       ],
@@ -253,7 +254,8 @@ public let openRPCDocumentText = ####"""
           "idempotency_key": {
             "type": "string",
             "minLength": 1,
-            "maxLength": 200
+            "maxLength": 200,
+            "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
           }
         },
         "required": [
@@ -314,7 +316,7 @@ public let openRPCDocumentText = ####"""
           "schema": {
             "type": "string",
             "maxLength": 4096,
-            "x-multiline": true
+            "pattern": "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$"
           }
         }
       ],
@@ -370,7 +372,7 @@ public let openRPCDocumentText = ####"""
           "comment": {
             "type": "string",
             "maxLength": 4096,
-            "x-multiline": true
+            "pattern": "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$"
           }
         },
         "required": [
@@ -404,7 +406,8 @@ public let openRPCDocumentText = ####"""
           "schema": {
             "type": "string",
             "minLength": 1,
-            "maxLength": 200
+            "maxLength": 200,
+            "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
           }
         }
       ],
@@ -450,7 +453,8 @@ public let openRPCDocumentText = ####"""
           "idempotency_key": {
             "type": "string",
             "minLength": 1,
-            "maxLength": 200
+            "maxLength": 200,
+            "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
           }
         },
         "required": [
@@ -500,7 +504,7 @@ public let openRPCDocumentText = ####"""
           "schema": {
             "type": "string",
             "maxLength": 4096,
-            "x-multiline": true
+            "pattern": "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$"
           }
         },
         {
@@ -556,7 +560,7 @@ public let openRPCDocumentText = ####"""
           "reason": {
             "type": "string",
             "maxLength": 4096,
-            "x-multiline": true
+            "pattern": "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$"
           },
           "requested_by": {
             "$ref": "#/components/schemas/Actor"
@@ -723,7 +727,8 @@ public let openRPCDocumentText = ####"""
           "schema": {
             "type": "string",
             "minLength": 1,
-            "maxLength": 128
+            "maxLength": 128,
+            "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
           }
         },
         {
@@ -801,7 +806,8 @@ public let openRPCDocumentText = ####"""
           "cursor": {
             "type": "string",
             "minLength": 1,
-            "maxLength": 128
+            "maxLength": 128,
+            "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
           },
           "include_events": {
             "type": "boolean",
@@ -826,7 +832,8 @@ public let openRPCDocumentText = ####"""
           "required": true,
           "schema": {
             "type": "string",
-            "maxLength": 64
+            "maxLength": 64,
+            "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
           }
         },
         {
@@ -905,7 +912,8 @@ public let openRPCDocumentText = ####"""
         "properties": {
           "protocolVersion": {
             "type": "string",
-            "maxLength": 64
+            "maxLength": 64,
+            "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
           },
           "capabilities": {
             "type": "object"
@@ -941,7 +949,8 @@ public let openRPCDocumentText = ####"""
           "required": false,
           "schema": {
             "type": "string",
-            "maxLength": 128
+            "maxLength": 128,
+            "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
           }
         }
       ],
@@ -1002,7 +1011,8 @@ public let openRPCDocumentText = ####"""
         "properties": {
           "cursor": {
             "type": "string",
-            "maxLength": 128
+            "maxLength": 128,
+            "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
           }
         }
       }
@@ -1023,7 +1033,8 @@ public let openRPCDocumentText = ####"""
           "required": true,
           "schema": {
             "type": "string",
-            "maxLength": 128
+            "maxLength": 128,
+            "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
           }
         },
         {
@@ -1101,7 +1112,8 @@ public let openRPCDocumentText = ####"""
         "properties": {
           "name": {
             "type": "string",
-            "maxLength": 128
+            "maxLength": 128,
+            "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
           },
           "arguments": {
             "type": "object"
@@ -1158,7 +1170,8 @@ public let openRPCDocumentText = ####"""
         "description": "Who asks or approves (a person or a system), free text: 1 to 256 UTF-8 bytes (at most 128 characters), not blank; no control, format (zero-width, bidi override or isolate, BOM), default-ignorable, private-use or unassigned code points. Identities are compared after case folding and canonical normalisation, ignoring surrounding whitespace: Alice and alice are one person.",
         "type": "string",
         "minLength": 1,
-        "maxLength": 256
+        "maxLength": 256,
+        "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F\\u00AD\\u061C\\u180E\\u200B-\\u200F\\u2028-\\u202E\\u2060-\\u206F\\uFEFF\\uFFF9-\\uFFFB]+$"
       },
       "DeploymentStatus": {
         "title": "DeploymentStatus",
@@ -2426,7 +2439,7 @@ public let openRPCDocumentText = ####"""
         "invalid_params",
         "unknown_tool"
       ],
-      "description": "Missing, unknown or wrongly typed params, a value outside the contract's limits (every param is checked against its schema here before anything else: lengths are UTF-8 bytes, numbers must be finite), or a name that breaks the name rule; data.field names the offending field as a path (requirements.memory_mb, smoke_tests[0].api). No string may contain U+0000, and schema-typed strings no other control character (tab, LF and CR are allowed where the schema says x-multiline). An unknown MCP tool in tools/call is reason unknown_tool; bad arguments to a known tool are an isError tool result, not this error."
+      "description": "Missing, unknown or wrongly typed params, a value outside the contract's limits (every param is checked against its schema here before anything else: lengths are UTF-8 bytes, numbers must be finite), or a name that breaks the name rule; data.field names the offending field as a path (requirements.memory_mb, smoke_tests[0].api). No string anywhere in params (smoke-test input included) may contain U+0000; each string param's pattern refuses control characters (comment and reason allow tab, LF and CR). An unknown MCP tool in tools/call is reason unknown_tool; bad arguments to a known tool are an isError tool result, not this error."
     },
     {
       "code": -32603,

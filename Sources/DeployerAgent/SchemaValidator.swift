@@ -8,10 +8,11 @@ import Synchronization
 /// The subset understood is what the document uses: `type` (one or a list), `enum`, `pattern`,
 /// `minLength`/`maxLength` (UTF-8 bytes, since bytes are what reach the ledger), `minimum`/`maximum` and
 /// their exclusive forms, `minItems`/`maxItems`/`uniqueItems`, `items`, `properties`, `required`,
-/// `additionalProperties: false`, `anyOf` and `$ref` to `#/components/schemas/...`. Two rules hold for
-/// every string, with or without a schema: U+0000 is refused (a ledger cannot store it), and control
-/// characters other than tab, LF and CR are refused in schema-typed strings, which may hold tab, LF and CR
-/// only when marked `x-multiline`. A `null` member counts as absent, as the hand-written checks treat it.
+/// `additionalProperties: false`, `anyOf` and `$ref` to `#/components/schemas/...`. Patterns match code
+/// point by code point, as ECMA-262 and Python do, so the document's control-character patterns mean the
+/// same here as in any client's validator. One rule holds beyond the schemas: no string anywhere in params
+/// (a smoke test's free-form `input` included) may contain U+0000, which neither ledger can store.
+/// A `null` member counts as absent, as the hand-written checks treat it.
 ///
 /// Errors are -32602 `invalid_params` whose `data.field` is a path such as `requirements.memory_mb` or
 /// `smoke_tests[0].api`.
@@ -23,7 +24,6 @@ struct SchemaValidator: Sendable {
         var pattern: Pattern?
         var minLength: Int?
         var maxLength: Int?
-        var multiline = false
         var minimum: Double?
         var maximum: Double?
         var exclusiveMinimum: Double?
@@ -49,7 +49,7 @@ struct SchemaValidator: Sendable {
 
         init(_ source: String) throws {
             self.source = source
-            self.regex = try Regex(source)
+            self.regex = try Regex(source).matchingSemantics(.unicodeScalar)
         }
 
         func matches(_ s: String) -> Bool { s.contains(regex) }
@@ -123,7 +123,6 @@ struct SchemaValidator: Sendable {
         }
         n.minLength = try count(o, "minLength", path)
         n.maxLength = try count(o, "maxLength", path)
-        n.multiline = o["x-multiline"]?.boolValue ?? false
         n.minimum = o["minimum"]?.doubleValue
         n.maximum = o["maximum"]?.doubleValue
         n.exclusiveMinimum = o["exclusiveMinimum"]?.doubleValue
@@ -224,9 +223,7 @@ struct SchemaValidator: Sendable {
             if let m = n.minLength, bytes < m {
                 return Problem(path: path, message: m == 1 ? "\(path) must not be empty" : "\(path) must be at least \(m) bytes long")
             }
-            if let c = forbiddenScalar(s, schemaTyped: n.types != nil, multiline: n.multiline) {
-                return Problem(path: path, message: "\(path) must not contain the control character U+\(hex(c))")
-            }
+            if s.utf8.contains(0) { return Problem(path: path, message: "\(path) must not contain U+0000") }
             if let p = n.pattern, !p.matches(s) {
                 return Problem(path: path, message: "\(path) \(short(v)) does not match the pattern \(p.source)")
             }
@@ -298,19 +295,6 @@ struct SchemaValidator: Sendable {
         }
     }
 
-    /// The first scalar a string may not hold: U+0000 always; in schema-typed strings C0 (tab, LF, CR only
-    /// when `multiline`), DEL and C1 as well.
-    static func forbiddenScalar(_ s: String, schemaTyped: Bool, multiline: Bool) -> UInt32? {
-        for u in s.unicodeScalars {
-            let c = u.value
-            if c == 0 { return c }
-            guard schemaTyped else { continue }
-            if multiline && (c == 0x09 || c == 0x0A || c == 0x0D) { continue }
-            if c < 0x20 || (c >= 0x7F && c <= 0x9F) { return c }
-        }
-        return nil
-    }
-
     static func matchesType(_ v: JSONValue, _ t: String) -> Bool {
         switch (t, v) {
         case ("string", .string), ("boolean", .bool), ("array", .array), ("object", .object), ("null", .null): return true
@@ -350,11 +334,6 @@ struct SchemaValidator: Sendable {
     private static func num(_ d: Double) -> String {
         if d.rounded() == d, abs(d) < 1e15, let i = Int64(exactly: d) { return String(i) }
         return String(d)
-    }
-
-    private static func hex(_ c: UInt32) -> String {
-        let h = String(c, radix: 16, uppercase: true)
-        return String(repeating: "0", count: max(0, 4 - h.count)) + h
     }
 }
 

@@ -159,10 +159,23 @@ import Testing
         #expect(text.contains("requirements.memory_mb") && text.contains("invalid_params"))
     }
 
-    @Test func toolSchemasHideOurOwnKeywords() {
+    @Test func toolSchemasCarryTheLimits() {
         let tool = MCPAdapter.tool(for: "deploy.approve", openRPC: Self.doc)
-        #expect(!tool.definition.jsonString.contains("x-multiline"))
         #expect(tool.definition["inputSchema"]?["properties"]?["comment"]?["maxLength"] == .int(4096))
+        #expect(tool.definition["inputSchema"]?["properties"]?["approver"]?["pattern"] != nil)
+    }
+
+    @Test func ownKeywordsAreNotShownToModels() {
+        let doc: JSONValue = ["methods": [["name": "m", "params": [["name": "p", "schema": ["type": "string", "x-note": true]]]]]]
+        let tool = MCPAdapter.tool(for: "m", openRPC: doc)
+        #expect(tool.definition["inputSchema"]?["properties"]?["p"] == ["type": "string"])
+    }
+
+    @Test func actorsRefuseInvisibleAndBidiCharactersByContract() {
+        for bad in ["\u{200B}", "\u{202E}", "al\u{202E}ice", "\u{FEFF}bob", "b\u{2066}ob"] {
+            #expect(Self.field("deploy.plan", Self.plan(with: ["requested_by": .string(bad)])) == .some("requested_by"))
+        }
+        #expect(Self.field("deploy.plan", Self.plan(with: ["requested_by": "Zoë Łukasiewicz"])) == .none)
     }
 }
 
