@@ -41,6 +41,7 @@ let package = Package(
         .testTarget(name: "DeploymentStoreTests", dependencies: ["DeploymentStore", "DeployCore", "JSON", "TestSupport"]),
         .testTarget(name: "DeployRuntimeTests", dependencies: ["DeployRuntime", "DeployCore", "JSON"]),
         .testTarget(name: "DeployEngineTests", dependencies: ["DeployEngine", "DeployCore", "DeploymentStore", "JSON", "TestSupport"]),
+        .testTarget(name: "DeployerAgentTests", dependencies: ["DeployerAgent", "DeployRuntime", "DeployCore", "JSONRPC", "JSON"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -226,7 +226,16 @@ public enum Planner {
 
     static func estimateResources(_ input: PlanInput) -> Resources {
         let declared = input.bento.resources
-        let declaredMB = declared?["memory"].flatMap(memoryMB(of:))
+        var declaredMB: Int?
+        switch declared?["memory"].map(declaredMemory(of:)) {
+        case .mebibytes(let mb)?: declaredMB = mb
+        case .outOfRange(let text)?:
+            // A bento is store input: a figure no host can have refuses this plan, it does not stop the agent.
+            return Resources(memoryMB: 0, basis: "", cpu: nil, gpu: 0, check: .failure(PlanRefusal(
+                reason: "insufficient_resources",
+                message: "bento \(input.bentoTag) declares memory \(text), more than the \(maxMemoryMB) MiB any plan may ask for")))
+        case .unreadable?, nil: declaredMB = nil
+        }
         let memory: Int
         var basis: String
         if let override = input.requirements.memoryMB {
@@ -249,7 +258,8 @@ public enum Planner {
             }
         }
         let cpu = input.requirements.cpu ?? declared?["cpu"].flatMap(cpus(of:))
-        let gpu = input.requirements.gpu ?? declared?["gpu"]?.intValue.flatMap { Int(exactly: $0) } ?? 0
+        let declaredGPU = declared?["gpu"]?.intValue.flatMap { Int(exactly: $0) }.flatMap { $0 >= 0 ? $0 : nil }
+        let gpu = input.requirements.gpu ?? declaredGPU ?? 0
         let host = input.host
         var check: Result<Void, PlanRefusal> = .success(())
         if host.freeMemoryMB < memory {
@@ -268,28 +278,64 @@ public enum Planner {
         return Resources(memoryMB: memory, basis: basis, cpu: cpu, gpu: gpu, check: check)
     }
 
-    /// MiB from a Kubernetes-style quantity (`512Mi`, `1Gi`, `500M`, `2G`, `1024Ki`) or a number of bytes.
-    public static func memoryMB(of value: JSONValue) -> Int? {
-        if let n = value.doubleValue { return n > 0 ? Int((n / 1_048_576).rounded(.up)) : nil }
-        guard let s = value.stringValue?.trimmingSpaces, !s.isEmpty else { return nil }
+    /// The most memory a plan may ask for: 16 TiB (the contract's `requirements.memory_mb` maximum).
+    public static let maxMemoryMB = 16_777_216
+
+    /// A bento's declared memory, read.
+    public enum DeclaredMemory: Sendable, Hashable {
+        /// A usable figure.
+        case mebibytes(Int)
+        /// A number past ``maxMemoryMB`` (or infinite), with the text as declared.
+        case outOfRange(String)
+        /// Not a quantity (ignored, as before).
+        case unreadable
+    }
+
+    /// Reads a Kubernetes-style quantity (`512Mi`, `1Gi`, `500M`, `2G`, `1024Ki`) or a number of bytes, with
+    /// every conversion to `Int` checked: `1e300` is ``DeclaredMemory/outOfRange(_:)``, never a trap.
+    public static func declaredMemory(of value: JSONValue) -> DeclaredMemory {
+        func mebibytes(_ bytes: Double, _ text: String) -> DeclaredMemory {
+            guard bytes > 0 else { return .unreadable }
+            let mb = (bytes / 1_048_576).rounded(.up)
+            guard mb.isFinite, mb <= Double(maxMemoryMB), let n = Int(exactly: mb) else { return .outOfRange(text) }
+            return .mebibytes(n)
+        }
+        if let n = value.doubleValue {
+            return n.isNaN ? .unreadable : mebibytes(n, n.isFinite ? value.jsonString : "infinite")
+        }
+        guard let s = value.stringValue?.trimmingSpaces, !s.isEmpty else { return .unreadable }
         let units: [(String, Double)] = [
             ("Ki", 1024), ("Mi", 1_048_576), ("Gi", 1_073_741_824), ("Ti", 1_099_511_627_776),
             ("K", 1e3), ("k", 1e3), ("M", 1e6), ("G", 1e9), ("T", 1e12),
         ]
+        let shown = s.count > 40 ? String(s.prefix(40)) + "..." : s
         for (suffix, mult) in units where s.hasSuffix(suffix) {
-            guard let n = Double(s.dropLast(suffix.count)), n > 0 else { return nil }
-            return Int((n * mult / 1_048_576).rounded(.up))
+            guard let n = Double(s.dropLast(suffix.count)), !n.isNaN else { return .unreadable }
+            return mebibytes(n * mult, shown)
         }
-        guard let n = Double(s), n > 0 else { return nil }
-        return Int((n / 1_048_576).rounded(.up))
+        guard let n = Double(s), !n.isNaN else { return .unreadable }
+        return mebibytes(n, shown)
+    }
+
+    /// MiB from a quantity (see ``declaredMemory(of:)``), or `nil` when unreadable or out of range.
+    public static func memoryMB(of value: JSONValue) -> Int? {
+        if case .mebibytes(let n) = declaredMemory(of: value) { return n }
+        return nil
     }
 
     /// CPUs from `"2"`, `"500m"` or a number.
+    /// Only a finite, non-negative figure counts; anything else is treated as undeclared.
     public static func cpus(of value: JSONValue) -> Double? {
-        if let n = value.doubleValue { return n }
-        guard let s = value.stringValue?.trimmingSpaces, !s.isEmpty else { return nil }
-        if s.hasSuffix("m") { return Double(s.dropLast()).map { $0 / 1000 } }
-        return Double(s)
+        let n: Double?
+        if let d = value.doubleValue {
+            n = d
+        } else if let s = value.stringValue?.trimmingSpaces, !s.isEmpty {
+            n = s.hasSuffix("m") ? Double(s.dropLast()).map { $0 / 1000 } : Double(s)
+        } else {
+            n = nil
+        }
+        guard let n, n.isFinite, n >= 0 else { return nil }
+        return n
     }
 
     // MARK: - Validation
@@ -310,6 +356,9 @@ public enum Planner {
             }
         }
         if let m = input.requirements.memoryMB, m <= 0 { return PlanRefusal(reason: "invalid_params", message: "requirements.memory_mb must be positive") }
+        if let m = input.requirements.memoryMB, m > maxMemoryMB {
+            return PlanRefusal(reason: "invalid_params", message: "requirements.memory_mb must be at most \(maxMemoryMB)")
+        }
         if let c = input.requirements.cpu, !(c > 0) { return PlanRefusal(reason: "invalid_params", message: "requirements.cpu must be positive") }
         if let g = input.requirements.gpu, g < 0 { return PlanRefusal(reason: "invalid_params", message: "requirements.gpu must not be negative") }
         return nil

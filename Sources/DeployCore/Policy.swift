@@ -276,15 +276,21 @@ public struct ApprovalPolicy: Sendable, Hashable {
         return result
     }
 
+    /// The longest duration a policy may set: ten years. Durations are added to clocks and dates; an
+    /// unbounded figure would overflow them.
+    public static let maxSeconds = 315_360_000
+
     private static func positive(_ e: ObjectReader, _ key: String) throws(JSONShapeError) -> Int? {
         guard let v = try e.optionalInt(key) else { return nil }
         guard v > 0 else { throw JSONShapeError(path: e.at(key), message: "must be a positive number of seconds") }
+        guard v <= maxSeconds else { throw JSONShapeError(path: e.at(key), message: "must be at most \(maxSeconds) seconds (ten years)") }
         return v
     }
 
     private static func nonNegative(_ e: ObjectReader, _ key: String) throws(JSONShapeError) -> Int? {
         guard let v = try e.optionalInt(key) else { return nil }
         guard v >= 0 else { throw JSONShapeError(path: e.at(key), message: "must not be negative") }
+        guard v <= maxSeconds else { throw JSONShapeError(path: e.at(key), message: "must be at most \(maxSeconds) seconds (ten years)") }
         return v
     }
 
@@ -307,13 +313,14 @@ public struct ApprovalPolicy: Sendable, Hashable {
     /// Whether `approver` may answer `gate` of a deployment requested by `requestedBy`.
     ///
     /// Four eyes is checked first: a requester named in `approvers` still cannot approve their own deployment.
+    /// Names are compared as ``Names/identityKey(_:)`` makes them, so `Alice` cannot approve what `alice` asked for.
     public static func checkApproval(gate: Gate, approver: String, requestedBy: String) -> ApprovalCheck {
-        if gate.fourEyes && approver == requestedBy {
+        if gate.fourEyes && Names.sameIdentity(approver, requestedBy) {
             return .forbidden(
                 reason: "self_approval_forbidden",
                 message: "\(approver) requested this deployment and cannot approve its \(gate.kind.rawValue) gate (four eyes)")
         }
-        if let approvers = gate.approvers, !approvers.contains(approver) {
+        if let approvers = gate.approvers, !approvers.contains(where: { Names.sameIdentity($0, approver) }) {
             return .forbidden(
                 reason: "approver_not_allowed",
                 message: "\(approver) may not approve the \(gate.kind.rawValue) gate; allowed: \(approvers.joined(separator: ", "))")

@@ -257,15 +257,18 @@ public final class SlotManager: Sendable {
     }
 
     private func state(dir: String) -> SlotState? {
-        guard let rec = readRecord(dir), let pid = rec["pid"]?.intValue, let pgid = rec["pgid"]?.intValue,
-              let port = rec["port"]?.intValue, let tag = rec["bento_tag"]?.stringValue,
+        // slot.json is store input: a figure out of range makes the record unreadable, it must not trap.
+        guard let rec = readRecord(dir), let pid = rec["pid"]?.intValue.flatMap({ Int32(exactly: $0) }),
+              let pgid = rec["pgid"]?.intValue.flatMap({ Int32(exactly: $0) }),
+              let port = rec["port"]?.intValue.flatMap({ Int(exactly: $0) }), let tag = rec["bento_tag"]?.stringValue,
               let model = rec["model"]?.stringValue, let env = rec["environment"]?.stringValue,
               let slot = rec["slot"]?.stringValue.flatMap(Slot.init(rawValue:)) else { return nil }
-        let p = Int32(pid)
+        let p = pid
         let alive = ProcessLauncher.isAlive(pid: p) && ProcessTable.hasEnvironmentEntry(p, markerEntry(dir)) != false
-        let started = Date(timeIntervalSince1970: rec["started_at_unix"]?.doubleValue ?? 0)
-        return SlotState(spec: SlotSpec(modelName: model, environment: env, slot: slot, bentoTag: tag, port: Int(port)),
-                         pid: p, pgid: Int32(pgid), alive: alive,
+        let startedUnix = rec["started_at_unix"]?.doubleValue ?? 0
+        let started = Date(timeIntervalSince1970: startedUnix.isFinite && abs(startedUnix) < 1e11 ? startedUnix : 0)
+        return SlotState(spec: SlotSpec(modelName: model, environment: env, slot: slot, bentoTag: tag, port: port),
+                         pid: p, pgid: pgid, alive: alive,
                          logPath: rec["log_path"]?.stringValue ?? "\(dir)/serve.log", startedAt: started)
     }
 

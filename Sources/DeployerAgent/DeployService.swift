@@ -145,7 +145,9 @@ final class DeployService: Sendable {
                 for k in o.keys where !["api", "input", "expect"].contains(k) {
                     throw RPCError.invalidParams("\(path) has an unknown member '\(k)'", field: "\(path).\(k)")
                 }
-                guard let api = o["api"]?.stringValue else { throw RPCError.invalidParams("\(path).api must be a string", field: "\(path).api") }
+                guard let given = o["api"]?.stringValue else { throw RPCError.invalidParams("\(path).api must be a string", field: "\(path).api") }
+                // BentoML's docs show routes ("/classify"); the plan stores the API name either way.
+                let api = Names.apiName(given)
                 if let problem = Names.validateAPI(api, field: "\(path).api") { throw RPCError.invalidParams(problem, field: "\(path).api") }
                 guard let input = o["input"] else { throw RPCError.invalidParams("\(path).input is required", field: "\(path).input") }
                 smoke.append(SmokeTest(api: api, input: input, expect: o["expect"]))
@@ -158,8 +160,8 @@ final class DeployService: Sendable {
                 throw RPCError.invalidParams("requirements has an unknown member '\(k)'", field: "requirements.\(k)")
             }
             req.cpu = try p.number("cpu", in: o, path: "requirements.cpu")
-            req.memoryMB = try p.number("memory_mb", in: o, path: "requirements.memory_mb").map { Int($0) }
-            req.gpu = try p.number("gpu", in: o, path: "requirements.gpu").map { Int($0) }
+            req.memoryMB = try p.wholeNumber("memory_mb", in: o, path: "requirements.memory_mb", roundingUp: true)
+            req.gpu = try p.wholeNumber("gpu", in: o, path: "requirements.gpu", roundingUp: false)
             req.expectedRPS = try p.number("expected_rps", in: o, path: "requirements.expected_rps")
             req.latencySLOms = try p.number("latency_slo_ms", in: o, path: "requirements.latency_slo_ms")
         }
@@ -216,15 +218,17 @@ final class DeployService: Sendable {
     /// `deploy.execute` for an MCP client that declared `elicitation`: an open gate is put to the human at the
     /// client (`elicitation/create`), whose answer approves or rejects it, with the policy's rules (four
     /// eyes, approvers) applied as for `deploy.approve`. A declined or cancelled question leaves the gate open.
+    /// `answerCheck` holds `deploy.approve`'s limits for the answer's members.
     func executeAskingAtGates(
-        _ raw: JSONValue?, progress: ProgressSink, elicit: @escaping @Sendable (String, JSONValue) async throws -> JSONValue
+        _ raw: JSONValue?, progress: ProgressSink, answerCheck: SchemaValidator?,
+        elicit: @escaping @Sendable (String, JSONValue) async throws -> JSONValue
     ) async throws -> JSONValue {
         let p = try Params(raw, allowed: ["deployment_id", "idempotency_key"])
         let id = try p.required("deployment_id")
         let handler = Self.progressHandler(progress)
         let current = try await call { (e) async throws(EngineError) in try await e.status(id) }.record
         if current.status == .awaitingApproval {
-            guard let answer = try await ask(current, gate: .deploy, elicit: elicit, progress: handler) else {
+            guard let answer = try await ask(current, gate: .deploy, answerCheck: answerCheck, elicit: elicit, progress: handler) else {
                 return Wire.output(try await call { (e) async throws(EngineError) in try await e.status(id) }.record)
             }
             if answer.record.status == .rejected { return Wire.output(answer.record) }
@@ -232,7 +236,7 @@ final class DeployService: Sendable {
         let key = try p.string("idempotency_key")
         var out = try await call { (e) async throws(EngineError) in try await e.execute(deploymentId: id, idempotencyKey: key, progress: handler) }
         if out.status == .awaitingPromotion,
-            let answer = try await ask(out, gate: .promote, elicit: elicit, progress: handler)
+            let answer = try await ask(out, gate: .promote, answerCheck: answerCheck, elicit: elicit, progress: handler)
         {
             out = answer.execution ?? answer.record
         }
@@ -241,7 +245,7 @@ final class DeployService: Sendable {
 
     /// Puts one gate to the human; nil when they declined or cancelled.
     private func ask(
-        _ r: DeploymentRecord, gate: GateKind, elicit: @Sendable (String, JSONValue) async throws -> JSONValue,
+        _ r: DeploymentRecord, gate: GateKind, answerCheck: SchemaValidator?, elicit: @Sendable (String, JSONValue) async throws -> JSONValue,
         progress: @escaping ProgressHandler
     ) async throws -> ApprovalOutcome? {
         let what = gate == .deploy ? "deploy" : "switch traffic to"
@@ -262,6 +266,7 @@ final class DeployService: Sendable {
             logger.info("gate question declined", ["deployment_id": .string(r.deploymentId), "gate": .string(gate.rawValue)])
             return nil
         }
+        try answerCheck?.check(content)
         let p = try Params(content, allowed: ["decision", "approver", "comment"])
         let approver = try p.actor("approver")!
         let decision = try p.required("decision")

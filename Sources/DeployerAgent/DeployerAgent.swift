@@ -29,6 +29,7 @@ public final class DeployerAgent: Sendable {
     let service: DeployService
     let mcp: MCPAdapter
     let doc: LazyJSON
+    let validators: ParamValidators
 
     public init(options: ServeOptions, server: RPCServer, logger: Logger) {
         self.server = server
@@ -38,12 +39,13 @@ public final class DeployerAgent: Sendable {
         let doc = LazyJSON(text: openRPCDocumentText)
         self.doc = doc
         self.mcp = MCPAdapter(allowApprove: options.mcpAllowApprove, openRPC: { (try? doc.value()) ?? .object([:]) })
+        self.validators = ParamValidators(openRPC: { (try? doc.value()) ?? .object([:]) }, mcpMethods: ["initialize", "tools/list", "tools/call"])
     }
 
-    /// The native methods, alphabetised.
+    /// The native methods, alphabetised. Each checks its params against the contract before its own checks.
     var domainHandlers: [String: DomainHandler] {
         let s = service
-        return [
+        let handlers: [String: DomainHandler] = [
             "deploy.approve": { p, progress in try await s.approve(p, progress: progress) },
             "deploy.execute": { p, progress in try await s.execute(p, progress: progress) },
             "deploy.plan": { p, _ in try await s.plan(p) },
@@ -51,6 +53,14 @@ public final class DeployerAgent: Sendable {
             "deploy.status": { p, _ in try await s.status(p) },
             "history.query": { p, _ in try await s.history(p) },
         ]
+        let validators = self.validators
+        return handlers.reduce(into: [:]) { out, entry in
+            let (method, body) = entry
+            out[method] = { p, progress in
+                try validators.check(method, p)
+                return try await body(p, progress)
+            }
+        }
     }
 
     /// Registers every method on the server.
@@ -68,11 +78,25 @@ public final class DeployerAgent: Sendable {
 
         let mcp = self.mcp
         let service = self.service
-        server.register("initialize", .immediate { p throws(RPCError) in try mcp.initialize(p) })
+        let validators = self.validators
+        server.register("initialize", .immediate { p throws(RPCError) in
+            try validators.check("initialize", p)
+            return try mcp.initialize(p)
+        })
         server.onNotification("notifications/initialized") { _ in }
-        server.register("tools/list", .immediate { _ throws(RPCError) in mcp.listTools() })
+        server.register("tools/list", .immediate { p throws(RPCError) in
+            try validators.check("tools/list", p)
+            return mcp.listTools()
+        })
         let logger = self.logger
         server.register("tools/call", .task { params, ctx in
+            // The arguments are the tool's to check (a bad one is a tool error the model can read), not tools/call's.
+            var envelope = params
+            if case .object(var o)? = params, case .object? = o["arguments"] {
+                o["arguments"] = .object([:])
+                envelope = .object(o)
+            }
+            try validators.check("tools/call", envelope)
             guard let name = params?["name"]?.stringValue else {
                 throw RPCError.invalidParams("tools/call needs a tool name", field: "name")
             }
@@ -86,16 +110,19 @@ public final class DeployerAgent: Sendable {
             do {
                 let result: JSONValue
                 if method == "deploy.execute", mcp.clientSupportsElicitation {
+                    try validators.check(method, arguments)
                     // The human at an elicitation-capable client answers the gates in place of deploy.approve.
-                    result = try await service.executeAskingAtGates(arguments, progress: Self.mcpProgress(ctx)) { message, schema in
+                    let answerCheck = try validators.subset(of: "deploy.approve", ["decision", "approver", "comment"])
+                    result = try await service.executeAskingAtGates(arguments, progress: Self.mcpProgress(ctx), answerCheck: answerCheck) { message, schema in
                         try await ctx.request("elicitation/create", ["message": .string(message), "requestedSchema": schema])
                     }
                 } else {
                     result = try await body(arguments, Self.mcpProgress(ctx))
                 }
                 return MCPAdapter.toolResult(result)
-            } catch let e as RPCError where e.code != -32602 && e.code != -32800 {
-                // Domain failures go back to the model as a tool result it can read and act on.
+            } catch let e as RPCError where e.code != -32800 {
+                // Domain failures and bad arguments go back to the model as a tool result it can read and act
+                // on (MCP 2025-11-25, SEP-1303: input validation errors are tool execution errors).
                 logger.info("tool call failed", ["tool": .string(name), "reason": .string(e.reason ?? "")])
                 return MCPAdapter.toolError(e)
             }

@@ -79,11 +79,17 @@ final class MCPAdapter: Sendable {
         ["content": [["type": "text", "text": .string(result.jsonString)]], "structuredContent": result, "isError": false]
     }
 
-    /// Wraps a domain failure as a tool result with `isError: true` (the model sees why).
+    /// Wraps a domain failure or an input error as a tool result with `isError: true`, so the model sees
+    /// the code, reason and offending field and can correct its call.
     static func toolError(_ e: RPCError) -> JSONValue {
         var detail: [String: JSONValue] = ["code": .int(Int64(e.code)), "message": .string(e.message)]
-        if let data = e.data { detail["data"] = data }
-        return ["content": [["type": "text", "text": .string(JSONValue.object(["error": .object(detail)]).jsonString)]], "isError": true]
+        if let data = e.data {
+            detail["data"] = data
+            if let reason = data["reason"] { detail["reason"] = reason }
+            if let field = data["field"] { detail["field"] = field }
+        }
+        let body: JSONValue = ["error": .object(detail)]
+        return ["content": [["type": "text", "text": .string(body.jsonString)]], "structuredContent": body, "isError": true]
     }
 
     static func tool(for method: String, openRPC: JSONValue) -> Tool {
@@ -126,7 +132,8 @@ final class MCPAdapter: Sendable {
                 return inline(components[key] ?? .object([:]), components, depth: depth + 1)
             }
             var out: [String: JSONValue] = [:]
-            for (k, x) in o { out[k] = inline(x, components, depth: depth + 1) }
+            // Our own `x-` keywords mean nothing to a model's function-calling schema checker, and strict ones refuse them.
+            for (k, x) in o where !k.hasPrefix("x-") { out[k] = inline(x, components, depth: depth + 1) }
             return .object(out)
         case .array(let a):
             return .array(a.map { inline($0, components, depth: depth + 1) })

@@ -115,7 +115,8 @@ public let openRPCDocumentText = ####"""
           "required": false,
           "schema": {
             "type": "string",
-            "pattern": "^[a-z0-9][a-z0-9_.-]{0,62}(:[a-z0-9][a-z0-9_.-]{0,62})?$"
+            "pattern": "^[a-z0-9][a-z0-9_.-]{0,62}(:[a-z0-9][a-z0-9_.-]{0,62})?$",
+            "maxLength": 127
           }
         },
         {
@@ -139,7 +140,8 @@ public let openRPCDocumentText = ####"""
             "type": "array",
             "items": {
               "$ref": "#/components/schemas/SmokeTest"
-            }
+            },
+            "maxItems": 32
           }
         },
         {
@@ -159,7 +161,8 @@ public let openRPCDocumentText = ####"""
             "items": {
               "$ref": "#/components/schemas/GateKind"
             },
-            "uniqueItems": true
+            "uniqueItems": true,
+            "maxItems": 2
           }
         },
         {
@@ -169,7 +172,8 @@ public let openRPCDocumentText = ####"""
           "schema": {
             "type": "string",
             "minLength": 1,
-            "maxLength": 200
+            "maxLength": 200,
+            "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
           }
         }
       ],
@@ -217,7 +221,8 @@ public let openRPCDocumentText = ####"""
           },
           "bento": {
             "type": "string",
-            "pattern": "^[a-z0-9][a-z0-9_.-]{0,62}(:[a-z0-9][a-z0-9_.-]{0,62})?$"
+            "pattern": "^[a-z0-9][a-z0-9_.-]{0,62}(:[a-z0-9][a-z0-9_.-]{0,62})?$",
+            "maxLength": 127
           },
           "strategy": {
             "type": "string",
@@ -232,7 +237,8 @@ public let openRPCDocumentText = ####"""
             "type": "array",
             "items": {
               "$ref": "#/components/schemas/SmokeTest"
-            }
+            },
+            "maxItems": 32
           },
           "requirements": {
             "$ref": "#/components/schemas/RequirementsInput"
@@ -242,12 +248,14 @@ public let openRPCDocumentText = ####"""
             "items": {
               "$ref": "#/components/schemas/GateKind"
             },
-            "uniqueItems": true
+            "uniqueItems": true,
+            "maxItems": 2
           },
           "idempotency_key": {
             "type": "string",
             "minLength": 1,
-            "maxLength": 200
+            "maxLength": 200,
+            "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
           }
         },
         "required": [
@@ -307,7 +315,8 @@ public let openRPCDocumentText = ####"""
           "required": false,
           "schema": {
             "type": "string",
-            "maxLength": 4096
+            "maxLength": 4096,
+            "pattern": "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$"
           }
         }
       ],
@@ -362,7 +371,8 @@ public let openRPCDocumentText = ####"""
           },
           "comment": {
             "type": "string",
-            "maxLength": 4096
+            "maxLength": 4096,
+            "pattern": "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$"
           }
         },
         "required": [
@@ -396,7 +406,8 @@ public let openRPCDocumentText = ####"""
           "schema": {
             "type": "string",
             "minLength": 1,
-            "maxLength": 200
+            "maxLength": 200,
+            "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
           }
         }
       ],
@@ -442,7 +453,8 @@ public let openRPCDocumentText = ####"""
           "idempotency_key": {
             "type": "string",
             "minLength": 1,
-            "maxLength": 200
+            "maxLength": 200,
+            "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
           }
         },
         "required": [
@@ -491,7 +503,8 @@ public let openRPCDocumentText = ####"""
           "required": false,
           "schema": {
             "type": "string",
-            "maxLength": 4096
+            "maxLength": 4096,
+            "pattern": "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$"
           }
         },
         {
@@ -546,7 +559,8 @@ public let openRPCDocumentText = ####"""
           },
           "reason": {
             "type": "string",
-            "maxLength": 4096
+            "maxLength": 4096,
+            "pattern": "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$"
           },
           "requested_by": {
             "$ref": "#/components/schemas/Actor"
@@ -656,7 +670,8 @@ public let openRPCDocumentText = ####"""
                 "items": {
                   "$ref": "#/components/schemas/DeploymentStatus"
                 },
-                "minItems": 1
+                "minItems": 1,
+                "maxItems": 14
               }
             ]
           }
@@ -711,7 +726,9 @@ public let openRPCDocumentText = ####"""
           "required": false,
           "schema": {
             "type": "string",
-            "minLength": 1
+            "minLength": 1,
+            "maxLength": 128,
+            "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
           }
         },
         {
@@ -760,7 +777,8 @@ public let openRPCDocumentText = ####"""
                 "items": {
                   "$ref": "#/components/schemas/DeploymentStatus"
                 },
-                "minItems": 1
+                "minItems": 1,
+                "maxItems": 14
               }
             ]
           },
@@ -787,7 +805,9 @@ public let openRPCDocumentText = ####"""
           },
           "cursor": {
             "type": "string",
-            "minLength": 1
+            "minLength": 1,
+            "maxLength": 128,
+            "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
           },
           "include_events": {
             "type": "boolean",
@@ -811,7 +831,9 @@ public let openRPCDocumentText = ####"""
           "name": "protocolVersion",
           "required": true,
           "schema": {
-            "type": "string"
+            "type": "string",
+            "maxLength": 64,
+            "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
           }
         },
         {
@@ -889,7 +911,9 @@ public let openRPCDocumentText = ####"""
         "additionalProperties": true,
         "properties": {
           "protocolVersion": {
-            "type": "string"
+            "type": "string",
+            "maxLength": 64,
+            "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
           },
           "capabilities": {
             "type": "object"
@@ -924,7 +948,9 @@ public let openRPCDocumentText = ####"""
           "name": "cursor",
           "required": false,
           "schema": {
-            "type": "string"
+            "type": "string",
+            "maxLength": 128,
+            "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
           }
         }
       ],
@@ -984,7 +1010,9 @@ public let openRPCDocumentText = ####"""
         "additionalProperties": true,
         "properties": {
           "cursor": {
-            "type": "string"
+            "type": "string",
+            "maxLength": 128,
+            "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
           }
         }
       }
@@ -1004,7 +1032,9 @@ public let openRPCDocumentText = ####"""
           "name": "name",
           "required": true,
           "schema": {
-            "type": "string"
+            "type": "string",
+            "maxLength": 128,
+            "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
           }
         },
         {
@@ -1081,7 +1111,9 @@ public let openRPCDocumentText = ####"""
         "additionalProperties": true,
         "properties": {
           "name": {
-            "type": "string"
+            "type": "string",
+            "maxLength": 128,
+            "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
           },
           "arguments": {
             "type": "object"
@@ -1110,13 +1142,15 @@ public let openRPCDocumentText = ####"""
         "title": "Name",
         "description": "A model name, model version or environment (BentoML's own rule). Checked before anything reaches a path, a process, a proxy config or SQL.",
         "type": "string",
-        "pattern": "^[a-z0-9][a-z0-9_.-]{0,62}$"
+        "pattern": "^[a-z0-9][a-z0-9_.-]{0,62}$",
+        "maxLength": 63
       },
       "DeploymentId": {
         "title": "DeploymentId",
         "description": "A deployment id: a UUIDv7 in lowercase text, time-ordered.",
         "type": "string",
-        "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+        "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+        "maxLength": 36
       },
       "Timestamp": {
         "title": "Timestamp",
@@ -1128,14 +1162,16 @@ public let openRPCDocumentText = ####"""
         "title": "TimestampInput",
         "description": "An instant a client sends: any RFC 3339 date-time with an offset.",
         "type": "string",
-        "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+        "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$",
+        "maxLength": 64
       },
       "Actor": {
         "title": "Actor",
-        "description": "Who asks or approves (a person or a system), free text.",
+        "description": "Who asks or approves (a person or a system), free text: 1 to 256 UTF-8 bytes (at most 128 characters), not blank; no control, format (zero-width, bidi override or isolate, BOM), default-ignorable, private-use or unassigned code points. Identities are compared after case folding and canonical normalisation, ignoring surrounding whitespace: Alice and alice are one person.",
         "type": "string",
         "minLength": 1,
-        "maxLength": 256
+        "maxLength": 256,
+        "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F\\u00AD\\u061C\\u180E\\u200B-\\u200F\\u2028-\\u202E\\u2060-\\u206F\\uFEFF\\uFFF9-\\uFFFB]+$"
       },
       "DeploymentStatus": {
         "title": "DeploymentStatus",
@@ -1307,23 +1343,28 @@ public let openRPCDocumentText = ####"""
         "properties": {
           "cpu": {
             "type": "number",
-            "exclusiveMinimum": 0
+            "exclusiveMinimum": 0,
+            "maximum": 4096
           },
           "memory_mb": {
             "type": "number",
-            "exclusiveMinimum": 0
+            "exclusiveMinimum": 0,
+            "maximum": 16777216
           },
           "gpu": {
             "type": "integer",
-            "minimum": 0
+            "minimum": 0,
+            "maximum": 1024
           },
           "expected_rps": {
             "type": "number",
-            "minimum": 0
+            "minimum": 0,
+            "maximum": 1000000000
           },
           "latency_slo_ms": {
             "type": "number",
-            "exclusiveMinimum": 0
+            "exclusiveMinimum": 0,
+            "maximum": 86400000
           }
         }
       },
@@ -1339,7 +1380,9 @@ public let openRPCDocumentText = ####"""
         "properties": {
           "api": {
             "type": "string",
-            "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,62}$"
+            "pattern": "^/?[A-Za-z_][A-Za-z0-9_]{0,63}$",
+            "maxLength": 65,
+            "description": "The BentoML API name (classify) or its route (/classify)."
           },
           "input": {},
           "expect": {}
@@ -2417,7 +2460,7 @@ public let openRPCDocumentText = ####"""
         "invalid_params",
         "unknown_tool"
       ],
-      "description": "Missing, unknown or wrongly typed params, or a name that breaks the name rule; data.field names the offending field when there is one. An unknown MCP tool in tools/call is reason unknown_tool."
+      "description": "Missing, unknown or wrongly typed params, a value outside the contract's limits (every param is checked against its schema here before anything else: lengths are UTF-8 bytes, numbers must be finite), or a name that breaks the name rule; data.field names the offending field as a path (requirements.memory_mb, smoke_tests[0].api). No string anywhere in params (smoke-test input included) may contain U+0000; each string param's pattern refuses control characters (comment and reason allow tab, LF and CR). An unknown MCP tool in tools/call is reason unknown_tool; bad arguments to a known tool are an isError tool result, not this error."
     },
     {
       "code": -32603,

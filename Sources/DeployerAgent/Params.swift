@@ -64,17 +64,29 @@ struct Params {
 
     func int(_ key: String, in range: ClosedRange<Int>) throws(RPCError) -> Int? {
         guard let v = members[key], !v.isNull else { return nil }
-        guard case .int(let i) = v else { throw RPCError.invalidParams("\(key) must be an integer, not \(v.typeName)", field: key) }
-        guard range.contains(Int(i)) else {
+        guard let i = v.intValue, let n = Int(exactly: i) else { throw RPCError.invalidParams("\(key) must be an integer, not \(v.typeName)", field: key) }
+        guard range.contains(n) else {
             throw RPCError.invalidParams("\(key) must be between \(range.lowerBound) and \(range.upperBound)", field: key)
         }
-        return Int(i)
+        return n
     }
 
     func number(_ key: String, in object: [String: JSONValue], path: String) throws(RPCError) -> Double? {
         guard let v = object[key], !v.isNull else { return nil }
-        guard let d = v.doubleValue, d >= 0 else { throw RPCError.invalidParams("\(path) must be a non-negative number", field: path) }
+        guard let d = v.doubleValue, d.isFinite, d >= 0 else { throw RPCError.invalidParams("\(path) must be a finite non-negative number", field: path) }
         return d
+    }
+
+    /// A non-negative number that must become an `Int` (MiB, GPUs): refused, never trapped, when it is not
+    /// finite, too large, or (without `roundingUp`) fractional.
+    func wholeNumber(_ key: String, in object: [String: JSONValue], path: String, roundingUp: Bool) throws(RPCError) -> Int? {
+        guard let d = try number(key, in: object, path: path) else { return nil }
+        let whole = roundingUp ? d.rounded(.up) : d
+        // 2^53: beyond it a Double no longer holds every integer, and no host has that much of anything.
+        guard d.isFinite, whole <= 9_007_199_254_740_992, let n = Int(exactly: whole) else {
+            throw RPCError.invalidParams(roundingUp ? "\(path) is out of range" : "\(path) must be a whole number in range", field: path)
+        }
+        return n
     }
 
     func time(_ key: String) throws(RPCError) -> Date? {

@@ -64,11 +64,19 @@ def test_sdk_initializes_lists_tools_and_calls_them(agent_bin, agent_env):
                 text = r.content[0].text
                 assert "deployment_not_found" in text, text
 
-                # Bad arguments: a JSON-RPC error, raised by the SDK as McpError.
+                # Bad arguments are a tool execution error the model can read and correct (MCP 2025-11-25,
+                # SEP-1303): isError, with the code, reason and offending field.
+                r = await session.call_tool("history_query", {"limit": "ten"})
+                assert r.isError is True, r
+                assert r.structuredContent["error"]["code"] == -32602
+                assert r.structuredContent["error"]["reason"] == "invalid_params"
+                assert r.structuredContent["error"]["field"] == "limit"
+                assert json.loads(r.content[0].text) == r.structuredContent
+                r = await session.call_tool("deploy_plan", {"model_name": "iris", "model_version": "1", "environment": "staging",
+                                                            "requested_by": "alice", "requirements": {"memory_mb": 1e19}})
+                assert r.isError is True and r.structuredContent["error"]["field"] == "requirements.memory_mb", r
+                # An unknown tool stays a protocol error, raised by the SDK as McpError.
                 from mcp.shared.exceptions import McpError
-                with pytest.raises(McpError) as e:
-                    await session.call_tool("history_query", {"limit": "ten"})
-                assert e.value.error.code == -32602
                 with pytest.raises(McpError) as e:
                     await session.call_tool("no_such_tool", {})
                 assert e.value.error.code == -32602
