@@ -38,7 +38,14 @@ public final class DeployerAgent: Sendable {
         self.service = DeployService(options: options, logger: logger)
         let doc = LazyJSON(text: openRPCDocumentText)
         self.doc = doc
-        self.mcp = MCPAdapter(allowApprove: options.mcpAllowApprove, openRPC: { (try? doc.value()) ?? .object([:]) })
+        self.mcp = MCPAdapter(
+            allowApprove: options.mcpAllowApprove,
+            environments: {
+                let home = options.home ?? DeployService.defaultHome(currentEnvironment())
+                guard case .success(let policy) = DeployService.loadPolicy(options, home: home) else { return [] }
+                return policy.environments.keys.sorted()
+            },
+            openRPC: { (try? doc.value()) ?? .object([:]) })
         self.validators = ParamValidators(openRPC: { (try? doc.value()) ?? .object([:]) }, mcpMethods: ["initialize", "tools/list", "tools/call"])
     }
 
@@ -48,6 +55,8 @@ public final class DeployerAgent: Sendable {
         let handlers: [String: DomainHandler] = [
             "deploy.approve": { p, progress in try await s.approve(p, progress: progress) },
             "deploy.execute": { p, progress in try await s.execute(p, progress: progress) },
+            "deploy.follow": { p, progress in try await s.follow(p, progress: progress) },
+            "deploy.list": { p, _ in try await s.list(p) },
             "deploy.plan": { p, _ in try await s.plan(p) },
             "deploy.rollback": { p, progress in try await s.rollback(p, progress: progress) },
             "deploy.status": { p, _ in try await s.status(p) },

@@ -11,10 +11,13 @@ final class MCPAdapter: Sendable {
     static let supportedVersions = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"]
 
     /// Native methods offered as tools, in listing order.
-    static let toolMethods = ["deploy.plan", "deploy.execute", "deploy.rollback", "deploy.status", "history.query"]
+    static let toolMethods = ["deploy.plan", "deploy.execute", "deploy.rollback", "deploy.status", "deploy.list", "deploy.follow", "history.query"]
     static let approveMethod = "deploy.approve"
 
     let allowApprove: Bool
+    /// The environments the approval policy knows, listed as an enum in the tools' schemas so a model
+    /// does not guess; empty when unknown.
+    let environments: @Sendable () -> [String]
     private let clientCapabilities = Mutex<JSONValue?>(nil)
     private let toolCache = Mutex<[Tool]?>(nil)
     private let openRPC: @Sendable () -> JSONValue
@@ -26,8 +29,9 @@ final class MCPAdapter: Sendable {
     }
 
     /// - Parameter openRPC: the contract, asked for on first use (not at start-up).
-    init(allowApprove: Bool, openRPC: @escaping @Sendable () -> JSONValue) {
+    init(allowApprove: Bool, environments: @escaping @Sendable () -> [String] = { [] }, openRPC: @escaping @Sendable () -> JSONValue) {
         self.allowApprove = allowApprove
+        self.environments = environments
         self.openRPC = openRPC
     }
 
@@ -37,7 +41,8 @@ final class MCPAdapter: Sendable {
         var methods = Self.toolMethods
         if allowApprove { methods.insert(Self.approveMethod, at: 1) }
         let doc = openRPC()
-        let t = methods.map { Self.tool(for: $0, openRPC: doc) }
+        let envs = environments()
+        let t = methods.map { Self.tool(for: $0, openRPC: doc, environments: envs) }
         toolCache.withLock { $0 = t }
         return t
     }
@@ -76,7 +81,22 @@ final class MCPAdapter: Sendable {
 
     /// Wraps a native result as a tool result.
     static func toolResult(_ result: JSONValue) -> JSONValue {
-        ["content": [["type": "text", "text": .string(result.jsonString)]], "structuredContent": result, "isError": false]
+        var content: [JSONValue] = [["type": "text", "text": .string(result.jsonString)]]
+        if let next = gateGuidance(result) { content.append(["type": "text", "text": .string(next)]) }
+        return ["content": .array(content), "structuredContent": result, "isError": false]
+    }
+
+    /// What a model should tell its user when a deployment waits at a gate: a person approves, with a
+    /// command they can run; the model cannot (`deploy_approve` is not its tool, and must not be).
+    static func gateGuidance(_ result: JSONValue) -> String? {
+        let status = result["status"]?.stringValue ?? result["deployment"]?["status"]?.stringValue
+        let id = result["deployment_id"]?.stringValue ?? result["deployment"]?["deployment_id"]?.stringValue
+        guard let id, let status, status == "awaiting_approval" || status == "awaiting_promotion" else { return nil }
+        let gate = status == "awaiting_approval" ? "deploy" : "promote"
+        let then = gate == "deploy" ? " Once approved, call deploy_execute again with this deployment_id." : " The rollout resumes by itself once approved."
+        return "Deployment \(id) waits for a human approval at gate \(gate). You cannot approve it. Ask a person allowed to approve "
+            + "(not the requester where four eyes applies) to run: deployctl approve --id \(id) --gate \(gate) --approver <their name> "
+            + "(or deploy.approve from their own client).\(then)"
     }
 
     /// Wraps a domain failure or an input error as a tool result with `isError: true`, so the model sees
@@ -92,7 +112,7 @@ final class MCPAdapter: Sendable {
         return ["content": [["type": "text", "text": .string(body.jsonString)]], "structuredContent": body, "isError": true]
     }
 
-    static func tool(for method: String, openRPC: JSONValue) -> Tool {
+    static func tool(for method: String, openRPC: JSONValue, environments: [String] = []) -> Tool {
         let name = method.replacingDots()
         let components = openRPC["components"]?["schemas"]?.objectValue ?? [:]
         let entry = openRPC["methods"]?.arrayValue?.first { $0["name"]?.stringValue == method }
@@ -103,6 +123,10 @@ final class MCPAdapter: Sendable {
             var schema = inline(p["schema"] ?? .object([:]), components, depth: 0)
             if let d = p["description"], schema["description"] == nil, case .object(var o) = schema {
                 o["description"] = d
+                schema = .object(o)
+            }
+            if pname == "environment", !environments.isEmpty, case .object(var o) = schema {
+                o["enum"] = .array(environments.map { .string($0) })
                 schema = .object(o)
             }
             properties[pname] = schema

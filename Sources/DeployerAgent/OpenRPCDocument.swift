@@ -626,6 +626,126 @@ public let openRPCDocumentText = ####"""
       }
     },
     {
+      "name": "deploy.list",
+      "summary": "What is live now, per model and environment, with real liveness.",
+      "description": "One row per (model, environment) that has a live version: the version, its deployment, the stable endpoint, whether the live slot runs and whether the endpoint answers through the router now, the warm standby (the one-call rollback target) with whether it runs, and any rollout in flight. Filter by model_name and/or environment.",
+      "tags": [
+        {
+          "name": "deploy"
+        }
+      ],
+      "paramStructure": "by-name",
+      "params": [
+        {
+          "name": "model_name",
+          "required": false,
+          "schema": {
+            "$ref": "#/components/schemas/Name"
+          }
+        },
+        {
+          "name": "environment",
+          "required": false,
+          "schema": {
+            "$ref": "#/components/schemas/Name"
+          }
+        }
+      ],
+      "result": {
+        "name": "live",
+        "schema": {
+          "$ref": "#/components/schemas/ListResult"
+        }
+      },
+      "errors": [
+        {
+          "$ref": "#/components/errors/InvalidParams"
+        },
+        {
+          "$ref": "#/components/errors/LedgerUnavailable"
+        }
+      ],
+      "x-params-schema": {
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+          "model_name": {
+            "$ref": "#/components/schemas/Name"
+          },
+          "environment": {
+            "$ref": "#/components/schemas/Name"
+          }
+        }
+      }
+    },
+    {
+      "name": "deploy.follow",
+      "summary": "Follows a deployment from any agent sharing the ledger until its rollout ends.",
+      "description": "Streams the deployment's ledger events (those after after_seq) as deploy.progress notifications (MCP: notifications/progress with the caller's token) while another process plans, approves, executes or bakes it, and answers with the deployment once the rollout has ended: a terminal status, or live with its bake over (or its agent gone). It keeps following while the deployment waits at a gate. The ledger is polled every 250 ms. Cancel the request to stop following.",
+      "tags": [
+        {
+          "name": "deploy"
+        }
+      ],
+      "paramStructure": "by-name",
+      "params": [
+        {
+          "name": "deployment_id",
+          "required": true,
+          "schema": {
+            "$ref": "#/components/schemas/DeploymentId"
+          }
+        },
+        {
+          "name": "after_seq",
+          "required": false,
+          "description": "Only events after this sequence number (default 0: all).",
+          "schema": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": 2147483647
+          }
+        }
+      ],
+      "result": {
+        "name": "followed",
+        "schema": {
+          "$ref": "#/components/schemas/FollowResult"
+        }
+      },
+      "errors": [
+        {
+          "$ref": "#/components/errors/InvalidParams"
+        },
+        {
+          "$ref": "#/components/errors/NotFound"
+        },
+        {
+          "$ref": "#/components/errors/LedgerUnavailable"
+        },
+        {
+          "$ref": "#/components/errors/RequestCancelled"
+        }
+      ],
+      "x-params-schema": {
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+          "deployment_id": {
+            "$ref": "#/components/schemas/DeploymentId"
+          },
+          "after_seq": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": 2147483647
+          }
+        },
+        "required": [
+          "deployment_id"
+        ]
+      }
+    },
+    {
       "name": "history.query",
       "summary": "Deployments, newest first, filtered and paginated.",
       "description": "All params optional. `status` is one status or a list. `live_at` returns the deployment that was live for the model/environment at that instant. Pagination is by opaque cursor and stable under concurrent inserts.",
@@ -2080,6 +2200,148 @@ public let openRPCDocumentText = ####"""
               "boolean",
               "null"
             ]
+          }
+        }
+      },
+      "ListResult": {
+        "title": "ListResult",
+        "type": "object",
+        "required": [
+          "live"
+        ],
+        "properties": {
+          "live": {
+            "type": "array",
+            "items": {
+              "$ref": "#/components/schemas/LiveRow"
+            }
+          }
+        }
+      },
+      "LiveRow": {
+        "title": "LiveRow",
+        "type": "object",
+        "required": [
+          "model_name",
+          "environment",
+          "model_version",
+          "deployment_id",
+          "endpoint_url",
+          "slot",
+          "slot_alive",
+          "endpoint_alive",
+          "standby",
+          "in_flight",
+          "since"
+        ],
+        "properties": {
+          "model_name": {
+            "type": "string"
+          },
+          "environment": {
+            "type": "string"
+          },
+          "model_version": {
+            "type": "string"
+          },
+          "deployment_id": {
+            "type": "string"
+          },
+          "endpoint_url": {
+            "type": "string"
+          },
+          "slot": {
+            "type": "string"
+          },
+          "slot_alive": {
+            "type": "boolean"
+          },
+          "endpoint_alive": {
+            "type": "boolean"
+          },
+          "standby": {
+            "description": "The warm previous version, or null.",
+            "anyOf": [
+              {
+                "type": "null"
+              },
+              {
+                "type": "object",
+                "required": [
+                  "model_version",
+                  "slot",
+                  "alive"
+                ],
+                "properties": {
+                  "model_version": {
+                    "type": "string"
+                  },
+                  "deployment_id": {
+                    "type": [
+                      "string",
+                      "null"
+                    ]
+                  },
+                  "slot": {
+                    "type": "string"
+                  },
+                  "alive": {
+                    "type": "boolean"
+                  }
+                }
+              }
+            ]
+          },
+          "in_flight": {
+            "description": "The rollout in flight for this model and environment, or null.",
+            "anyOf": [
+              {
+                "type": "null"
+              },
+              {
+                "type": "object",
+                "required": [
+                  "deployment_id",
+                  "status",
+                  "model_version"
+                ],
+                "properties": {
+                  "deployment_id": {
+                    "type": "string"
+                  },
+                  "status": {
+                    "$ref": "#/components/schemas/DeploymentStatus"
+                  },
+                  "model_version": {
+                    "type": "string"
+                  },
+                  "requested_by": {
+                    "type": "string"
+                  }
+                }
+              }
+            ]
+          },
+          "since": {
+            "type": "string",
+            "description": "When the registry last changed for this pair (RFC 3339)."
+          }
+        }
+      },
+      "FollowResult": {
+        "title": "FollowResult",
+        "type": "object",
+        "required": [
+          "deployment",
+          "last_seq"
+        ],
+        "properties": {
+          "deployment": {
+            "$ref": "#/components/schemas/Deployment"
+          },
+          "last_seq": {
+            "type": "integer",
+            "description": "The last event sequence number sent; pass as after_seq to resume."
           }
         }
       },

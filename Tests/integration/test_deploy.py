@@ -448,7 +448,7 @@ def test_two_rollouts_in_two_environments_run_concurrently(deployer):
     for env, did in ids.items():
         agent.send({"jsonrpc": "2.0", "id": f"exec-{env}", "method": "deploy.execute", "params": {"deployment_id": did}})
     outs = {env: agent.wait_response(f"exec-{env}", timeout=180)["result"] for env in ids}
-    assert {o["status"] for o in outs.values()} == {"live"}, outs
+    assert {o["status"] for o in outs.values()} == {"live"}, {env: o.get("error") for env, o in outs.items()}
     assert outs["qa"]["endpoint_url"] != outs["staging"]["endpoint_url"]
     for o in outs.values():
         assert live_answer(o["endpoint_url"]) == [EXPECT["v1"][0]]

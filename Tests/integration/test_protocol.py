@@ -22,7 +22,7 @@ from conftest import (EXAMPLES, FRAMINGS, Bindings, load_transcript, match, matc
 TRANSCRIPTS = sorted(EXAMPLES.glob("*.jsonl"))
 
 NATIVE_METHODS = ["ping", "rpc.discover", "deploy.plan", "deploy.approve", "deploy.execute", "deploy.rollback",
-                  "deploy.status", "history.query"]
+                  "deploy.status", "deploy.list", "deploy.follow", "history.query"]
 MCP_METHODS = ["initialize", "tools/list", "tools/call"]
 NOTIFICATIONS = ["deploy.progress", "$/cancelRequest", "notifications/initialized", "notifications/cancelled",
                  "notifications/progress"]
@@ -324,7 +324,7 @@ def test_mcp_tool_schemas_match_the_document(spawn_agent, openrpc):
     agent = spawn_agent("--mcp-allow-approve")
     agent.request("initialize", {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}})
     tools = {t["name"]: t for t in agent.request("tools/list", {})["result"]["tools"]}
-    assert set(tools) == {"deploy_plan", "deploy_approve", "deploy_execute", "deploy_rollback", "deploy_status", "history_query"}
+    assert set(tools) == {"deploy_plan", "deploy_approve", "deploy_execute", "deploy_rollback", "deploy_status", "deploy_list", "deploy_follow", "history_query"}
     for name, tool in tools.items():
         method = openrpc.methods[name.replace("_", ".", 1)]
         assert re.fullmatch(r"[a-z_]+", name)

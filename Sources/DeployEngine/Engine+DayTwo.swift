@@ -1,0 +1,86 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import DeployCore
+import DeploymentStore
+import DeployRuntime
+import JSON
+
+/// What is live for one (model, environment), checked against the running processes and the router.
+public struct LiveSummary: Sendable {
+    public var entry: RegistryEntry
+    /// The live slot's process tree runs.
+    public var slotAlive: Bool
+    /// The endpoint answers the readiness probe through the router now.
+    public var endpointAlive: Bool
+    /// The warm previous version (one-call rollback target), when its slot still runs.
+    public var standby: Standby?
+    /// A rollout in flight for the pair, if any.
+    public var inFlight: DeploymentRecord?
+
+    public struct Standby: Sendable {
+        public var version: String
+        public var deploymentId: String?
+        public var slot: String
+        public var alive: Bool
+    }
+}
+
+/// One poll of a deployment being followed.
+public struct FollowPoll: Sendable {
+    public var record: DeploymentRecord
+    /// Events after the seq asked for, oldest first.
+    public var events: [DeploymentEvent]
+    /// The deployment reached an end: a terminal status, live with its bake over, or its owner gone.
+    public var done: Bool
+}
+
+extension Engine {
+    /// Every live (model, environment) with real liveness (slot and endpoint), its warm standby and any
+    /// rollout in flight; optionally only one model or environment.
+    public func listLive(modelName: String?, environment: String?) async throws(EngineError) -> [LiveSummary] {
+        await reconcileOnce()
+        let entries = try ledger { () throws(StoreError) in try store.allRegistryEntries() }
+        var out: [LiveSummary] = []
+        for e in entries where (modelName == nil || e.modelName == modelName) && (environment == nil || e.environment == environment) {
+            let liveSlot = Slot(rawValue: e.slot)
+            let slotAlive = liveSlot.flatMap { slots.state(modelName: e.modelName, environment: e.environment, slot: $0)?.alive } ?? false
+            var standby: LiveSummary.Standby?
+            if let prev = e.previousSlot, let version = e.previousVersion, let s = Slot(rawValue: prev), prev != e.slot {
+                let alive = slots.state(modelName: e.modelName, environment: e.environment, slot: s)?.alive ?? false
+                standby = .init(version: version, deploymentId: e.previousDeploymentId, slot: prev, alive: alive)
+            }
+            let inFlight = try ledger { () throws(StoreError) in try store.inFlight(modelName: e.modelName, environment: e.environment) }
+            out.append(LiveSummary(entry: e, slotAlive: slotAlive, endpointAlive: await endpointAnswers(e.endpointURL),
+                                   standby: standby, inFlight: inFlight))
+        }
+        return out
+    }
+
+    /// The deployment now and its events after `afterSeq`, and whether following it can stop.
+    public func followPoll(deploymentId: String, afterSeq: Int) async throws(EngineError) -> FollowPoll {
+        await reconcileOnce()
+        let r = try record(deploymentId)
+        let all = try ledger { () throws(StoreError) in try store.events(deploymentId: deploymentId) }
+        return FollowPoll(record: r, events: all.filter { $0.seq > afterSeq }, done: followIsOver(r, events: all))
+    }
+
+    /// Whether a follower has seen the whole rollout. A live deployment is over once its bake is: the bake
+    /// records a `bake` (or `rollback`) event when it ends; without a bake it is over at the switch.
+    func followIsOver(_ r: DeploymentRecord, events: [DeploymentEvent]) -> Bool {
+        if r.status.isTerminal { return true }
+        switch r.status {
+        case .live:
+            let bake = (try? DeploymentPlan(json: r.plan))?.config.rollback.bakeSeconds ?? 0
+            if bake == 0 { return true }
+            if events.contains(where: { $0.step == "bake" || $0.step == "rollback" }) { return true }
+            return !ownerIsAlive(r.owner)  // the agent that baked it is gone: nothing more will happen
+        case .deploying, .validating, .switching:
+            return !ownerIsAlive(r.owner)
+        default:
+            return false  // planned, approved, or waiting at a gate: a human may still act
+        }
+    }
+}

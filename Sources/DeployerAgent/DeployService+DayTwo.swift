@@ -1,0 +1,82 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import DeployCore
+import DeployEngine
+import DeploymentStore
+import JSON
+import JSONRPC
+
+extension DeployService {
+    /// `deploy.list`: what is live now, per (model, environment), with real liveness.
+    func list(_ raw: JSONValue?) async throws -> JSONValue {
+        let p = try Params(raw, allowed: ["model_name", "environment"])
+        let model = try p.name("model_name", required: false)
+        let env = try p.name("environment", required: false)
+        let rows = try await call { (e) async throws(EngineError) in try await e.listLive(modelName: model, environment: env) }
+        return ["live": .array(rows.map(Self.liveRow))]
+    }
+
+    static func liveRow(_ s: LiveSummary) -> JSONValue {
+        let e = s.entry
+        var standby: JSONValue = .null
+        if let w = s.standby {
+            standby = ["model_version": .string(w.version), "deployment_id": .string(w.deploymentId), "slot": .string(w.slot),
+                       "alive": .bool(w.alive)]
+        }
+        var inFlight: JSONValue = .null
+        if let r = s.inFlight {
+            inFlight = ["deployment_id": .string(r.deploymentId), "status": .string(r.status.rawValue),
+                        "model_version": .string(r.modelVersion), "requested_by": .string(r.requestedBy)]
+        }
+        return [
+            "model_name": .string(e.modelName), "environment": .string(e.environment), "model_version": .string(e.modelVersion),
+            "deployment_id": .string(e.deploymentId), "endpoint_url": .string(e.endpointURL), "slot": .string(e.slot),
+            "slot_alive": .bool(s.slotAlive), "endpoint_alive": .bool(s.endpointAlive), "standby": standby,
+            "in_flight": inFlight, "since": .string(RFC3339.format(e.updatedAt)),
+        ]
+    }
+
+    /// How far along a status is, for followers (who see ledger events, not the executing agent's steps).
+    static func followPercent(_ status: DeploymentStatus) -> Double {
+        switch status {
+        case .planned, .awaitingApproval, .approved: return 0
+        case .deploying: return 10
+        case .validating: return 40
+        case .awaitingPromotion: return 70
+        case .switching: return 75
+        case .live: return 90
+        case .failed, .rejected, .rolledBack, .interrupted, .superseded, .expired: return 100
+        }
+    }
+
+    /// `deploy.follow`: streams a deployment's ledger events as `deploy.progress` notifications, from any
+    /// agent process sharing the ledger, until the rollout ends; answers with the deployment as it ended.
+    /// The ledger is polled (250 ms); cancelling the request stops following.
+    func follow(_ raw: JSONValue?, progress: ProgressSink) async throws -> JSONValue {
+        let p = try Params(raw, allowed: ["deployment_id", "after_seq"])
+        let id = try p.required("deployment_id")
+        var lastSeq = try p.int("after_seq", in: 0...Int(Int32.max)) ?? 0
+        while true {
+            let seq = lastSeq
+            let poll = try await call { (e) async throws(EngineError) in try await e.followPoll(deploymentId: id, afterSeq: seq) }
+            for ev in poll.events {
+                let status = ev.toStatus ?? poll.record.status
+                var percent = Self.followPercent(status)
+                if poll.done, ev.seq == poll.events.last?.seq { percent = 100 }
+                let params: JSONValue = [
+                    "deployment_id": .string(id), "status": .string(status.rawValue), "step": .string(ev.step),
+                    "message": .string(ev.message), "progress": .double(percent), "at": .string(RFC3339.format(ev.at)),
+                ]
+                progress.send(params, percent: percent, message: ev.message)
+                lastSeq = max(lastSeq, ev.seq)
+            }
+            if poll.done {
+                return ["deployment": Wire.deployment(poll.record), "last_seq": .integer(lastSeq)]
+            }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+    }
+}

@@ -1,0 +1,93 @@
+"""Day-two views against the real things: what is live now (deploy.list) with real liveness, and following a
+rollout that another agent process executes (deploy.follow), both reading the shared SQLite ledger."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from deploy_support import EXPECT, slot_processes, version
+from test_deploy import MODEL, deployer, live_answer  # noqa: F401 - the fixture is used by name
+
+
+def test_list_shows_what_is_live_with_its_standby_and_real_liveness(deployer):
+    v1 = deployer.deploy("v1")
+    v2 = deployer.deploy("v2")
+    rows = deployer.call("deploy.list", {})["result"]["live"]
+    assert len(rows) == 1, rows
+    row = rows[0]
+    assert (row["model_name"], row["environment"], row["model_version"]) == (MODEL, "qa", version(deployer.tags, "v2"))
+    assert row["deployment_id"] == v2["deployment_id"] and row["endpoint_url"] == v2["endpoint_url"]
+    assert row["slot_alive"] is True and row["endpoint_alive"] is True
+    assert row["standby"]["model_version"] == version(deployer.tags, "v1")
+    assert row["standby"]["deployment_id"] == v1["deployment_id"] and row["standby"]["alive"] is True
+    assert row["in_flight"] is None
+    plan = deployer.plan("v1", "qa")["result"]
+    row = deployer.call("deploy.list", {"model_name": MODEL, "environment": "qa"})["result"]["live"][0]
+    assert row["in_flight"]["deployment_id"] == plan["deployment_id"]
+    assert deployer.call("deploy.list", {"environment": "production"})["result"]["live"] == []
+    # A killed live slot shows at once: the listing checks the processes and the endpoint, not the ledger.
+    for pid in slot_processes(deployer.home)[v2["slot"]]:
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(0.5)
+    row = deployer.call("deploy.list", {})["result"]["live"][0]
+    assert row["slot_alive"] is False and row["endpoint_alive"] is False
+
+
+def test_follow_sees_a_rollout_executed_by_another_agent(deployer):
+    deployer.deploy("v1")
+    plan = deployer.plan("v2", "qa")["result"]
+    did = plan["deployment_id"]
+    watcher = deployer.spawn_agent(env=deployer.env)     # a second process, sharing the ledger
+    watcher.send({"jsonrpc": "2.0", "id": "follow", "method": "deploy.follow", "params": {"deployment_id": did}})
+    time.sleep(0.5)
+    out = deployer.call("deploy.execute", {"deployment_id": did})["result"]
+    assert out["status"] == "live"
+    answer = watcher.wait_response("follow", timeout=60)
+    deployer.openrpc.check_result("deploy.follow", answer["result"])
+    assert answer["result"]["deployment"]["status"] == "live"
+    seen = [f for f in watcher.notifications if f.get("method") == "deploy.progress"]
+    for n in seen:
+        deployer.openrpc.check_notification(n)
+    steps = [n["params"]["step"] for n in seen]
+    assert steps[0] == "plan", steps
+    for step in ("execute", "switch"):
+        assert step in steps, steps
+    assert seen[-1]["params"]["progress"] == 100
+    assert live_answer(out["endpoint_url"]) == [EXPECT["v2"][0]]
+    # Resuming after the last event sends nothing more and answers at once.
+    again = watcher.request("deploy.follow", {"deployment_id": did, "after_seq": answer["result"]["last_seq"]})
+    assert again["result"]["last_seq"] == answer["result"]["last_seq"]
+
+
+def test_follow_can_be_cancelled_while_a_gate_waits(deployer):
+    plan = deployer.plan("v1", "hurry")["result"]
+    assert plan["status"] == "awaiting_approval"
+    agent = deployer.agent
+    agent.send({"jsonrpc": "2.0", "id": "f", "method": "deploy.follow", "params": {"deployment_id": plan["deployment_id"]}})
+    time.sleep(0.6)
+    agent.send({"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": "f"}})
+    r = agent.wait_response("f", timeout=10)
+    assert r["error"]["code"] == -32800
+
+
+def test_mcp_tools_list_the_known_environments_and_say_who_approves(deployer):
+    agent = deployer.agent
+    agent.request("initialize", {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}})
+    tools = {t["name"]: t for t in agent.request("tools/list", {})["result"]["tools"]}
+    known = sorted({"production", "staging", "development", "qa", "bake", "tight", "hurry"})
+    assert tools["deploy_plan"]["inputSchema"]["properties"]["environment"]["enum"] == known
+    assert tools["deploy_list"]["inputSchema"]["properties"]["environment"]["enum"] == known
+    r = agent.request("tools/call", {"name": "deploy_plan", "arguments": {
+        "model_name": MODEL, "model_version": version(deployer.tags, "v1"), "environment": "hurry",
+        "requested_by": "agent", "smoke_tests": [{"api": "predict", "input": {"input": [[5.1, 3.5, 1.4, 0.2]]}}]}}, timeout=60)["result"]
+    assert r["isError"] is False and r["structuredContent"]["status"] == "awaiting_approval"
+    did = r["structuredContent"]["deployment_id"]
+    guidance = r["content"][1]["text"]
+    assert f"deployctl approve --id {did} --gate deploy" in guidance
+    assert "You cannot approve it" in guidance
+    # An unknown environment is a tool error the model can read and correct.
+    bad = agent.request("tools/call", {"name": "deploy_plan", "arguments": {
+        "model_name": MODEL, "model_version": "latest", "environment": "moon", "requested_by": "agent"}})["result"]
+    assert bad["isError"] is True and bad["structuredContent"]["error"]["reason"] == "unknown_environment"
