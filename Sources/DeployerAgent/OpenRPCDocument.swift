@@ -1099,6 +1099,8 @@ public let openRPCDocumentText = ####"""
                       "deploy_execute",
                       "deploy_rollback",
                       "deploy_status",
+                      "deploy_list",
+                      "deploy_follow",
                       "history_query"
                     ]
                   },
