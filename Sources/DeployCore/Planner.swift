@@ -136,7 +136,7 @@ public enum Planner {
 
         let deadline = input.policy.startupDeadlineSeconds
         let smoke = input.smokeTests.isEmpty
-            ? "no smoke tests were given: validation is readiness plus the baseline load"
+            ? "WARNING: no smoke tests were given, so validation only checks /readyz and the baseline load: a version that answers 500 to every prediction would still take traffic; pass smoke_tests"
             : "\(input.smokeTests.count) smoke test\(input.smokeTests.count == 1 ? "" : "s") must pass (\(input.smokeTests.map(\.api).joined(separator: ", ")))"
         if strategy == .blueGreen, let live = input.live {
             reasons.append(
@@ -347,6 +347,11 @@ public enum Planner {
             Names.validateActor(input.requestedBy, field: "requested_by"),
         ]
         if let m = checks.compactMap({ $0 }).first { return PlanRefusal(reason: "invalid_params", message: m) }
+        if input.smokeTests.isEmpty, input.policy.requireSmokeTests {
+            return PlanRefusal(
+                reason: "invalid_smoke_test",
+                message: "\(input.environment) requires smoke tests: without them validation only checks /readyz, and a version that fails every prediction could take traffic; pass smoke_tests (an API call with an input and, ideally, the expected answer)")
+        }
         for (i, t) in input.smokeTests.enumerated() {
             if let m = Names.validateAPI(t.api, field: "smoke_tests[\(i)].api") { return PlanRefusal(reason: "invalid_smoke_test", message: m) }
             if !input.bento.apis.isEmpty && !input.bento.apis.contains(t.api) {

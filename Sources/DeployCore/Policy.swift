@@ -65,6 +65,9 @@ public struct EnvironmentPolicy: Sendable, Hashable {
     public var minErrorRate: Double
     /// The p95 threshold is at least baseline + this many ms, so a 2 ms baseline does not trip on noise.
     public var latencyFloorMs: Double
+    /// Plans must carry smoke tests (`require_smoke_tests`): without them validation touches only
+    /// `/readyz`, and a version that answers 500 to every prediction could go live. On in production.
+    public var requireSmokeTests = false
 
     /// A policy; unspecified fields take the staging defaults.
     public init(
@@ -134,6 +137,7 @@ public struct EnvironmentPolicy: Sendable, Hashable {
             "startup_deadline_seconds": .integer(startupDeadlineSeconds),
             "min_error_rate": .double(minErrorRate),
             "latency_floor_ms": .double(latencyFloorMs),
+            "require_smoke_tests": .bool(requireSmokeTests),
         ])
     }
 }
@@ -170,9 +174,13 @@ public struct ApprovalPolicy: Sendable, Hashable {
 
     /// `production`: deploy + promote gates, four eyes; `staging`: one deploy gate; `development`: none.
     public static let defaults = ApprovalPolicy(environments: [
-        "production": EnvironmentPolicy(
-            name: "production", gates: [.deploy, .promote], fourEyes: true, approvalTimeoutSeconds: 259_200,
-            bakeSeconds: 120, keepWarmSeconds: 1_800),
+        "production": {
+            var p = EnvironmentPolicy(
+                name: "production", gates: [.deploy, .promote], fourEyes: true, approvalTimeoutSeconds: 259_200,
+                bakeSeconds: 120, keepWarmSeconds: 1_800)
+            p.requireSmokeTests = true
+            return p
+        }(),
         "staging": EnvironmentPolicy(name: "staging"),
         "development": EnvironmentPolicy(
             name: "development", gates: [], fourEyes: false, approvalTimeoutSeconds: nil, bakeSeconds: 30,
@@ -187,6 +195,7 @@ public struct ApprovalPolicy: Sendable, Hashable {
     static let environmentFields: Set<String> = [
         "gates", "approvers", "four_eyes", "approval_timeout", "bake_seconds", "keep_warm_seconds",
         "error_rate_factor", "latency_factor", "startup_deadline_seconds", "min_error_rate", "latency_floor_ms",
+        "require_smoke_tests",
     ]
 
     /// Parses a policy file's JSON, merged over ``defaults``.
@@ -257,6 +266,7 @@ public struct ApprovalPolicy: Sendable, Hashable {
                 }
             }
             if let b = try e.optionalBool("four_eyes") { p.fourEyes = b }
+            if let b = try e.optionalBool("require_smoke_tests") { p.requireSmokeTests = b }
             if e.has("approval_timeout") { p.approvalTimeoutSeconds = try positive(e, "approval_timeout") }
             if let v = try nonNegative(e, "bake_seconds") { p.bakeSeconds = v }
             if let v = try nonNegative(e, "keep_warm_seconds") { p.keepWarmSeconds = v }

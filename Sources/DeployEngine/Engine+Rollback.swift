@@ -198,9 +198,11 @@ extension Engine {
         guard let (old, oldPlan) = try redeploySource(entry.modelName, entry.environment, version: version) else {
             throw EngineError.nothingToRollBack("version_not_in_history", "\(version) has no earlier deployment here to redeploy")
         }
-        guard let envPolicy = policy.environment(entry.environment) else {
+        guard var envPolicy = policy.environment(entry.environment) else {
             throw EngineError.refused("unknown_environment", "no policy for \(entry.environment)")
         }
+        // The version was live here before: an emergency rollback takes its old smoke tests as they were.
+        envPolicy.requireSmokeTests = false
         let live = liveFacts(entry)
         let host = readHostFacts()
         let input = PlanInput(

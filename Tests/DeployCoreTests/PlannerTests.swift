@@ -130,7 +130,7 @@ import Testing
         #expect(plan.config.startupDeadlineSeconds == 60)
         #expect(plan.config.probeTimeoutMs == 500)
         #expect(plan.config.probeIntervalMs == 250)
-        let none = try Fixtures.plan(Fixtures.input(smokeTests: []))
+        let none = try Fixtures.plan(Fixtures.input(environment: "staging", smokeTests: []))
         #expect(none.config.baseline.api == nil)
         #expect(!none.steps.contains("smoke_tests"))
     }
