@@ -715,9 +715,11 @@ def build_deployment_graph(
             node reuses the same deployment.
 
     Returns:
-        The compiled graph. Input: ``{"model_name", "model_version", "environment", "requested_by",
-        "options"?}``; the final state has ``outcome`` (live, rejected, failed, rolled_back, expired,
-        rollback_failed), ``deployment_id``, ``output``, ``verification``, ``rollback``.
+        The compiled graph. Input (:class:`DeploymentInput`): ``{"model_name", "model_version",
+        "environment", "requested_by", "options"?}``; the final state has ``outcome`` (live, rejected,
+        failed, rolled_back, expired, rollback_failed, refused), ``error``, ``deployment_id``, ``output``,
+        ``verification``, ``rollback``. New input on a finished thread starts a new run (see the module
+        docstring).
     """
     builder = deployment_graph_builder(
         client, sync=sync, verify=verify, on_progress=on_progress, idempotency=idempotency
