@@ -17,7 +17,7 @@ export PATH="$(dirname "$bin"):$PATH" MODEL_DEPLOYER_BIN="$bin"
 export BENTOML_HOME="$state/bentoml" BENTOML_DO_NOT_TRACK=true MODEL_DEPLOYER_BENTOML="$root/.venv/bin/bentoml"
 mkdir -p "$state"
 if [ ! -s "$state/tags.txt" ]; then
-  say "training the example model (v1, v2, broken) and building its bentos into $BENTOML_HOME"
+  say "training the example model (broken, v1, v2) and building its bentos into $BENTOML_HOME"
   examples/iris/build.sh "$root/.venv" > "$state/tags.txt.new"
   mv "$state/tags.txt.new" "$state/tags.txt"
 fi

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Train the iris example models (v1, v2, broken) and build one bento per model version.
+# Train the iris example models (broken, v1, v2) and build one bento per model version.
+# The broken one is built first, so `latest` (the newest by creation time) is always a healthy version
+# (v2): a quickstart that plans `latest` must not put a model that answers HTTP 500 live.
 # Usage: BENTOML_HOME=/path/to/store examples/iris/build.sh [VENV]   (VENV defaults to <repo>/.venv)
 # Prints `model_<kind>=iris_clf:<ver>` and `bento_<kind>=iris_classifier:<ver>` lines on stdout.
 # Rerunning trains and builds new versions (model versions are not reused).
@@ -13,7 +15,7 @@ mkdir -p "$BENTOML_HOME"
 py="$venv/bin/python"
 bentoml="$venv/bin/bentoml"
 start=$(date +%s%N)
-for kind in v1 v2 broken; do
+for kind in broken v1 v2; do
   tag="$("$py" "$here/train.py" "$kind" | tail -n 1)"
   [[ "$tag" == iris_clf:* ]] || { echo "train.py $kind failed" >&2; exit 1; }
   echo "model_${kind}=${tag}"

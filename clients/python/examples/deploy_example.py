@@ -4,11 +4,14 @@
     # a BentoML store with the iris example (examples/iris/build.sh prints the versions)
     BENTOML_HOME=/tmp/bentoml examples/iris/build.sh
     export BENTOML_HOME=/tmp/bentoml MODEL_DEPLOYER_BIN=$PWD/.build/release/model-deployer
-    python clients/python/examples/deploy_example.py --model iris_clf --version latest \\
-        --env staging --requested-by ci --approver alice --home /tmp/md-example
+    python clients/python/examples/deploy_example.py --model iris_clf --model-version latest \\
+        --env staging --requested-by ci --approver alice --home /tmp/md-example \\
+        --smoke '[{"api": "predict", "input": {"input": [[5.1, 3.5, 1.4, 0.2]]}}]'
 
     # the same through the LangGraph flow (the gates are interrupts; answered here on the terminal)
-    python clients/python/examples/deploy_example.py --graph --model iris_clf --version latest ...
+    python clients/python/examples/deploy_example.py --graph --model iris_clf --model-version latest ...
+
+--smoke is a list of smoke tests: the new version must pass them before any traffic goes to it.
 
 Without --approver the script asks on the terminal. Ctrl-C at a gate leaves the deployment waiting in
 the ledger: `deployctl approve --id ...` (or this client) can pick it up later.
@@ -39,7 +42,7 @@ def ask(gate: str, deployment_id: str, approver: str | None) -> tuple[str, str]:
 async def with_client(args: argparse.Namespace) -> int:
     async with DeployerClient(args.bin, home=args.home) as client:
         plan = await client.plan(
-            args.model, args.version, args.env, args.requested_by, smoke_tests=args.smoke, gates=args.gate or None
+            args.model, args.model_version, args.env, args.requested_by, smoke_tests=args.smoke, gates=args.gate or None
         )
         deployment_id = plan["deployment_id"]
         print(f"planned {deployment_id}: {plan['plan']['strategy']}", file=sys.stderr)
@@ -73,7 +76,7 @@ async def with_graph(args: argparse.Namespace) -> int:
         config = {"configurable": {"thread_id": f"example-{uuid.uuid4()}"}}
         request = {
             "model_name": args.model,
-            "model_version": args.version,
+            "model_version": args.model_version,
             "environment": args.env,
             "requested_by": args.requested_by,
             "options": {k: v for k, v in (("smoke_tests", args.smoke), ("gates", args.gate)) if v},
@@ -92,7 +95,7 @@ async def with_graph(args: argparse.Namespace) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True)
-    parser.add_argument("--version", default="latest")
+    parser.add_argument("--model-version", default="latest", help="a version in the BentoML store, or latest")
     parser.add_argument("--env", default="staging")
     parser.add_argument("--requested-by", default="example")
     parser.add_argument("--approver", help="approve every gate as this person (default: ask)")

@@ -16,7 +16,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "deploy_example.py"
 @pytest.mark.parametrize("mode", [[], ["--graph"]], ids=["client", "graph"])
 def test_example_deploys(mode, agent_bin, agent_home, iris_store, smoke_test) -> None:
     out = subprocess.run(
-        [sys.executable, str(EXAMPLE), *mode, "--model", iris_store.model_name, "--version", iris_store.v1,
+        [sys.executable, str(EXAMPLE), *mode, "--model", iris_store.model_name, "--model-version", iris_store.v1,
          "--env", "clienttest", "--requested-by", "ci", "--approver", "alice", "--home", str(agent_home),
          "--smoke", json.dumps(smoke_test([0]))],
         capture_output=True, text=True, timeout=600,

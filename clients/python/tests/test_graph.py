@@ -152,9 +152,13 @@ def test_failed_rollout_leaves_the_live_version_serving(agent_bin, agent_home, i
             done = await graph.ainvoke(Command(resume={"approver": "alice", "decision": "approve"}), config)
             assert done["outcome"] in ("failed", "rolled_back"), done
             assert done["error"]["reason"], done["error"]
+            assert isinstance(done["error"]["code"], int), done["error"]  # one type for error.code (issue 14)
             assert "verification" not in done
             status = await client.status(done["deployment_id"])
             assert status["deployment"]["status"] == done["outcome"]
+            assert status["deployment"]["error"]["code"] == done["error"]["code"]
+            page = await client.history(deployment_id=done["deployment_id"])
+            assert page["deployments"][0]["error"]["code"] == done["error"]["code"]
             assert status["live"]["deployment_id"] == v1["deployment_id"]
             assert predict(v1["endpoint_url"], {"input": [[5.1, 3.5, 1.4, 0.2]]}) == [0]
 

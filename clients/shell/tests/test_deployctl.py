@@ -76,7 +76,7 @@ def test_status_of_an_unknown_deployment_is_a_domain_error(agent_bin: str, tmp_p
         ("plan", "--model", "iris_clf"),  # missing --version/--env/--requested-by
         ("history", "--limit", "many"),
         ("approve", "--id", "x", "--approver", "a", "--decision", "maybe"),
-        ("plan", "--model", "m", "--version", "1", "--env", "e", "--requested-by", "r", "--requirements", "{nope"),
+        ("plan", "--model", "m", "--model-version", "1", "--env", "e", "--requested-by", "r", "--requirements", "{nope"),
         ("status", "--id", "x", "--approver", "a"),  # an option the command does not take
     ],
 )
@@ -89,7 +89,7 @@ def test_usage_errors_exit_1(args: tuple[str, ...], agent_bin: str, tmp_path: Pa
 
 def test_invalid_params_from_the_agent_are_domain_errors(agent_bin: str, tmp_path: Path) -> None:
     out = deployctl(
-        "plan", "--model", "Bad Name", "--version", "1", "--env", "staging", "--requested-by", "ci",
+        "plan", "--model", "Bad Name", "--model-version", "1", "--env", "staging", "--requested-by", "ci",
         agent_bin=agent_bin, home=tmp_path,
     )
     assert out.returncode == EXIT_DOMAIN, out.stderr
@@ -113,7 +113,30 @@ def test_missing_agent_exits_2(tmp_path: Path) -> None:
         [DEPLOYCTL, "--bin", str(tmp_path / "nope"), "ping"], capture_output=True, text=True
     )
     assert out.returncode == EXIT_AGENT
-    assert one_json(out.stdout)["error"]["data"]["reason"] == "agent_not_found"
+    error = one_json(out.stdout)["error"]
+    assert error["data"]["reason"] == "agent_not_found"
+    assert error["code"] == -32603  # an integer, like every error code (issue 14: it was null)
+    assert str(tmp_path / "nope") in error["message"] and "--bin" in error["message"]
+
+
+def test_agent_not_on_path_is_a_proper_error(tmp_path: Path, jq: str) -> None:
+    env = {"PATH": f"{Path(jq).parent}:/usr/bin:/bin", "HOME": str(tmp_path)}  # no model-deployer there
+    out = subprocess.run([DEPLOYCTL, "ping"], capture_output=True, text=True, env=env)
+    assert out.returncode == EXIT_AGENT
+    error = one_json(out.stdout)["error"]
+    assert error == {"code": -32603, "message": error["message"], "data": {"reason": "agent_not_found", "path": None}}
+    assert "MODEL_DEPLOYER_BIN" in error["message"]
+
+
+def test_agent_that_never_answers_times_out(tmp_path: Path) -> None:
+    silent = tmp_path / "silent"
+    silent.write_text("#!/bin/sh\ncat >/dev/null\n")  # reads requests, answers none, leaves at EOF
+    silent.chmod(0o755)
+    out = subprocess.run([DEPLOYCTL, "--bin", str(silent), "--timeout", "0.5", "ping"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == EXIT_AGENT
+    error = one_json(out.stdout)["error"]
+    assert error["data"]["reason"] == "agent_timeout" and error["code"] == -32603
 
 
 def test_agent_that_dies_exits_2(tmp_path: Path) -> None:
@@ -122,7 +145,8 @@ def test_agent_that_dies_exits_2(tmp_path: Path) -> None:
     fake.chmod(0o755)
     out = subprocess.run([DEPLOYCTL, "--bin", str(fake), "ping"], capture_output=True, text=True, timeout=30)
     assert out.returncode == EXIT_AGENT
-    assert one_json(out.stdout)["error"]["data"]["reason"] == "agent_died"
+    error = one_json(out.stdout)["error"]
+    assert error["data"]["reason"] == "agent_died" and error["code"] == -32603
     assert "boom: cannot start" in out.stderr  # the agent's stderr tail explains why
 
 
@@ -149,7 +173,7 @@ def test_scripted_deploys_end_to_end(agent_bin: str, agent_home: Path, iris_stor
         return deployctl(*args, agent_bin=agent_bin, home=agent_home, env=env)
 
     smoke_v1 = json.dumps(smoke_test([0])[0])
-    plan = run("plan", "--model", iris_store.model_name, "--version", iris_store.v1, "--env", "clienttest",
+    plan = run("plan", "--model", iris_store.model_name, "--model-version", iris_store.v1, "--env", "clienttest",
                "--requested-by", "ci", "--smoke-test", smoke_v1)
     assert plan.returncode == EXIT_OK, plan.stderr
     plan_result = one_json(plan.stdout)
@@ -178,12 +202,14 @@ def test_scripted_deploys_end_to_end(agent_bin: str, agent_home: Path, iris_stor
     assert nothing.returncode == EXIT_DOMAIN
     assert one_json(nothing.stdout)["error"]["data"]["reason"] == "nothing_to_roll_back"
 
-    broken = run("deploy", "--model", iris_store.model_name, "--version", iris_store.broken, "--env", "clienttest",
-                 "--requested-by", "ci", "--approver", "alice", "--smoke-test", smoke_v1)
+    broken = run("deploy", "--model", iris_store.model_name, "--model-version", iris_store.broken, "--env",
+                 "clienttest", "--requested-by", "ci", "--approver", "alice", "--smoke-test", smoke_v1)
     assert broken.returncode == EXIT_DEPLOY_FAILED, broken.stderr
-    assert one_json(broken.stdout)["status"] in ("failed", "rolled_back")
+    failed = one_json(broken.stdout)
+    assert failed["status"] in ("failed", "rolled_back")
+    assert isinstance(failed["error"]["code"], int), failed["error"]  # one type for error.code (issue 14)
 
-    v2 = run("deploy", "--model", iris_store.model_name, "--version", iris_store.v2, "--env", "clienttest",
+    v2 = run("deploy", "--model", iris_store.model_name, "--model-version", iris_store.v2, "--env", "clienttest",
              "--requested-by", "ci", "--approver", "alice")
     assert v2.returncode == EXIT_OK, v2.stderr
     assert one_json(v2.stdout)["previous_version"] == iris_store.v1
@@ -197,6 +223,19 @@ def test_scripted_deploys_end_to_end(agent_bin: str, agent_home: Path, iris_stor
     status = run("status", "--id", rollback["deployment_id"])
     assert status.returncode == EXIT_OK
     assert one_json(status.stdout)["live"]["model_version"] == iris_store.v1
+
+    table = run("--output", "table", "status", "--id", rollback["deployment_id"])
+    assert table.returncode == EXIT_OK, table.stderr
+    lines = table.stdout.splitlines()
+    assert any(line.split() == ["status", "live"] for line in lines), table.stdout
+    assert any(line.startswith("live now") and iris_store.v1 in line for line in lines), table.stdout
+    assert any(line.split()[:2] == ["AT", "CHANGE"] for line in lines), "the events table"
+
+    failed_rows = run("-o", "table", "history", "--model", iris_store.model_name, "--status", "failed")
+    assert failed_rows.returncode == EXIT_OK, failed_rows.stderr
+    header, *rows = failed_rows.stdout.splitlines()
+    assert header.split() == ["DEPLOYMENT", "MODEL", "VERSION", "ENVIRONMENT", "STRATEGY", "STATUS", "CREATED"]
+    assert rows and all(row.split()[5] == "failed" for row in rows)
 
     history = run("history", "--model", iris_store.model_name, "--env", "clienttest", "--status", "failed",
                   "--status", "rolled_back", "--events")

@@ -25,6 +25,7 @@ from .types import (
     RollbackResult,
     StatusResult,
     to_output,
+    with_int_error_code,
 )
 
 log = logging.getLogger("model_deployer_client")
@@ -630,7 +631,10 @@ class DeployerClient:
 
     async def status(self, deployment_id: str) -> StatusResult:
         """``deploy.status``: the deployment, its events, what is live, and whether its slot answers."""
-        return cast(StatusResult, await self.call("deploy.status", {"deployment_id": deployment_id}))
+        result = await self.call("deploy.status", {"deployment_id": deployment_id})
+        if isinstance(result, dict) and isinstance(result.get("deployment"), dict):
+            result = {**result, "deployment": with_int_error_code(result["deployment"])}
+        return cast(StatusResult, result)
 
     async def history(
         self,
@@ -663,7 +667,10 @@ class DeployerClient:
             cursor=cursor,
             include_events=include_events,
         )
-        return cast(HistoryResult, await self.call("history.query", params))
+        result = await self.call("history.query", params)
+        if isinstance(result, dict) and isinstance(result.get("deployments"), list):
+            result = {**result, "deployments": [with_int_error_code(d) for d in result["deployments"]]}
+        return cast(HistoryResult, result)
 
     async def iter_history(self, **filters: Any) -> AsyncIterator[Deployment]:
         """Yields every deployment matching ``filters`` (see :meth:`history`), following cursors."""

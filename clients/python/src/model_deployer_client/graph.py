@@ -3,7 +3,7 @@
 Nodes and edges::
 
     START -> plan
-    plan            -> approval_gate (awaiting_approval) | execute (no gate)
+    plan            -> approval_gate (awaiting_approval) | execute (no gate) | END (refused)
     approval_gate   -> apply_approval (answer given) | approval_gate (invalid answer)      [interrupt]
     apply_approval  -> execute (approved) | approval_gate (refused, e.g. four eyes) | END (rejected, expired)
     execute         -> verify (live) | promotion_gate (awaiting_promotion) | END (failed, rolled_back)
@@ -18,6 +18,18 @@ the agent's ledger holds the deployment itself, so a thread checkpointed by one 
 by another process running a different agent process on the same ledger.
 
 Resume a gate with ``Command(resume={"approver": "alice", "decision": "approve", "comment": "..."})``.
+
+Refusals land in the state, not in an exception: a missing input key, or the agent refusing a request
+(``model_not_found``, ``plan_stale``, ``rollout_in_progress``, invalid params: codes -32602 and
+-32001..-32006), ends the run with ``outcome`` ``"refused"`` and ``error`` ``{code, reason, message,
+data}``. Failures of the agent itself (``ledger_unavailable``, ``runtime_unavailable``, internal errors,
+a dead agent) still raise, so the caller (or a LangGraph retry policy) can run the node again.
+
+One thread, one deployment at a time. New input on a thread whose run has finished (any ``outcome``)
+starts a new run: a new plan, with its own idempotency key, and a fresh state. New input on a thread whose
+deployment is still under way (waiting at a gate, or cut off mid-rollout) does not start a second one:
+the thread keeps its request and carries on with that deployment; at a gate the interrupt payload's
+``error`` has ``reason`` ``"thread_busy"``.
 """
 
 from __future__ import annotations
@@ -26,7 +38,11 @@ import contextvars
 import hashlib
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generator, Literal, TypedDict
+from typing import Any, Callable, Generator, Literal
+
+# Pydantic (which LangGraph uses for get_input_jsonschema() and friends) refuses typing.TypedDict before
+# Python 3.12; typing_extensions' TypedDict works everywhere (LangGraph depends on typing_extensions).
+from typing_extensions import NotRequired, TypedDict
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_stream_writer
@@ -36,9 +52,24 @@ from langgraph.types import interrupt
 from .client import DeployerClient
 from .errors import DeployerError
 from .sync import SyncDeployerClient
-from .types import StatusResult, to_output
+from .types import TERMINAL_STATUSES, StatusResult, to_output
 
-Outcome = Literal["live", "rejected", "failed", "rolled_back", "expired", "rollback_failed"]
+Outcome = Literal["live", "rejected", "failed", "rolled_back", "expired", "rollback_failed", "refused"]
+
+_INPUT_KEYS = ("model_name", "model_version", "environment", "requested_by")
+_REQUEST_KEYS = (*_INPUT_KEYS, "options")
+
+
+class DeploymentInput(TypedDict):
+    """What a run of the deployment graph takes (the graph's input schema)."""
+
+    model_name: str
+    model_version: str
+    """A version of the model in the BentoML store, or ``"latest"``."""
+    environment: str
+    requested_by: str
+    options: NotRequired[dict[str, Any]]
+    """More ``deploy.plan`` params: bento, strategy, smoke_tests, requirements, gates, idempotency_key."""
 
 
 class DeploymentState(TypedDict, total=False):
@@ -48,8 +79,9 @@ class DeploymentState(TypedDict, total=False):
     model_version: str
     environment: str
     requested_by: str
-    options: dict[str, Any]
-    """More ``deploy.plan`` params: bento, strategy, smoke_tests, requirements, gates, idempotency_key."""
+    options: dict[str, Any] | None
+    """More ``deploy.plan`` params: bento, strategy, smoke_tests, requirements, gates, idempotency_key.
+    Consumed by the plan node (then ``None``; the run's input stays in ``request``)."""
 
     deployment_id: str
     plan: dict[str, Any]
@@ -67,8 +99,13 @@ class DeploymentState(TypedDict, total=False):
     """{passed, checks{name: bool}, reason}."""
     rollback: dict[str, Any]
     """The ``deploy.rollback`` result."""
-    outcome: Outcome
+    outcome: Outcome | None
     error: dict[str, Any] | None
+    """Why the run was refused or the deployment failed: {code (int), reason, message, data?, step?}."""
+    request: dict[str, Any] | None
+    """The input the thread's current deployment was planned from."""
+    run: int
+    """How many runs this thread has started (1 for the first); part of the idempotency key."""
 
 
 @dataclass
@@ -83,6 +120,23 @@ _Step = Generator[_Call, Any, dict[str, Any]]
 
 def _err(exc: DeployerError) -> dict[str, Any]:
     return {"code": exc.code, "reason": exc.reason, "message": exc.message, "data": exc.data}
+
+
+def _is_refusal(exc: DeployerError) -> bool:
+    """The agent said no to this request (it would say no again): invalid params, not found, conflicts,
+    stale plans, approvals, refused plans, nothing to roll back. Not: the agent's own failures."""
+    return exc.code == -32602 or -32006 <= exc.code <= -32001
+
+
+def _refused(exc: DeployerError) -> dict[str, Any]:
+    return {"outcome": "refused", "error": _err(exc)}
+
+
+# The fields one run writes; a new run on the same thread starts without them.
+_RUN_FIELDS = (
+    "deployment_id", "plan", "plan_hash", "status", "approval", "approval_error", "promotion", "output",
+    "verification", "rollback", "outcome", "error", "request",
+)
 
 
 def _normalize_decision(value: Any, gate: str) -> tuple[dict[str, Any] | None, str | None]:
@@ -138,18 +192,77 @@ def _output_from_status(status: StatusResult) -> dict[str, Any]:
 # serves graph.invoke (SyncDeployerClient) and graph.ainvoke (DeployerClient).
 
 
+def _run_finished(state: DeploymentState) -> bool:
+    return bool(state.get("outcome")) or state.get("status") in TERMINAL_STATUSES - {"live"}
+
+
+def _request_of(state: DeploymentState) -> dict[str, Any]:
+    return {key: state.get(key) for key in _REQUEST_KEYS if state.get(key) not in (None, {})}
+
+
+def _idempotency_key(thread_id: str, run: int) -> str:
+    # Run 1 keeps the key earlier versions derived from the thread id alone, so their threads still resume.
+    seed = thread_id if run <= 1 else f"{thread_id}#run{run}"
+    return "lg-" + hashlib.sha256(seed.encode()).hexdigest()[:32]
+
+
 def _plan_step(state: DeploymentState, thread_id: str | None, idempotency: bool) -> _Step:
-    if state.get("deployment_id"):  # re-entered after a crash that happened after the plan was recorded
-        return {}
+    run = state.get("run") or 1
+    fresh: dict[str, Any] = {}
+    if state.get("deployment_id") or state.get("outcome"):
+        if _run_finished(state):  # the thread's last run ended: this input starts a new one
+            run += 1
+            fresh = {key: None for key in _RUN_FIELDS}
+        else:
+            # The thread's deployment is still under way (at a gate, or cut off mid-rollout): go on with it.
+            recorded = state.get("request")
+            given = _request_of(state)
+            if not recorded or all(recorded.get(k) == v for k, v in given.items()):
+                return {"options": None}
+            where = state.get("status") or "in flight"
+            busy = {
+                "reason": "thread_busy",
+                "message": f"this thread's deployment {state['deployment_id']} of "
+                f"{recorded.get('model_name')}:{recorded.get('model_version')} is still {where}: finish it "
+                "(resume the gate with Command(resume=...)) or use a new thread_id for a new deployment",
+                "ignored_input": {k: v for k, v in given.items() if recorded.get(k) != v},
+            }
+            return {**{key: recorded.get(key) for key in _INPUT_KEYS}, "options": None, "approval_error": busy}
+
+    missing = [key for key in _INPUT_KEYS if not isinstance(state.get(key), str) or not state.get(key)]
+    if missing:
+        return {
+            **fresh,
+            "run": run,
+            "options": None,
+            "outcome": "refused",
+            "error": {
+                "code": -32602,
+                "reason": "invalid_params",
+                "message": f"the graph input needs {', '.join(missing)} (non-empty strings)",
+                "data": {"reason": "invalid_params", "field": missing[0], "missing": missing},
+            },
+        }
     options = dict(state.get("options") or {})
     if idempotency and thread_id and "idempotency_key" not in options:
-        options["idempotency_key"] = "lg-" + hashlib.sha256(thread_id.encode()).hexdigest()[:32]
-    result = yield _Call(
-        "plan",
-        (state["model_name"], state["model_version"], state["environment"], state["requested_by"]),
-        options,
-    )
+        options["idempotency_key"] = _idempotency_key(thread_id, run)
+    try:
+        result = yield _Call(
+            "plan",
+            (state["model_name"], state["model_version"], state["environment"], state["requested_by"]),
+            options,
+        )
+    except DeployerError as exc:
+        if not _is_refusal(exc):
+            raise
+        return {**fresh, "run": run, "options": None, **_refused(exc)}
+    # options are consumed here (kept in request): LangGraph keeps a channel a later input leaves out, and
+    # a new run must not inherit the last run's smoke tests or gates.
     return {
+        **fresh,
+        "run": run,
+        "options": None,
+        "request": _request_of(state),
         "deployment_id": result["deployment_id"],
         "plan": result.get("plan", {}),
         "plan_hash": result.get("plan_hash"),
@@ -178,6 +291,8 @@ def _apply_approval_step(state: DeploymentState) -> _Step:
             return {"status": "expired", "outcome": "expired", "error": _err(exc)}
         if exc.code == -32004:  # self_approval_forbidden, approver_not_allowed, ...: ask again
             return {"approval": None, "approval_error": _err(exc)}
+        if _is_refusal(exc):
+            return _refused(exc)
         raise
     update: dict[str, Any] = {"status": result["status"], "approval_error": None}
     if result["status"] == "rejected":
@@ -191,6 +306,8 @@ def _execute_step(state: DeploymentState, on_progress: Callable[..., Any] | None
         result = yield _Call("execute", (deployment_id,), {"on_progress": on_progress})
     except DeployerError as exc:
         if exc.reason != "not_executable":
+            if _is_refusal(exc):  # plan_stale, rollout_in_progress, approval_required, ...
+                return _refused(exc)
             raise
         # Re-run after a crash: the agent already moved on; take its word for where the deployment is.
         status = yield _Call("status", (deployment_id,))
@@ -215,6 +332,8 @@ def _apply_promotion_step(state: DeploymentState, on_progress: Callable[..., Any
             return _after_execute(_output_from_status(status))
         if exc.code == -32004 and exc.reason != "approval_expired":
             return {"promotion": None, "approval_error": _err(exc)}
+        if _is_refusal(exc):
+            return _refused(exc)
         raise
     if isinstance(result.get("output"), dict):
         return _after_execute(result["output"])
@@ -348,7 +467,16 @@ class _AsyncDriver:
 
 
 def _route_after_plan(state: DeploymentState) -> str:
-    return "approval_gate" if state.get("status") == "awaiting_approval" else "execute"
+    if state.get("outcome"):
+        return END
+    status = state.get("status")
+    if status == "awaiting_approval":
+        return "approval_gate"
+    if status == "awaiting_promotion":  # a thread that was busy at its promote gate
+        return "promotion_gate"
+    if status == "live":
+        return "verify"
+    return "execute"
 
 
 def _route_after_approval_gate(state: DeploymentState) -> str:
@@ -533,7 +661,7 @@ def deployment_graph_builder(
         async def rollback(state: DeploymentState) -> dict[str, Any]:  # type: ignore[misc]
             return await adriver.run(_rollback_step(state))
 
-    builder = StateGraph(DeploymentState)
+    builder = StateGraph(DeploymentState, input_schema=DeploymentInput)
     builder.add_node("plan", plan)
     builder.add_node("approval_gate", _approval_gate)
     builder.add_node("apply_approval", apply_approval)
@@ -544,7 +672,7 @@ def deployment_graph_builder(
     builder.add_node("rollback", rollback)
 
     builder.add_edge(START, "plan")
-    builder.add_conditional_edges("plan", _route_after_plan, ["approval_gate", "execute"])
+    builder.add_conditional_edges("plan", _route_after_plan, ["approval_gate", "promotion_gate", "execute", "verify", END])
     builder.add_conditional_edges("approval_gate", _route_after_approval_gate, ["apply_approval", "approval_gate"])
     builder.add_conditional_edges(
         "apply_approval", _route_after_apply_approval, ["approval_gate", "promotion_gate", "execute", "verify", END]
@@ -587,9 +715,11 @@ def build_deployment_graph(
             node reuses the same deployment.
 
     Returns:
-        The compiled graph. Input: ``{"model_name", "model_version", "environment", "requested_by",
-        "options"?}``; the final state has ``outcome`` (live, rejected, failed, rolled_back, expired,
-        rollback_failed), ``deployment_id``, ``output``, ``verification``, ``rollback``.
+        The compiled graph. Input (:class:`DeploymentInput`): ``{"model_name", "model_version",
+        "environment", "requested_by", "options"?}``; the final state has ``outcome`` (live, rejected,
+        failed, rolled_back, expired, rollback_failed, refused), ``error``, ``deployment_id``, ``output``,
+        ``verification``, ``rollback``. New input on a finished thread starts a new run (see the module
+        docstring).
     """
     builder = deployment_graph_builder(
         client, sync=sync, verify=verify, on_progress=on_progress, idempotency=idempotency

@@ -232,9 +232,26 @@ def parse_timestamp(value: str | datetime | None) -> datetime | None:
     return parsed
 
 
+def with_int_error_code(record: dict[str, Any]) -> dict[str, Any]:
+    """Returns ``record`` with ``error.code`` as an ``int``.
+
+    The wire contract types the code as an integer; agents before 0.2 wrote a deployment's error code as a
+    string (``"-32009"``), so the client converts it rather than hand callers two types.
+    """
+    error = record.get("error")
+    if isinstance(error, dict) and isinstance(error.get("code"), str):
+        try:
+            code = int(error["code"])
+        except ValueError:
+            return record
+        return {**record, "error": {**error, "code": code}}
+    return record
+
+
 def to_output(result: dict[str, Any]) -> dict[str, Any]:
-    """Returns a copy of an execute result with ``deployment_timestamp`` as a ``datetime``."""
-    out = dict(result)
+    """Returns a copy of an execute result with ``deployment_timestamp`` as a ``datetime`` (and an int
+    ``error.code``)."""
+    out = with_int_error_code(dict(result))
     if "deployment_timestamp" in out:
         out["deployment_timestamp"] = parse_timestamp(out["deployment_timestamp"])
     return out
