@@ -46,8 +46,12 @@ say "swift test"
 swift test 2>&1 | tee "$state/swift-test.log" | grep -vE '^\[[0-9]+/[0-9]+\] (Compiling|Emitting|Linking|Write|Build|Planning)' 
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
-say "pytest (protocol, MCP, deployments, clients)"
-.venv/bin/python -m pytest -q -p no:cacheprovider Tests/integration clients 2>&1
+# Two sessions: each suite has its own conftest.py, and one session would import only one of them.
+say "pytest: protocol, JSON-RPC, MCP, deployments (Tests/integration)"
+.venv/bin/python -m pytest -q -p no:cacheprovider Tests/integration 2>&1
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+say "pytest: clients (Python, LangGraph, deployctl, editors, README blocks)"
+.venv/bin/python -m pytest -q -p no:cacheprovider clients 2>&1
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 if [ $status -eq 0 ]; then say "all test suites passed"; else say "some tests failed"; fi
