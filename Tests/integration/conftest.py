@@ -378,6 +378,7 @@ def spawn_agent(agent_bin, agent_env, tmp_path):
         agents.append(a)
         return a
 
+    spawn.agents = agents  # so a fixture can stop its agents before it stops what they run
     yield spawn
     for a in agents:
         a.close()

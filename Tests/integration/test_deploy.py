@@ -58,6 +58,8 @@ class Deployer:
             assert a["result"]["status"] == "approved", a
         x = self.call("deploy.execute", {"deployment_id": d})
         assert "result" in x, x
+        if x["result"]["status"] != "live":
+            print("deployment did not go live:", json.dumps(x["result"].get("error")))  # shown when a test fails
         return x["result"]
 
     def execute_until(self, deployment_id: str, step: str, timeout: float = 120) -> None:
@@ -83,6 +85,10 @@ def deployer(spawn_agent, agent_home, openrpc):
     (agent_home / "policy.json").write_text(json.dumps(TEST_POLICY))
     d = Deployer(spawn_agent, agent_home, tags, openrpc)
     yield d
+    # The agents first: a running agent repairs a router it finds down, and would restart the nginx
+    # that stop_everything stops.
+    for a in spawn_agent.agents:
+        a.close()
     stop_everything(agent_home)
 
 
