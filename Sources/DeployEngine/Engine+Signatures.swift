@@ -87,7 +87,8 @@ extension Engine {
         guard Names.sameIdentity(signer.principal, approver) else {
             throw EngineError.approval("principal_mismatch", "approver is \(approver) but the approval is signed by \(signer.principal) (key \(signer.fingerprint))")
         }
-        if decision == "approve", let plan = try? DeploymentPlan(json: r.plan), plan.gate(gate)?.fourEyes ?? env.fourEyes {
+        let fourEyes = (try? DeploymentPlan(json: r.plan))?.gate(gate)?.fourEyes ?? env.fourEyes
+        if decision == "approve", fourEyes {
             let events = try ledger { () throws(StoreError) in try store.events(deploymentId: r.deploymentId) }
             let requester = events.first { $0.step == "plan" }?.data["signature"]?["key_fingerprint"]?.stringValue
             if requester == signer.fingerprint {

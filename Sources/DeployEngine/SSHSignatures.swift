@@ -148,11 +148,22 @@ public enum SSHSignatures {
         guard !principals.isEmpty else {
             throw EngineError.approval("signer_not_allowed", "the key \(fingerprint) that made this signature is not in \(allowedSigners) for namespace \(namespace)")
         }
-        let principal = claimed.flatMap { c in principals.first { Names.sameIdentity($0, c) } } ?? principals[0]
-        // 3. The full check, with the entry's own restrictions (namespaces, validity).
-        let final = try await run(tool, ["-Y", "verify", "-f", allowedSigners, "-I", principal, "-n", namespace, "-s", sigPath], stdin: msgPath)
-        guard final.status == 0 else {
-            throw EngineError.approval("signer_not_allowed", "\(allowedSigners) does not allow \(principal) to sign in namespace \(namespace): \(lastLine(final.output))")
+        // 3. The full check, with the entry's own restrictions (namespaces, validity). find-principals names
+        // only the first entry of a key listed several times, so the name the caller gave is tried first.
+        func verifies(as principal: String) async throws(EngineError) -> (ok: Bool, output: String) {
+            let r = try await run(tool, ["-Y", "verify", "-f", allowedSigners, "-I", principal, "-n", namespace, "-s", sigPath], stdin: msgPath)
+            return (r.status == 0, r.output)
+        }
+        var principal = principals[0]
+        if let claimed, !principals.contains(claimed), Names.validateActor(claimed, field: "principal") == nil,
+            try await verifies(as: claimed).ok
+        {
+            principal = claimed
+        } else {
+            let final = try await verifies(as: principal)
+            guard final.ok else {
+                throw EngineError.approval("signer_not_allowed", "\(allowedSigners) does not allow \(principal) to sign in namespace \(namespace): \(lastLine(final.output))")
+            }
         }
         return VerifiedSigner(principal: principal, fingerprint: fingerprint, signature: signature, message: String(decoding: message, as: UTF8.self))
     }
