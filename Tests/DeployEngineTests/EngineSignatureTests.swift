@@ -3,7 +3,6 @@ import DeployCore
 import DeploymentStore
 import Foundation
 import JSON
-import Synchronization
 import TestSupport
 import Testing
 
@@ -14,7 +13,8 @@ import Testing
     let keys: SSHKeys
     let allowed: String
     let home: String
-    let clock = Mutex(Date(timeIntervalSince1970: 1_780_000_000))
+    /// The agent's clock in these tests: fixed, so signed_at can be set before or after it exactly.
+    let now = Date(timeIntervalSince1970: 1_780_000_000)
 
     init() throws {
         keys = try SSHKeys()
@@ -31,11 +31,9 @@ import Testing
     func engine(_ store: any DeploymentStore = InMemoryStore()) throws -> Engine {
         let policy = try ApprovalPolicy(text: #"{"environments": {"production": {"signatures": {"required": true, "allowed_signers": "\#(allowed)"}}}}"#)
         let config = EngineConfig(home: home, bentoml: "/bin/false", bentomlHome: home + "/bentoml", nginx: "/bin/false", agentID: "test:1:1")
-        let clock = self.clock
-        return Engine(config: config, store: store, policy: policy, now: { clock.withLock { $0 } })
+        let fixed = now
+        return Engine(config: config, store: store, policy: policy, now: { fixed })
     }
-
-    var now: Date { clock.withLock { $0 } }
 
     func stamp(_ d: Date) -> String { d.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true)) }
 
@@ -77,19 +75,38 @@ import Testing
         #expect(await planReason(e, try signedPlan(requestedBy: "alice@example.com", key: "alice", signedAt: now.addingTimeInterval(-240))) == "model_not_found")
         // The request changed after signing (another model): the message no longer matches.
         var tampered = try signedPlan(requestedBy: "alice@example.com", key: "alice")
+        let signedAt = try #require(tampered.signature?.signedAt)
         tampered.signature?.message = SSHSignatures.planMessage(params: [
             "model_name": "other", "model_version": "v1", "environment": "production", "requested_by": "alice@example.com",
-            "signed_at": .string(tampered.signature!.signedAt!),
+            "signed_at": .string(signedAt),
         ])
         #expect(await planReason(e, tampered) == "signature_invalid")
     }
 
+    /// A real plan for `model` in production (four eyes on both gates), made by the planner from fixed facts.
+    func productionPlan(_ model: String) throws -> DeploymentPlan {
+        let input = PlanInput(
+            modelName: model, modelVersion: "v1", environment: "production", bentoTag: "\(model)_svc:b1", strategyRequest: .auto,
+            smokeTests: [SmokeTest(api: "predict", input: ["x": [[5.1, 3.5, 1.4, 0.2]]], expect: [0])], requirements: .init(),
+            requestedBy: "alice@example.com",
+            model: ModelFacts(name: model, version: "v1", module: "bentoml.sklearn", sizeBytes: 20_000, labels: [:], metadata: [:],
+                              creationTime: "2025-11-29T10:00:00Z"),
+            bento: BentoFacts(tag: "\(model)_svc:b1", resources: nil, apis: ["predict"], models: ["\(model):v1"]),
+            live: nil, host: HostFacts(freeMemoryMB: 20_000, cpuCount: 2), policy: ApprovalPolicy.defaults.environment("production")!,
+            extraGates: [])
+        switch Planner.plan(input) {
+        case .success(let p): return p
+        case .failure(let r): throw r
+        }
+    }
+
     /// A deployment waiting at its deploy gate, requested (and signed) by alice's key.
-    func waitingDeployment(_ store: InMemoryStore, id: String, planHash: String = "sha256:plan1") throws -> DeploymentRecord {
+    func waitingDeployment(_ store: InMemoryStore, id: String, model: String = "iris_clf") throws -> DeploymentRecord {
+        let plan = try productionPlan(model)
         let r = DeploymentRecord(
-            deploymentId: id, modelName: "iris_clf", modelVersion: "v1", environment: "production", strategy: .blueGreen,
-            status: .awaitingApproval, plan: ["unreadable": true], planHash: planHash, requestedBy: "alice@example.com",
-            createdAt: now, updatedAt: now)
+            deploymentId: id, modelName: model, modelVersion: "v1", environment: "production", strategy: plan.strategy,
+            status: .awaitingApproval, slot: plan.config.slot.rawValue, plan: plan.toJSON(), planHash: plan.planHash,
+            requestedBy: "alice@example.com", createdAt: now, updatedAt: now)
         let signer: JSONValue = ["principal": "alice@example.com", "key_fingerprint": .string(try keys.fingerprint("alice"))]
         try store.insert(r, event: DeploymentEvent(deploymentId: id, at: now, step: "plan", actor: "alice@example.com", message: "planned",
                                                   data: ["signature": signer]))
@@ -103,7 +120,7 @@ import Testing
         } catch { return error.reason }
     }
 
-    func approval(_ id: String, key: String, gate: GateKind = .deploy, decision: String = "approve", planHash: String = "sha256:plan1") throws -> String {
+    func approval(_ id: String, key: String, gate: GateKind = .deploy, decision: String = "approve", planHash: String) throws -> String {
         try keys.sign(SSHSignatures.approvalMessage(deploymentId: id, gate: gate, decision: decision, planHash: planHash), with: key)
     }
 
@@ -112,24 +129,29 @@ import Testing
         let e = try engine(store)
         let d1 = "0190b5a0-0000-7000-8000-000000000001"
         let d2 = "0190b5a0-0000-7000-8000-000000000002"
-        _ = try waitingDeployment(store, id: d1)
-        _ = try waitingDeployment(store, id: d2, planHash: "sha256:plan2")
+        let h1 = try waitingDeployment(store, id: d1).planHash
+        let h2 = try waitingDeployment(store, id: d2, model: "other_clf").planHash
+        #expect(h1 != h2)
         #expect(await approveReason(e, id: d1, approver: "bob@example.com", signature: nil) == "signature_required")
         // Bob's approval of d1, replayed on d2, on the promote gate, as a rejection, or for another plan.
-        #expect(await approveReason(e, id: d2, approver: "bob@example.com", signature: try approval(d1, key: "bob")) == "signature_invalid")
-        #expect(await approveReason(e, id: d1, approver: "bob@example.com", signature: try approval(d1, key: "bob", gate: .promote)) == "signature_invalid")
-        #expect(await approveReason(e, id: d1, approver: "bob@example.com", signature: try approval(d1, key: "bob"), decision: "reject") == "signature_invalid")
-        #expect(await approveReason(e, id: d1, approver: "bob@example.com", signature: try approval(d1, key: "bob", planHash: "sha256:plan2")) == "signature_invalid")
+        #expect(await approveReason(e, id: d2, approver: "bob@example.com", signature: try approval(d1, key: "bob", planHash: h1)) == "signature_invalid")
+        #expect(await approveReason(e, id: d1, approver: "bob@example.com", signature: try approval(d1, key: "bob", gate: .promote, planHash: h1)) == "signature_invalid")
+        #expect(await approveReason(e, id: d1, approver: "bob@example.com", signature: try approval(d1, key: "bob", planHash: h1), decision: "reject") == "signature_invalid")
+        #expect(await approveReason(e, id: d1, approver: "bob@example.com", signature: try approval(d1, key: "bob", planHash: h2)) == "signature_invalid")
         // A name that is not the key's.
-        #expect(await approveReason(e, id: d1, approver: "carol@example.com", signature: try approval(d1, key: "bob")) == "principal_mismatch")
+        #expect(await approveReason(e, id: d1, approver: "carol@example.com", signature: try approval(d1, key: "bob", planHash: h1)) == "principal_mismatch")
         // The requesting key under its second name: four eyes compares keys, not only names.
-        #expect(await approveReason(e, id: d1, approver: "alice-ops@example.com", signature: try approval(d1, key: "alice")) == "self_approval_forbidden")
+        #expect(await approveReason(e, id: d1, approver: "alice-ops@example.com", signature: try approval(d1, key: "alice", planHash: h1)) == "self_approval_forbidden")
         #expect(try store.deployment(id: d1)?.status == .awaitingApproval)
-        // Bob's own signed rejection counts, and is recorded with his signature.
-        #expect(await approveReason(e, id: d1, approver: "bob@example.com", signature: try approval(d1, key: "bob", decision: "reject"), decision: "reject") == nil)
+        // Bob's own signed approval counts, and is recorded with his signature.
+        #expect(await approveReason(e, id: d1, approver: "bob@example.com", signature: try approval(d1, key: "bob", planHash: h1)) == nil)
         let last = try #require(try store.events(deploymentId: d1).last)
         #expect(last.actor == "bob@example.com")
         #expect(last.data["signature"]?["key_fingerprint"]?.stringValue == (try keys.fingerprint("bob")))
-        #expect(try store.deployment(id: d1)?.status == .rejected)
+        #expect(try store.deployment(id: d1)?.status == .approved)
+        #expect(try store.deployment(id: d1)?.approvedBy == "bob@example.com")
+        // And his signed rejection of d2.
+        #expect(await approveReason(e, id: d2, approver: "bob@example.com", signature: try approval(d2, key: "bob", decision: "reject", planHash: h2), decision: "reject") == nil)
+        #expect(try store.deployment(id: d2)?.status == .rejected)
     }
 }

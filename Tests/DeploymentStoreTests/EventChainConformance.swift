@@ -108,11 +108,12 @@ enum EventChainConformance {
             #expect(report.verified)
             #expect(report.note?.contains("events 1-2") == true)
             #expect(report.note?.contains("starts at event 3") == true)
-            // Stripping the hash of a chained event to pass it off as old is caught.
+            // Stripping the hash of a chained event to pass it off as old: the next event no longer links.
+            try upgraded.appendEvent(DeploymentEvent(deploymentId: r.deploymentId, at: instant(3), step: "note", actor: "x", message: "new"))
+            #expect(EventChain.verify(try upgraded.events(deploymentId: r.deploymentId)).verified)
             try raw(upgraded) { c in
                 _ = try c.execute("UPDATE ml_deployment_events SET hash = NULL WHERE deployment_id = $1 AND seq = 3", [.text(r.deploymentId)])
             }
-            try upgraded.appendEvent(DeploymentEvent(deploymentId: r.deploymentId, at: instant(3), step: "note", actor: "x", message: "new"))
             #expect(EventChain.verify(try upgraded.events(deploymentId: r.deploymentId)).brokenAtSeq == 4)
         }
     }
