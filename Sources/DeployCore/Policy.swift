@@ -68,6 +68,8 @@ public struct EnvironmentPolicy: Sendable, Hashable {
     /// Plans must carry smoke tests (`require_smoke_tests`): without them validation touches only
     /// `/readyz`, and a version that answers 500 to every prediction could go live. On in production.
     public var requireSmokeTests = false
+    /// Whether requests and approvals here must carry an SSH signature (off unless the policy file says so).
+    public var signatures: SignatureRequirement = .off
 
     /// A policy; unspecified fields take the staging defaults.
     public init(
@@ -117,6 +119,7 @@ public struct EnvironmentPolicy: Sendable, Hashable {
         let added = extra.filter { !gates.contains($0) }
         if !added.isEmpty { s += " (the request added \(GateKind.allCases.filter(added.contains).map(\.rawValue).joined(separator: " and ")))" }
         if !all.isEmpty {
+            if signatures.required { s += "; requests and approvals must be SSH-signed" }
             if fourEyes { s += "; four eyes: the requester cannot approve" }
             if let approvers { s += "; approvers: \(approvers.joined(separator: ", "))" }
         }
@@ -138,7 +141,30 @@ public struct EnvironmentPolicy: Sendable, Hashable {
             "min_error_rate": .double(minErrorRate),
             "latency_floor_ms": .double(latencyFloorMs),
             "require_smoke_tests": .bool(requireSmokeTests),
+            "signatures": signatures.toJSON(),
         ])
+    }
+}
+
+/// Whether an environment demands SSH-signed requests and approvals, and whose keys count.
+public struct SignatureRequirement: Sendable, Hashable {
+    /// `true`: `deploy.plan` and `deploy.approve` here must carry a signature by a key in ``allowedSigners``.
+    public var required: Bool
+    /// Absolute path of an OpenSSH `allowed_signers` file (`principal namespaces="model-deployer" key`).
+    public var allowedSigners: String?
+
+    /// A requirement.
+    public init(required: Bool, allowedSigners: String?) {
+        self.required = required
+        self.allowedSigners = allowedSigners
+    }
+
+    /// No signatures asked for (every built-in environment).
+    public static let off = SignatureRequirement(required: false, allowedSigners: nil)
+
+    /// The policy-file spelling.
+    public func toJSON() -> JSONValue {
+        ["required": .bool(required), "allowed_signers": .string(allowedSigners)]
     }
 }
 
@@ -196,6 +222,7 @@ public struct ApprovalPolicy: Sendable, Hashable {
         "gates", "approvers", "four_eyes", "approval_timeout", "bake_seconds", "keep_warm_seconds",
         "error_rate_factor", "latency_factor", "startup_deadline_seconds", "min_error_rate", "latency_floor_ms",
         "require_smoke_tests",
+        "signatures",
     ]
 
     /// Parses a policy file's JSON, merged over ``defaults``.
@@ -281,9 +308,25 @@ public struct ApprovalPolicy: Sendable, Hashable {
                 guard v >= 0 else { throw JSONShapeError(path: e.at("latency_floor_ms"), message: "must not be negative") }
                 p.latencyFloorMs = v
             }
+            if let sig = try e.optionalObject("signatures") { p.signatures = try signatureRequirement(sig) }
             result.environments[name] = p
         }
         return result
+    }
+
+    private static func signatureRequirement(_ o: ObjectReader) throws(JSONShapeError) -> SignatureRequirement {
+        try o.rejectUnknown(["required", "allowed_signers"])
+        let required = try o.optionalBool("required") ?? false
+        let file = try o.optionalString("allowed_signers")
+        if let file {
+            // Relative paths would depend on the directory serve was started from.
+            guard file.hasPrefix("/"), !file.utf8.contains(0) else {
+                throw JSONShapeError(path: o.at("allowed_signers"), message: "must be an absolute path")
+            }
+        } else if required {
+            throw JSONShapeError(path: o.at("allowed_signers"), message: "is required when required is true")
+        }
+        return SignatureRequirement(required: required, allowedSigners: file)
     }
 
     /// The longest duration a policy may set: ten years. Durations are added to clocks and dates; an

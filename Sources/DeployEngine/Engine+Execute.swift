@@ -14,9 +14,12 @@ extension Engine {
     /// Answers the pending gate. Approving the promotion gate resumes the rollout to live.
     public func approve(
         deploymentId: String, approver: String, decision: String, gate requested: GateKind?, comment: String?,
-        progress: @escaping ProgressHandler
+        signature: String? = nil, progress: @escaping ProgressHandler
     ) async throws(EngineError) -> ApprovalOutcome {
         await reconcileOnce()
+        // Signed approvals (Engine+Signatures.swift): the verified principal is the approver.
+        let signed = try await verifyApprovalSignature(deploymentId: deploymentId, approver: approver, decision: decision, gate: requested, signature: signature)
+        let approver = signed?.principal ?? approver
         var r = try record(deploymentId)
         guard let pending = Lifecycle.pendingGate(r.status) else {
             throw EngineError.approval("not_awaiting_approval", "deployment \(deploymentId) is \(r.status.rawValue), not waiting at a gate")
@@ -32,6 +35,7 @@ extension Engine {
         }
         var fields: [String: JSONValue] = ["gate": .string(pending.rawValue), "decision": .string(decision)]
         if let comment { fields["comment"] = .string(comment) }
+        if let signed { fields["signature"] = signed.json }  // signed approvals: Engine+Signatures.swift
         let data = JSONValue.object(fields)
         if decision == "reject" {
             if pending == .promote { await stopSlot(r) }

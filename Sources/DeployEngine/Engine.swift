@@ -111,11 +111,13 @@ public struct PlanRequest: Sendable {
     public var requirements: RequirementOverrides
     public var extraGates: [GateKind]
     public var idempotencyKey: String?
+    /// The caller's SSH signature over the request (checked where the environment's policy asks).
+    public var signature: RequestSignature?
 
     public init(
         modelName: String, modelVersion: String, environment: String, requestedBy: String, bento: String? = nil,
         strategy: StrategyRequest = .auto, smokeTests: [SmokeTest] = [], requirements: RequirementOverrides = .init(),
-        extraGates: [GateKind] = [], idempotencyKey: String? = nil
+        extraGates: [GateKind] = [], idempotencyKey: String? = nil, signature: RequestSignature? = nil
     ) {
         self.modelName = modelName
         self.modelVersion = modelVersion
@@ -127,6 +129,7 @@ public struct PlanRequest: Sendable {
         self.requirements = requirements
         self.extraGates = extraGates
         self.idempotencyKey = idempotencyKey
+        self.signature = signature
     }
 }
 
@@ -257,6 +260,7 @@ public final class Engine: Sendable {
 
     /// Analyses the model, chooses the strategy and persists the plan (or returns the one made with the same key).
     public func plan(_ req: PlanRequest) async throws(EngineError) -> DeploymentRecord {
+        let req = try await verifyRequestSignature(req)  // signed requests: Engine+Signatures.swift
         await reconcileOnce()
         if let key = req.idempotencyKey,
             let existing = try ledger({ () throws(StoreError) in try store.deployment(idempotencyKey: key) })
@@ -319,11 +323,12 @@ public final class Engine: Sendable {
             plan: plan.toJSON(), planHash: plan.planHash, requestedBy: req.requestedBy, idempotencyKey: req.idempotencyKey,
             createdAt: t, updatedAt: t)
         let gateText = status == .awaitingApproval ? "; waiting for approval (gate deploy)" : ""
-        let ev = DeploymentEvent(
+        var ev = DeploymentEvent(
             deploymentId: record.deploymentId, at: t, fromStatus: nil, toStatus: status, step: "plan", actor: req.requestedBy,
             message: "planned \(plan.strategy.rawValue) of \(modelTag) to \(req.environment)\(gateText)",
             data: ["reasons": .array(plan.reasons.map { .string($0) }), "plan_hash": .string(plan.planHash),
                    "request_fingerprint": .string(req.fingerprint)])
+        ev.attach(req.signature?.verified)  // signed requests: Engine+Signatures.swift
         do {
             try store.insert(record, event: ev)
         } catch {

@@ -118,18 +118,20 @@ public enum ProcessLauncher {
     /// Runs a short command to completion, capturing stdout and stderr together (last 1 MiB).
     /// A non-zero exit is a result, not an error; a command still running after `timeout` is killed.
     /// - Throws: `spawn_failed`, `command_timeout`.
+    /// `standardInput` is a file the command reads as its stdin (default `/dev/null`).
     public static func run(executable: String, arguments: [String], environment: [String: String]? = nil,
+                           standardInput: String = "/dev/null",
                            timeout: Duration) async throws(RuntimeError) -> (status: Int32, output: String) {
         let env = environment ?? currentEnvironment()
         let timeoutMs = timeout.secondsDouble * 1000
         return try await Blocking.run { () throws(RuntimeError) -> (status: Int32, output: String) in
-            try runSync(executable: executable, arguments: arguments, environment: env, timeoutMs: timeoutMs)
+            try runSync(executable: executable, arguments: arguments, environment: env, timeoutMs: timeoutMs, standardInput: standardInput)
         }
     }
 
     /// The blocking body of `run`.
     static func runSync(executable: String, arguments: [String], environment: [String: String],
-                        timeoutMs: Double) throws(RuntimeError) -> (status: Int32, output: String) {
+                        timeoutMs: Double, standardInput: String = "/dev/null") throws(RuntimeError) -> (status: Int32, output: String) {
         let path = try resolve(executable, environment: environment)
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else { throw .spawnFailed("pipe: \(errnoString())") }
@@ -139,7 +141,7 @@ public enum ProcessLauncher {
         var fa = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&fa)
         defer { posix_spawn_file_actions_destroy(&fa) }
-        posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&fa, 0, standardInput, O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&fa, w, 1)
         posix_spawn_file_actions_adddup2(&fa, w, 2)
         _ = addCloseFrom?(&fa, 3)

@@ -128,7 +128,7 @@ final class DeployService: Sendable {
 
     func plan(_ raw: JSONValue?) async throws -> JSONValue {
         let p = try Params(raw, allowed: ["model_name", "model_version", "environment", "requested_by", "bento", "strategy",
-                                          "smoke_tests", "requirements", "gates", "idempotency_key"])
+                                          "smoke_tests", "requirements", "gates", "idempotency_key", "signed_at", "signature"])
         let model = try p.name("model_name")!
         let version = try p.name("model_version")!
         let env = try p.name("environment")!
@@ -177,15 +177,16 @@ final class DeployService: Sendable {
         }
         let key = try p.string("idempotency_key")
         if let key, key.isEmpty || key.utf8.count > 200 { throw RPCError.invalidParams("idempotency_key must be 1..200 characters", field: "idempotency_key") }
-        let request = PlanRequest(modelName: model, modelVersion: version, environment: env, requestedBy: requestedBy, bento: bento,
+        var request = PlanRequest(modelName: model, modelVersion: version, environment: env, requestedBy: requestedBy, bento: bento,
                                   strategy: strategy, smokeTests: smoke, requirements: req, extraGates: gates, idempotencyKey: key)
+        request.signature = try Self.planSignature(p)  // signed requests: DeployService+Signatures.swift
         let r = try await call { (e) async throws(EngineError) in try await e.plan(request) }
         return ["deployment_id": .string(r.deploymentId), "status": .string(r.status.rawValue), "plan_hash": .string(r.planHash),
                 "plan": r.plan, "deployment": Wire.deployment(r)]
     }
 
     func approve(_ raw: JSONValue?, progress: ProgressSink) async throws -> JSONValue {
-        let p = try Params(raw, allowed: ["deployment_id", "approver", "decision", "gate", "comment"])
+        let p = try Params(raw, allowed: ["deployment_id", "approver", "decision", "gate", "comment", "signature"])
         let id = try p.required("deployment_id")
         let approver = try p.actor("approver")!
         let decision = try p.required("decision")
@@ -194,9 +195,10 @@ final class DeployService: Sendable {
         }
         let gate = try p.enumValue("gate", GateKind.self)
         let comment = try p.string("comment")
+        let signature = try p.string("signature")
         let handler = Self.progressHandler(progress)
         let o = try await call { (e) async throws(EngineError) in
-            try await e.approve(deploymentId: id, approver: approver, decision: decision, gate: gate, comment: comment, progress: handler)
+            try await e.approve(deploymentId: id, approver: approver, decision: decision, gate: gate, comment: comment, signature: signature, progress: handler)
         }
         var out: [String: JSONValue] = [
             "deployment_id": .string(o.record.deploymentId), "status": .string(o.record.status.rawValue), "gate": .string(o.gate.rawValue),
@@ -248,6 +250,7 @@ final class DeployService: Sendable {
         _ r: DeploymentRecord, gate: GateKind, answerCheck: SchemaValidator?, elicit: @Sendable (String, JSONValue) async throws -> JSONValue,
         progress: @escaping ProgressHandler
     ) async throws -> ApprovalOutcome? {
+        try refuseElicitationIfSigned(r, gate: gate)  // signed approvals: DeployService+Signatures.swift
         let what = gate == .deploy ? "deploy" : "switch traffic to"
         let message = "Approve: \(what) \(r.modelName):\(r.modelVersion) in \(r.environment) (deployment \(r.deploymentId), "
             + "\(r.strategy.rawValue), requested by \(r.requestedBy)\(r.previousVersion.map { ", replacing \($0)" } ?? "")). "
@@ -303,7 +306,7 @@ final class DeployService: Sendable {
         let s = try await call { (e) async throws(EngineError) in try await e.status(id) }
         return ["deployment": Wire.deployment(s.record), "events": .array(s.events.map(Wire.event)),
                 "live": s.live.map(Wire.registry) ?? .null, "slot_alive": s.slotAlive.map { .bool($0) } ?? .null,
-                "endpoint_alive": s.endpointAlive.map { .bool($0) } ?? .null]
+                "endpoint_alive": s.endpointAlive.map { .bool($0) } ?? .null, "chain": EventChain.verify(s.events).json]
     }
 
     func history(_ raw: JSONValue?) async throws -> JSONValue {
@@ -344,6 +347,7 @@ final class DeployService: Sendable {
             var d = Wire.deployment(r)
             if query.includeEvents, case .object(var o) = d {
                 o["events"] = .array((page.events[r.deploymentId] ?? []).map(Wire.event))
+                o["chain"] = EventChain.verify(page.events[r.deploymentId] ?? []).json
                 d = .object(o)
             }
             return d

@@ -1,3 +1,4 @@
+import DeployEngine
 import JSON
 import JSONRPC
 
@@ -150,8 +151,10 @@ public final class DeployerAgent: Sendable {
     /// is reported at start-up rather than on the first deployment. Returns the problem, if any.
     public static func configurationProblem(_ options: ServeOptions) -> String? {
         let home = options.home ?? DeployService.defaultHome(currentEnvironment())
-        if case .failure(let problem) = DeployService.loadPolicy(options, home: home) { return problem.message }
-        return nil
+        switch DeployService.loadPolicy(options, home: home) {
+        case .failure(let problem): return problem.message
+        case .success(let policy): return SSHSignatures.configurationProblem(policy)
+        }
     }
 
     /// Releases the ledger connection.

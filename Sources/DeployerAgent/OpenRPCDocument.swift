@@ -69,7 +69,7 @@ public let openRPCDocumentText = ####"""
     {
       "name": "deploy.plan",
       "summary": "Analyse the model, choose a strategy, generate the config and gates; persist the plan.",
-      "description": "Reads the model and bento metadata from the BentoML store, checks this host can take one more slot, selects the strategy (direct for a first deployment or development, blue_green when a version is live) with reasons, generates the config and the gates the environment's policy requires, and persists an ml_deployments row (status planned, or awaiting_approval when a deploy gate applies). Deterministic: the same inputs and store give the same plan_hash.",
+      "description": "Reads the model and bento metadata from the BentoML store, checks this host can take one more slot, selects the strategy (direct for a first deployment or development, blue_green when a version is live) with reasons, generates the config and the gates the environment's policy requires, and persists an ml_deployments row (status planned, or awaiting_approval when a deploy gate applies). Deterministic: the same inputs and store give the same plan_hash. Where the environment requires signatures, the request must carry signed_at and signature (see the params).",
       "tags": [
         {
           "name": "deploy"
@@ -175,6 +175,22 @@ public let openRPCDocumentText = ####"""
             "maxLength": 200,
             "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
           }
+        },
+        {
+          "name": "signed_at",
+          "description": "When the request was signed (only with signature). In an environment whose policy requires signatures, `signature` is an SSHSignature over the RFC 8785 JSON of these params exactly as sent, without `signature` (and `_meta`), `signed_at` included; signed_at must be within 300 s of the agent's clock.",
+          "required": false,
+          "schema": {
+            "$ref": "#/components/schemas/TimestampInput"
+          }
+        },
+        {
+          "name": "signature",
+          "description": "The requester's SSH signature over the canonical request (required where the environment's policy says signatures: required). In an environment whose policy requires signatures, `signature` is an SSHSignature over the RFC 8785 JSON of these params exactly as sent, without `signature` (and `_meta`), `signed_at` included; signed_at must be within 300 s of the agent's clock. The verified principal becomes requested_by; requested_by must name it.",
+          "required": false,
+          "schema": {
+            "$ref": "#/components/schemas/SSHSignature"
+          }
         }
       ],
       "result": {
@@ -192,6 +208,9 @@ public let openRPCDocumentText = ####"""
         },
         {
           "$ref": "#/components/errors/RolloutInProgress"
+        },
+        {
+          "$ref": "#/components/errors/ApprovalError"
         },
         {
           "$ref": "#/components/errors/PlanRefused"
@@ -256,6 +275,12 @@ public let openRPCDocumentText = ####"""
             "minLength": 1,
             "maxLength": 200,
             "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
+          },
+          "signed_at": {
+            "$ref": "#/components/schemas/TimestampInput"
+          },
+          "signature": {
+            "$ref": "#/components/schemas/SSHSignature"
           }
         },
         "required": [
@@ -318,6 +343,14 @@ public let openRPCDocumentText = ####"""
             "maxLength": 4096,
             "pattern": "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$"
           }
+        },
+        {
+          "name": "signature",
+          "description": "The approver's SSH signature (required where the environment's policy says signatures: required) over the RFC 8785 JSON of {\"decision\", \"deployment_id\", \"gate\", \"plan_hash\"}: this deployment, the gate being answered (the pending one when gate is left out), the decision, and the deployment's plan_hash. The verified principal becomes the approver; approver must name it. Under four eyes the key must not be the one that signed the request.",
+          "required": false,
+          "schema": {
+            "$ref": "#/components/schemas/SSHSignature"
+          }
         }
       ],
       "result": {
@@ -373,6 +406,9 @@ public let openRPCDocumentText = ####"""
             "type": "string",
             "maxLength": 4096,
             "pattern": "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$"
+          },
+          "signature": {
+            "$ref": "#/components/schemas/SSHSignature"
           }
         },
         "required": [
@@ -857,7 +893,8 @@ public let openRPCDocumentText = ####"""
           "schema": {
             "type": "boolean",
             "default": false
-          }
+          },
+          "description": " Each deployment then also carries `chain`, whether its event hash chain verifies."
         }
       ],
       "result": {
@@ -1674,7 +1711,7 @@ public let openRPCDocumentText = ####"""
       },
       "Deployment": {
         "title": "Deployment",
-        "description": "The wire form of one ml_deployments row. `events` is present only when asked for (history.query include_events).",
+        "description": "The wire form of one ml_deployments row. `events` and `chain` are present only when asked for (history.query include_events).",
         "type": "object",
         "required": [
           "deployment_id",
@@ -1856,6 +1893,9 @@ public let openRPCDocumentText = ####"""
             "items": {
               "$ref": "#/components/schemas/Event"
             }
+          },
+          "chain": {
+            "$ref": "#/components/schemas/ChainReport"
           }
         }
       },
@@ -2166,7 +2206,8 @@ public let openRPCDocumentText = ####"""
           "events",
           "live",
           "slot_alive",
-          "endpoint_alive"
+          "endpoint_alive",
+          "chain"
         ],
         "properties": {
           "deployment": {
@@ -2202,6 +2243,9 @@ public let openRPCDocumentText = ####"""
               "boolean",
               "null"
             ]
+          },
+          "chain": {
+            "$ref": "#/components/schemas/ChainReport"
           }
         }
       },
@@ -2374,11 +2418,21 @@ public let openRPCDocumentText = ####"""
             "type": "array",
             "items": {
               "type": "object",
-              "required": ["deployment_id", "problem"],
+              "required": [
+                "deployment_id",
+                "problem"
+              ],
               "properties": {
-                "deployment_id": {"type": "string"},
-                "event_seq": {"description": "Set when the unreadable row is one of the deployment's events.", "type": "integer"},
-                "problem": {"type": "string"}
+                "deployment_id": {
+                  "type": "string"
+                },
+                "event_seq": {
+                  "description": "Set when the unreadable row is one of the deployment's events.",
+                  "type": "integer"
+                },
+                "problem": {
+                  "type": "string"
+                }
               },
               "additionalProperties": false
             }
@@ -2475,7 +2529,12 @@ public let openRPCDocumentText = ####"""
               "version_not_in_history",
               "switch_unverified",
               "idempotency_key_conflict",
-              "rollback_target_unhealthy"
+              "rollback_target_unhealthy",
+              "signature_required",
+              "signature_invalid",
+              "signer_not_allowed",
+              "signature_expired",
+              "principal_mismatch"
             ]
           },
           "message": {
@@ -2492,6 +2551,12 @@ public let openRPCDocumentText = ####"""
           },
           "step": {
             "type": "string"
+          },
+          "gate": {
+            "$ref": "#/components/schemas/GateKind"
+          },
+          "status": {
+            "$ref": "#/components/schemas/DeploymentStatus"
           }
         }
       },
@@ -2531,6 +2596,41 @@ public let openRPCDocumentText = ####"""
             "$ref": "#/components/schemas/ErrorData"
           }
         }
+      },
+      "SSHSignature": {
+        "title": "SSHSignature",
+        "description": "An armored OpenSSH signature (`-----BEGIN SSH SIGNATURE-----` ... `-----END SSH SIGNATURE-----`) made with `ssh-keygen -Y sign -f KEY -n model-deployer FILE` over the method's canonical message (RFC 8785 JSON, UTF-8, no trailing newline). Checked with `ssh-keygen -Y verify` against the environment's allowed_signers file; the principal the key is listed under becomes requested_by or approver.",
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 16384,
+        "pattern": "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$"
+      },
+      "ChainReport": {
+        "title": "ChainReport",
+        "description": "Whether the deployment's events form an unbroken hash chain: each event's hash is sha256(previous hash || RFC 8785 JSON of {deployment_id, seq, at_us, from_status, to_status, step, actor, message, data}) in hex, the previous hash being \"\" for the deployment's first chained event. Events written before the ledger kept a chain (schema migration 2) are not covered; `note` says so. scripts/verify-ledger checks a whole ledger offline.",
+        "type": "object",
+        "required": [
+          "verified"
+        ],
+        "properties": {
+          "verified": {
+            "type": "boolean",
+            "description": "true when every chained event hashes to what is stored and links to the one before it."
+          },
+          "broken_at_seq": {
+            "type": "integer",
+            "description": "The first event that was changed, is missing or does not link."
+          },
+          "note": {
+            "type": "string",
+            "description": "What the chain does not cover, or what failed."
+          },
+          "head": {
+            "type": "string",
+            "description": "The last verified hash: keep it elsewhere to anchor the chain."
+          }
+        },
+        "additionalProperties": false
       }
     },
     "errors": {
@@ -2788,9 +2888,14 @@ public let openRPCDocumentText = ####"""
         "self_approval_forbidden",
         "approver_not_allowed",
         "approval_expired",
-        "not_executable"
+        "not_executable",
+        "signature_required",
+        "signature_invalid",
+        "signer_not_allowed",
+        "signature_expired",
+        "principal_mismatch"
       ],
-      "description": "The deployment is not in a state where this approval or execution is allowed, or the approver may not approve it."
+      "description": "The deployment is not in a state where this approval or execution is allowed, or the approver may not approve it. In an environment whose policy requires signatures (see README, Signed approvals): signature_required (no signature, or an MCP client tried to answer a gate through elicitation; data.deployment_id, data.gate and data.status say where the deployment waits), signature_invalid (not an SSH signature over this canonical message in namespace model-deployer: garbled, truncated, forged, another namespace, or made for another deployment, gate, decision or plan), signer_not_allowed (a sound signature by a key not listed in the environment's allowed_signers for namespace model-deployer), signature_expired (signed_at more than 300 s from the agent's clock), principal_mismatch (requested_by or approver differs from the principal the key is listed under). self_approval_forbidden also covers one key that both signed the request and tries to approve it under four eyes."
     },
     {
       "code": -32005,
@@ -2833,7 +2938,7 @@ public let openRPCDocumentText = ####"""
         "runtime_unavailable",
         "switch_unverified"
       ],
-      "description": "bentoml or nginx is missing or failing."
+      "description": "bentoml or nginx is missing or failing, or ssh-keygen (MODEL_DEPLOYER_SSH_KEYGEN or PATH) cannot be run in an environment that checks signatures."
     }
   ],
   "x-server-requests": [

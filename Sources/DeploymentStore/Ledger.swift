@@ -44,6 +44,8 @@ struct Ledger: Sendable {
     ]
     static let timeColumns: Set<String> = ["approved_at", "started_at", "finished_at", "created_at", "updated_at", "at", "live_from", "live_until"]
     static let eventColumns = ["deployment_id", "seq", "at", "from_status", "to_status", "step", "actor", "message", "data"]
+    /// What reads select: the written columns plus the hash-chain links (migration 2).
+    static let eventReadColumns = eventColumns + ["prev_hash", "hash"]
     static let registryColumns = [
         "model_name", "environment", "model_version", "deployment_id", "endpoint_url", "slot", "bento_tag",
         "previous_version", "previous_deployment_id", "previous_slot", "previous_bento_tag", "updated_at",
@@ -58,7 +60,7 @@ struct Ledger: Sendable {
     }
 
     var deploymentSelect: String { "SELECT \(selectList(Ledger.deploymentColumns)) FROM ml_deployments" }
-    var eventSelect: String { "SELECT \(selectList(Ledger.eventColumns)) FROM ml_deployment_events" }
+    var eventSelect: String { "SELECT \(selectList(Ledger.eventReadColumns)) FROM ml_deployment_events" }
     var registrySelect: String { "SELECT \(selectList(Ledger.registryColumns)) FROM ml_model_registry" }
 
     /// Runs `body` and turns every failure into a `StoreError`.
@@ -87,8 +89,7 @@ struct Ledger: Sendable {
                         if what.contains("in_flight") || what.contains("model_name") { throw RolloutBlocked() }
                         throw DeploymentExists()
                     }
-                    _ = try c.execute(insertEventSQL, Self.params(stored))
-                    return stored
+                    return try appendChained(c, stored)
                 }
             } catch let e as StoreError {
                 throw e
@@ -133,6 +134,30 @@ struct Ledger: Sendable {
         let cols = Ledger.eventColumns
         let ph = (1...cols.count).map { "$\($0)" + castFor(cols[$0 - 1]) }.joined(separator: ", ")
         return "INSERT INTO ml_deployment_events (\(cols.joined(separator: ", "))) VALUES (\(ph))"
+    }
+
+    var insertChainedEventSQL: String {
+        let cols = Ledger.eventReadColumns
+        let ph = (1...cols.count).map { "$\($0)" + castFor(cols[$0 - 1]) }.joined(separator: ", ")
+        return "INSERT INTO ml_deployment_events (\(cols.joined(separator: ", "))) VALUES (\(ph))"
+    }
+
+    /// Inserts `event` linked to the previous event of its deployment. Runs inside the caller's write
+    /// transaction, after the deployment row was locked (Postgres: the `UPDATE ... RETURNING last_seq`),
+    /// so no other append can slip between reading the previous hash and writing this one.
+    func appendChained(_ c: any SQLConnection, _ event: DeploymentEvent) throws -> DeploymentEvent {
+        var ev = event
+        var prev = ""
+        if ev.seq > 1 {
+            let rows = try c.execute(
+                "SELECT hash FROM ml_deployment_events WHERE deployment_id = $1 AND seq = $2", [.text(ev.deploymentId), .int(Int64(ev.seq - 1))])
+            // A previous event without a hash predates the chain: the chain of this deployment starts here.
+            prev = (rows.first?[0] ?? nil) ?? ""
+        }
+        ev.prevHash = prev
+        ev.hash = EventChain.hash(previous: prev, ev)
+        _ = try c.execute(insertChainedEventSQL, Self.params(ev) + [.text(ev.prevHash), .text(ev.hash)])
+        return ev
     }
 
     /// The Postgres type of a column's values (for casts and `unnest` arrays).
@@ -208,7 +233,7 @@ struct Ledger: Sendable {
                         ev.seq = seq
                         ev.fromStatus = expected
                         ev.toStatus = status
-                        _ = try c.execute(insertEventSQL, Self.params(ev))
+                        _ = try appendChained(c, ev)
                         guard let rec = try fetch(c, id) else { throw StoreError(.notFound, "no deployment \(id)") }
                         return rec
                     }
@@ -248,8 +273,7 @@ struct Ledger: Sendable {
                 }
                 var ev = event
                 ev.seq = seq
-                _ = try c.execute(insertEventSQL, Self.params(ev))
-                return ev
+                return try appendChained(c, ev)
             }
         }
     }
@@ -556,10 +580,15 @@ struct Ledger: Sendable {
     }
 
     static func decodeEvent(_ row: [String?]) throws -> DeploymentEvent {
-        DeploymentEvent(
+        var ev = DeploymentEvent(
             deploymentId: row[0] ?? "", seq: Int(row[1] ?? "") ?? 0, at: try time(row[2]) ?? Date(timeIntervalSince1970: 0),
             fromStatus: row[3].flatMap { DeploymentStatus(rawValue: $0) }, toStatus: row[4].flatMap { DeploymentStatus(rawValue: $0) },
             step: row[5] ?? "", actor: row[6] ?? "", message: row[7] ?? "", data: try json(row[8]) ?? .object([:]))
+        if row.count > 10 {
+            ev.prevHash = row[9]
+            ev.hash = row[10]
+        }
+        return ev
     }
 
     static func decodeRegistry(_ row: [String?]) throws -> RegistryEntry {

@@ -9,7 +9,7 @@ struct Migration: Sendable {
 
 extension Migration {
     /// Every migration, in order.
-    static let all: [Migration] = [initialSchema]
+    static let all: [Migration] = [initialSchema, eventHashChain]
 
     static let initialSchema = Migration(
         version: 1, name: "initial ledger schema",
@@ -170,6 +170,23 @@ extension Migration {
             )
             """,
             "CREATE INDEX ml_live_intervals_deployment ON ml_live_intervals (deployment_id)",
+        ]
+    )
+}
+
+extension Migration {
+    /// Every event from here on carries `hash = sha256(prev_hash || canonical event)` (``EventChain``).
+    /// Rows written before keep NULL: a deployment's chain starts at its first event after this migration,
+    /// and the chain report says which events it does not cover.
+    static let eventHashChain = Migration(
+        version: 2, name: "hash-chained events",
+        sqlite: [
+            "ALTER TABLE ml_deployment_events ADD COLUMN prev_hash TEXT",
+            "ALTER TABLE ml_deployment_events ADD COLUMN hash TEXT",
+        ],
+        postgres: [
+            "ALTER TABLE ml_deployment_events ADD COLUMN prev_hash text",
+            "ALTER TABLE ml_deployment_events ADD COLUMN hash text",
         ]
     )
 }

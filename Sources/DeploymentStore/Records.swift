@@ -92,6 +92,11 @@ public struct DeploymentEvent: Sendable, Hashable {
     public var actor: String
     public var message: String
     public var data: JSONValue
+    /// The hash-chain link before this event ("" for the first chained event of a deployment), as stored;
+    /// nil for events written before the ledger kept a chain. Set by the store.
+    public var prevHash: String?
+    /// `sha256(prevHash || canonical event)` in hex (see ``EventChain``), as stored; nil before the chain.
+    public var hash: String?
 
     public init(
         deploymentId: String, seq: Int = 0, at: Date, fromStatus: DeploymentStatus? = nil,

@@ -541,7 +541,7 @@ def load_transcript(path: Path) -> list[dict]:
         step = json.loads(line)
         assert isinstance(step, dict) and len(step) == 1, f"{path.name}:{n}: a line is one object with one key"
         (key,) = step
-        assert key in ("send", "send_raw", "recv", "comment", "serve_args", "env", "requires"), f"{path.name}:{n}: unknown key {key!r}"
+        assert key in ("send", "send_raw", "recv", "comment", "serve_args", "env", "requires", "signing"), f"{path.name}:{n}: unknown key {key!r}"
         step["line"] = n
         steps.append(step)
     return steps

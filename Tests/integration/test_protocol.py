@@ -247,6 +247,11 @@ def replay(path: Path, framing: str, spawn_agent, openrpc) -> None:
     serve_args = []
     if steps and "serve_args" in steps[0]:
         serve_args = steps.pop(0)["serve_args"]
+    signer = None
+    if steps and "signing" in steps[0]:  # signed transcripts: keys, policy and signatures made here
+        from signing_support import TranscriptSigner
+        signer = TranscriptSigner(steps.pop(0)["signing"])
+        serve_args = signer.serve_args() + serve_args
     agent = spawn_agent(*serve_args, framing=framing, env=env)
     bindings = Bindings()
     sent: dict = {}
@@ -258,6 +263,8 @@ def replay(path: Path, framing: str, spawn_agent, openrpc) -> None:
             continue
         if "send" in step:
             frame = substitute(step["send"], bindings)
+            if signer is not None:
+                frame = signer.fill(frame, bindings)
             for id_, method, params in _requests_in(frame):
                 sent[_key(id_)] = (method, params)
             agent.send(frame)
@@ -286,8 +293,12 @@ def replay(path: Path, framing: str, spawn_agent, openrpc) -> None:
 
 @pytest.mark.parametrize("framing", FRAMINGS)
 @pytest.mark.parametrize("transcript", TRANSCRIPTS, ids=[p.stem for p in TRANSCRIPTS])
-def test_transcript(transcript, framing, spawn_agent, openrpc):
-    replay(transcript, framing, spawn_agent, openrpc)
+def test_transcript(transcript, framing, spawn_agent, openrpc, agent_home):
+    try:
+        replay(transcript, framing, spawn_agent, openrpc)
+    finally:
+        from deploy_support import stop_everything
+        stop_everything(agent_home)  # a transcript that goes live leaves its slot and router running
 
 
 def test_transcripts_exist_and_parse():

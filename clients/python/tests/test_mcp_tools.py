@@ -29,7 +29,7 @@ def test_tools_over_one_session(agent_bin, agent_home, errlog) -> None:
             page = tool_result(await tools["history_query"].ainvoke({"limit": 5}))
             assert page == {"deployments": [], "next_cursor": None}
             # Errors are tool results (isError), with the agent's reason.
-            error = tool_result(await tools["deploy_status"].ainvoke({"deployment_id": "nope"}))["error"]
+            error = tool_result(await tools["deploy_status"].ainvoke({"deployment_id": "01900000-0000-7000-8000-000000000000"}))["error"]
             assert error["data"]["reason"] == "deployment_not_found"
             # A tool call (ToolMessage form) carries the structured result as its artifact.
             message = await tools["history_query"].ainvoke(

@@ -69,7 +69,7 @@ def test_output_table_and_json(agent_bin: str, tmp_path: Path) -> None:
     assert json.loads(piped.stdout) == {"deployments": [], "next_cursor": None}  # a pipe gets JSON by default
     table = run("--home", str(tmp_path), "--output", "table", "history", env=env)
     assert table.returncode == EXIT_OK and table.stdout == "no deployments\n"
-    refused = run("--home", str(tmp_path), "-o", "table", "status", "--id", "dep_unknown", env=env)
+    refused = run("--home", str(tmp_path), "-o", "table", "status", "--id", "01900000-0000-7000-8000-000000000000", env=env)
     assert refused.returncode == EXIT_DOMAIN
     rows = {line.split(None, 1)[0]: line.split(None, 1)[1] for line in refused.stdout.splitlines()}
     assert rows["reason"] == "deployment_not_found" and rows["code"] == "-32001"

@@ -8,6 +8,7 @@
 
 from .client import DeployerClient, find_binary, format_timestamp, open_client
 from .errors import AgentDiedError, DeployerError, ModelDeployerClientError, ProtocolError
+from .signing import SSHSigner, canonical_json
 from .sync import SyncDeployerClient
 from .types import (
     TERMINAL_STATUSES,
@@ -41,9 +42,11 @@ __all__ = [
     "ProtocolError",
     "RegistryEntry",
     "RollbackResult",
+    "SSHSigner",
     "StatusResult",
     "SyncDeployerClient",
     "TERMINAL_STATUSES",
+    "canonical_json",
     "find_binary",
     "format_timestamp",
     "open_client",

@@ -530,8 +530,13 @@ class DeployerClient:
         requirements: Mapping[str, Any] | None = None,
         gates: Sequence[Literal["deploy", "promote"]] | None = None,
         idempotency_key: str | None = None,
+        signer: "SSHSigner | None" = None,
     ) -> PlanResult:
-        """``deploy.plan``: plans a deployment of ``model_name:model_version`` (``"latest"`` allowed)."""
+        """``deploy.plan``: plans a deployment of ``model_name:model_version`` (``"latest"`` allowed).
+
+        With ``signer`` (:class:`~model_deployer_client.signing.SSHSigner`) the request is SSH-signed, as an
+        environment that requires signatures demands.
+        """
         params = _params(
             model_name=model_name,
             model_version=model_version,
@@ -544,6 +549,8 @@ class DeployerClient:
             gates=list(gates) if gates is not None else None,
             idempotency_key=idempotency_key,
         )
+        if signer is not None:
+            params = signer.sign_plan(params)
         return cast(PlanResult, await self.call("deploy.plan", params))
 
     async def approve(
@@ -556,13 +563,22 @@ class DeployerClient:
         comment: str | None = None,
         on_progress: ProgressCallback | None = None,
         progress: ProgressMode | None = None,
+        signer: "SSHSigner | None" = None,
+        signature: str | None = None,
     ) -> ApproveResult:
         """``deploy.approve``: approves or rejects a gate.
+
+        In an environment that requires signatures pass ``signer`` (the gate and plan_hash are read from
+        ``deploy.status`` when ``gate`` is left out) or a ready-made ``signature``.
 
         Approving a promote gate resumes the rollout; its execute result is then in ``output``
         (with ``deployment_timestamp`` parsed), and its progress goes to ``on_progress``.
         """
         params = _params(deployment_id=deployment_id, approver=approver, decision=decision, gate=gate, comment=comment)
+        if signer is not None and signature is None:
+            signature = await _sign_approval(self, signer, deployment_id, decision, gate)
+        if signature is not None:
+            params["signature"] = signature
         result = await self._tracked(
             "deploy.approve",
             params,
@@ -697,3 +713,13 @@ async def open_client(*args: Any, **kwargs: Any) -> DeployerClient:
     """Creates and starts a :class:`DeployerClient` (same arguments). Close it with ``await client.close()``."""
     return await DeployerClient(*args, **kwargs).start()
 
+
+async def _sign_approval(client: DeployerClient, signer: "SSHSigner", deployment_id: str, decision: str, gate: str | None) -> str:
+    """Signs an approval: the gate (when not given) and the plan_hash come from the deployment itself."""
+    d = (await client.status(deployment_id))["deployment"]
+    if gate is None:
+        gate = {"awaiting_approval": "deploy", "awaiting_promotion": "promote"}.get(d["status"], "deploy")
+    return signer.sign_approval(deployment_id, gate, decision, d["plan_hash"])
+
+
+from .signing import SSHSigner  # noqa: E402  (type of the signer params above)

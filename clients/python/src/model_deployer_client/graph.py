@@ -155,6 +155,8 @@ def _normalize_decision(value: Any, gate: str) -> tuple[dict[str, Any] | None, s
     result = {"approver": approver, "decision": decision}
     if value.get("comment") is not None:
         result["comment"] = str(value["comment"])
+    if value.get("signature") is not None:  # an SSH-signed approval (environments that require signatures)
+        result["signature"] = str(value["signature"])
     return result, None
 
 
@@ -281,7 +283,7 @@ def _apply_approval_step(state: DeploymentState) -> _Step:
         result = yield _Call(
             "approve",
             (deployment_id, approval["approver"], approval["decision"]),
-            {"gate": "deploy", "comment": approval.get("comment")},
+            {"gate": "deploy", "comment": approval.get("comment"), "signature": approval.get("signature")},
         )
     except DeployerError as exc:
         if exc.reason == "not_awaiting_approval":  # already applied (node re-run) or decided elsewhere
@@ -324,7 +326,8 @@ def _apply_promotion_step(state: DeploymentState, on_progress: Callable[..., Any
         result = yield _Call(
             "approve",
             (deployment_id, promotion["approver"], promotion["decision"]),
-            {"gate": "promote", "comment": promotion.get("comment"), "on_progress": on_progress},
+            {"gate": "promote", "comment": promotion.get("comment"), "on_progress": on_progress,
+             "signature": promotion.get("signature")},
         )
     except DeployerError as exc:
         if exc.reason == "not_awaiting_approval":
@@ -548,6 +551,7 @@ def _approval_gate(state: DeploymentState) -> dict[str, Any]:
             "reasons": plan.get("reasons"),
             "previous_version": plan.get("previous_version"),
             "approvers": gates[0].get("approvers") if gates else None,
+            "plan_hash": state.get("plan_hash"),  # what a signed approval covers (with deployment_id, gate, decision)
             "error": state.get("approval_error"),
         }
     )
@@ -570,6 +574,7 @@ def _promotion_gate(state: DeploymentState) -> dict[str, Any]:
             "health_check_passed": output.get("health_check_passed"),
             "metrics_baseline": output.get("metrics_baseline"),
             "previous_version": output.get("previous_version"),
+            "plan_hash": state.get("plan_hash"),
             "error": state.get("approval_error"),
         }
     )
