@@ -37,17 +37,23 @@ extension JSONValue {
     /// Parses one JSON text; when it is an object, returns its members in order as pairs instead of a
     /// dictionary (`.members`), which saves hashing for callers that look at a few known keys (a JSON-RPC
     /// envelope). Any other value comes back as `.value`. Duplicate keys are all kept, in order.
-    public static func parseTopLevel<C: Collection>(_ bytes: C, maxDepth: Int = 512) throws(JSONParseError) -> JSONTopLevel
+    ///
+    /// A top-level array comes back as `.elements`, each object element as members too (a JSON-RPC batch);
+    /// one with more than `maxElements` elements stops parsing there and comes back as `.tooManyElements`,
+    /// so that refusing a huge batch does not first cost the memory of all its elements.
+    public static func parseTopLevel<C: Collection>(
+        _ bytes: C, maxDepth: Int = 512, maxElements: Int = .max
+    ) throws(JSONParseError) -> JSONTopLevel
     where C.Element == UInt8 {
         // Written out rather than through withParser: this is the per-request hot path and the closure costs.
         let result: Result<JSONTopLevel, JSONParseError>? = bytes.withContiguousStorageIfAvailable { buf in
             Result { () throws(JSONParseError) -> JSONTopLevel in
                 var p = JSONParser(buf, maxDepth: maxDepth)
-                return try p.parseTopLevelDocument()
+                return try p.parseTopLevelDocument(maxElements: maxElements)
             }
         }
         if let result { return try result.get() }
-        return try parseTopLevel(Array(bytes), maxDepth: maxDepth)
+        return try parseTopLevel(Array(bytes), maxDepth: maxDepth, maxElements: maxElements)
     }
 
     /// Parses one JSON text from a string.
@@ -60,9 +66,14 @@ extension JSONValue {
 public struct JSONMember: Sendable, Hashable {
     public var key: String
     public var value: JSONValue
-    public init(key: String, value: JSONValue) {
+    /// The number's text as it appeared in the input, when the member's value is a number that
+    /// `value` cannot write back identically (`-0`, `1e400`, integers beyond 64 bits, `1.50`);
+    /// nil otherwise. A JSON-RPC id is echoed from this text.
+    public var rawNumber: String?
+    public init(key: String, value: JSONValue, rawNumber: String? = nil) {
         self.key = key
         self.value = value
+        self.rawNumber = rawNumber
     }
 }
 
@@ -70,6 +81,10 @@ public struct JSONMember: Sendable, Hashable {
 public enum JSONTopLevel: Sendable {
     case members([JSONMember])
     case value(JSONValue)
+    /// A top-level array; each element that is an object is kept as `.members`, anything else as `.value`.
+    case elements([JSONTopLevel])
+    /// A top-level array with more elements than the caller allowed; the rest of the text was not read.
+    case tooManyElements
 }
 
 /// A recursive-descent parser over a byte buffer. Allocates only for the values it returns.
@@ -92,12 +107,42 @@ struct JSONParser {
         return v
     }
 
-    mutating func parseTopLevelDocument() throws(JSONParseError) -> JSONTopLevel {
+    mutating func parseTopLevelDocument(maxElements: Int = .max) throws(JSONParseError) -> JSONTopLevel {
         skipWhitespace()
-        guard i < buf.count, buf[i] == UInt8(ascii: "{") else {
-            return .value(try parseDocument())
+        let top: JSONTopLevel
+        if i < buf.count, buf[i] == UInt8(ascii: "[") {
+            try enter()
+            i += 1
+            var elements: [JSONTopLevel] = []
+            skipWhitespace()
+            if i < buf.count, buf[i] == UInt8(ascii: "]") {
+                i += 1
+            } else {
+                while true {
+                    skipWhitespace()
+                    if elements.count == maxElements { return .tooManyElements }
+                    elements.append(try parseMembersOrValue())
+                    skipWhitespace()
+                    guard i < buf.count else { throw fail("unexpected end of input") }
+                    if buf[i] == UInt8(ascii: ",") { i += 1; continue }
+                    if buf[i] == UInt8(ascii: "]") { i += 1; break }
+                    throw fail("expected ',' or ']'")
+                }
+            }
+            depth -= 1
+            top = .elements(elements)
+        } else {
+            top = try parseMembersOrValue()
         }
-        depth += 1
+        skipWhitespace()
+        if i != buf.count { throw fail("unexpected data after the JSON value") }
+        return top
+    }
+
+    /// An object as ordered members (numbers keep their text when it matters), anything else as a value.
+    mutating func parseMembersOrValue() throws(JSONParseError) -> JSONTopLevel {
+        guard i < buf.count, buf[i] == UInt8(ascii: "{") else { return .value(try parseValue()) }
+        try enter()
         i += 1
         var members: [JSONMember] = []
         members.reserveCapacity(4)
@@ -113,7 +158,19 @@ struct JSONParser {
                 guard i < buf.count, buf[i] == UInt8(ascii: ":") else { throw fail("expected ':'") }
                 i += 1
                 skipWhitespace()
-                members.append(JSONMember(key: key, value: try parseValue()))
+                let valueStart = i
+                let value = try parseValue()
+                var raw: String?
+                switch value {
+                case .double:
+                    raw = String(decoding: UnsafeBufferPointer(rebasing: buf[valueStart..<i]), as: UTF8.self)
+                case .int(0) where buf[valueStart] == UInt8(ascii: "-"):
+                    raw = "-0"
+                default:
+                    // Any other integer was read from its canonical text (leading zeros are refused).
+                    break
+                }
+                members.append(JSONMember(key: key, value: value, rawNumber: raw))
                 skipWhitespace()
                 guard i < buf.count else { throw fail("unexpected end of input") }
                 if buf[i] == UInt8(ascii: ",") { i += 1; continue }
@@ -121,8 +178,7 @@ struct JSONParser {
                 throw fail("expected ',' or '}'")
             }
         }
-        skipWhitespace()
-        if i != buf.count { throw fail("unexpected data after the JSON value") }
+        depth -= 1
         return .members(members)
     }
 

@@ -21,6 +21,9 @@ public enum FrameEvent: Equatable, Sendable {
 /// The framing is detected from the first non-whitespace byte: `{` or `[` mean newline-delimited JSON,
 /// anything else means `Content-Length` headers. Frames over `maxFrameBytes` are skipped without
 /// being buffered whole, so a 100 MiB frame costs no 100 MiB of memory and the stream stays in sync.
+/// A header block without a usable length says nothing about where its body ends, so the reader
+/// reports it once and resynchronises at the next `Content-Length` it sees (which may be in that very
+/// block, when junk came first), rather than reading the body as the next header block and so on for ever.
 public struct FrameReader: Sendable {
     public private(set) var framing: Framing?
     public let maxFrameBytes: Int
@@ -34,6 +37,8 @@ public struct FrameReader: Sendable {
     /// In NDJSON mode: dropping the rest of an oversized line.
     private var discardingLine = false
     private var discardedSize = 0
+    /// In Content-Length mode: skipping bytes up to the next `Content-Length` after a bad header block.
+    private var resyncing = false
 
     public init(maxFrameBytes: Int = 64 << 20, framing: Framing? = nil) {
         self.maxFrameBytes = maxFrameBytes
@@ -63,7 +68,8 @@ public struct FrameReader: Sendable {
 
     /// Whether a partial frame is pending (bytes received but no complete frame).
     public var hasPartialFrame: Bool {
-        buffer[start...].contains { !isSpace($0) }
+        // What is left while resynchronising belongs to a header block already reported as bad.
+        !resyncing && buffer[start...].contains { !isSpace($0) }
     }
 
     /// The next event, or nil when more bytes are needed.
@@ -120,12 +126,12 @@ public struct FrameReader: Sendable {
     }
 
     private mutating func nextContentLength() -> FrameEvent? {
+        if resyncing, !resynchronise() { return nil }
         while start < buffer.count, isSpace(buffer[start]) { start += 1 }
         // Find the end of the header block.
         guard let headerEnd = findHeaderEnd() else {
             if buffer.count - start > 8192 {
-                // No header block ends within 8 KiB: resynchronise at the next "Content-Length".
-                start = buffer.count
+                startResync()
                 return .badHeader("header block too long or missing")
             }
             return nil
@@ -133,16 +139,19 @@ public struct FrameReader: Sendable {
         let headerBytes = buffer[start..<headerEnd]
         let text = String(decoding: headerBytes, as: UTF8.self)
         var length: Int?
+        var conflicting = false
         for line in text.split(separator: "\r\n") {
             guard let colon = line.firstIndex(of: ":") else { continue }
             let name = line[..<colon].lowercased()
             if name == "content-length" {
-                length = Int(line[line.index(after: colon)...].trimmingSpaces())
+                let value = Int(line[line.index(after: colon)...].trimmingSpaces())
+                if length != nil, value != length { conflicting = true }
+                length = value
             }
         }
         let bodyStart = headerEnd + 4
-        guard let length, length >= 0 else {
-            start = bodyStart
+        guard let length, length >= 0, !conflicting else {
+            startResync()
             return .badHeader("missing or invalid Content-Length header")
         }
         if length > maxFrameBytes {
@@ -160,6 +169,33 @@ public struct FrameReader: Sendable {
         return .frame(bodyStart..<(bodyStart + length))
     }
 
+    /// Gives up the header block at `start`: the search for the next header begins one byte further on.
+    private mutating func startResync() {
+        start += 1
+        resyncing = true
+    }
+
+    private static let marker = Array("content-length".utf8)
+
+    /// Moves `start` to the next `Content-Length` (any case) and returns true, or drops what cannot hold
+    /// one (keeping a tail that may be the marker's first part) and returns false.
+    private mutating func resynchronise() -> Bool {
+        let m = Self.marker
+        var i = start
+        while i + m.count <= buffer.count {
+            var k = 0
+            while k < m.count, Self.lowercased(buffer[i + k]) == m[k] { k += 1 }
+            if k == m.count {
+                start = i
+                resyncing = false
+                return true
+            }
+            i += 1
+        }
+        start = max(start, buffer.count - (m.count - 1))
+        return false
+    }
+
     private func findHeaderEnd() -> Int? {
         var i = start
         let n = buffer.count
@@ -170,6 +206,10 @@ public struct FrameReader: Sendable {
             i += 1
         }
         return nil
+    }
+
+    @inline(__always) private static func lowercased(_ c: UInt8) -> UInt8 {
+        c >= UInt8(ascii: "A") && c <= UInt8(ascii: "Z") ? c | 0x20 : c
     }
 
     @inline(__always) private func isSpace(_ c: UInt8) -> Bool {

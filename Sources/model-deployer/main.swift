@@ -6,6 +6,7 @@ import Darwin
 import Dispatch
 import DeployerAgent
 import JSONRPC
+import Synchronization
 
 /// Writes a line to stderr (stdout is reserved for protocol frames in `serve`).
 func stderrLine(_ s: String) {
@@ -43,26 +44,38 @@ case .serve(let options):
     agent.install()
 
     let term = installTerminationHandler(server: server, agent: agent, logger: logger)
-    defer { term.cancel() }
+    defer { for source in term { source.cancel() } }
 
     await server.run()
     await agent.close()
     exit(0)
 }
 
-/// On SIGTERM: finish in-flight work (it persists its state when cancelled), then exit 0.
+/// On SIGTERM, SIGINT (Ctrl-C) or SIGHUP (the terminal or supervisor went away): finish in-flight work
+/// (it persists its state when cancelled), then exit 0. Any of them ends the agent the same clean way;
+/// a second signal while draining changes nothing, the drain is already bounded.
 /// A nonisolated function, so the handler is not tied to the main actor (Dispatch runs it elsewhere).
-nonisolated func installTerminationHandler(server: RPCServer, agent: DeployerAgent, logger: Logger) -> any DispatchSourceSignal {
-    signal(SIGTERM, SIG_IGN)
-    let term = DispatchSource.makeSignalSource(signal: SIGTERM, queue: .global())
-    term.setEventHandler { @Sendable in
-        logger.info("SIGTERM: finishing in-flight work")
-        Task {
-            await server.shutdown(drainTimeout: .seconds(10))
-            await agent.close()
-            exit(0)
+nonisolated func installTerminationHandler(server: RPCServer, agent: DeployerAgent, logger: Logger) -> [any DispatchSourceSignal] {
+    let once = Once()
+    return [(SIGTERM, "SIGTERM"), (SIGINT, "SIGINT"), (SIGHUP, "SIGHUP")].map { (signo, name) in
+        signal(signo, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: signo, queue: .global())
+        source.setEventHandler { @Sendable in
+            guard once.first() else { return }
+            logger.info("\(name): finishing in-flight work")
+            Task {
+                await server.shutdown(drainTimeout: .seconds(10))
+                await agent.close()
+                exit(0)
+            }
         }
+        source.resume()
+        return source
     }
-    term.resume()
-    return term
+}
+
+/// True on the first call only.
+final class Once: Sendable {
+    private let state = Mutex(false)
+    func first() -> Bool { state.withLock { s in defer { s = true }; return !s } }
 }
