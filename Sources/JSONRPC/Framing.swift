@@ -139,11 +139,13 @@ public struct FrameReader: Sendable {
         let headerBytes = buffer[start..<headerEnd]
         let text = String(decoding: headerBytes, as: UTF8.self)
         var length: Int?
+        var sawLength = false
         var conflicting = false
         for line in text.split(separator: "\r\n") {
             guard let colon = line.firstIndex(of: ":") else { continue }
             let name = line[..<colon].lowercased()
             if name == "content-length" {
+                sawLength = true
                 let value = Int(line[line.index(after: colon)...].trimmingSpaces())
                 if length != nil, value != length { conflicting = true }
                 length = value
@@ -151,6 +153,8 @@ public struct FrameReader: Sendable {
         }
         let bodyStart = headerEnd + 4
         guard let length, length >= 0, !conflicting else {
+            // A block with a bad length is skipped whole; one without any may hide the header after junk.
+            if sawLength { start = bodyStart - 1 }
             startResync()
             return .badHeader("missing or invalid Content-Length header")
         }
