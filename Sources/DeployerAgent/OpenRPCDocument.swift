@@ -2104,7 +2104,7 @@ public let openRPCDocumentText = ####"""
       },
       "ErrorData": {
         "title": "ErrorData",
-        "description": "The `data` of every error this agent sends. `reason` is stable (see x-errors for which reasons each code uses); `message` is for people. invalid_params adds `field`; method_not_found adds `method`; rollout_in_progress adds `deployment_id` (the blocking deployment).",
+        "description": "The `data` of every error this agent sends. `reason` is stable (see x-errors for which reasons each code uses); `message` is for people. invalid_params adds `field`; method_not_found adds `method`; rollout_in_progress adds `deployment_id` (the blocking deployment); frame_too_large adds `max_frame_bytes` and batch_too_large `max_batch_size`.",
         "type": "object",
         "required": [
           "reason",
@@ -2117,6 +2117,7 @@ public let openRPCDocumentText = ####"""
               "parse_error",
               "invalid_request",
               "frame_too_large",
+              "batch_too_large",
               "method_not_found",
               "invalid_params",
               "unknown_tool",
