@@ -142,7 +142,14 @@ public struct FrameReader: Sendable {
         var sawLength = false
         var conflicting = false
         for line in text.split(separator: "\r\n") {
-            guard let colon = line.firstIndex(of: ":") else { continue }
+            guard let colon = line.firstIndex(of: ":"), colon != line.startIndex,
+                line[..<colon].utf8.allSatisfy(Self.isTokenByte)
+            else {
+                // Not a header line: junk (the tail of a body, a line of the other framing) ran into a
+                // header block. Reading its headers could take a length that is not the next frame's own.
+                startResync()
+                return .badHeader("bytes that are not a header before a header block")
+            }
             let name = line[..<colon].lowercased()
             if name == "content-length" {
                 sawLength = true
@@ -153,7 +160,8 @@ public struct FrameReader: Sendable {
         }
         let bodyStart = headerEnd + 4
         guard let length, length >= 0, !conflicting else {
-            // A block with a bad length is skipped whole; one without any may hide the header after junk.
+            // A block of headers with a bad length is skipped whole; one without any may hide a header
+            // after junk on its line ("xyzContent-Length: 2").
             if sawLength { start = bodyStart - 1 }
             startResync()
             return .badHeader("missing or invalid Content-Length header")
@@ -210,6 +218,16 @@ public struct FrameReader: Sendable {
             i += 1
         }
         return nil
+    }
+
+    /// RFC 9110 `tchar`: what a header name is made of.
+    private static func isTokenByte(_ c: UInt8) -> Bool {
+        switch c {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            return true
+        default:
+            return Array("!#$%&'*+-.^_`|~".utf8).contains(c)
+        }
     }
 
     @inline(__always) private static func lowercased(_ c: UInt8) -> UInt8 {

@@ -116,3 +116,17 @@ func frames(_ chunks: [String], max: Int = 1 << 20) -> (Framing?, [String]) {
         #expect(r.hasPartialFrame)
     }
 }
+
+@Suite struct FrameReaderJunkTests {
+    @Test func aJunkLineBeforeHeadersDoesNotLendItsBlockAWrongLength() {
+        // The junk line hides the first of two conflicting lengths unless the block is refused as a whole.
+        let (_, out) = frames([FrameReaderResyncTests.ok, "{\"x\":1}\n", "Content-Length: 2\r\nContent-Length: 5\r\n\r\n{}",
+                               "Content-Length: 3\r\n\r\n[1]"])
+        #expect(out == ["{}", "<bad header>", "<bad header>", "[1]"])
+    }
+
+    @Test func aLineWithoutColonIsNotAHeader() {
+        let (_, out) = frames([FrameReaderResyncTests.ok, "junk\r\nContent-Length: 2\r\n\r\n{}"])
+        #expect(out == ["{}", "<bad header>", "{}"])
+    }
+}
