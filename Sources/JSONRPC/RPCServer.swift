@@ -226,7 +226,7 @@ public final class RPCServer: Sendable {
             return
         }
         switch top {
-        case .members(let members):
+        case .members(let members, let idText):
             if !members.contains(where: { $0.key == "method" }),
                 members.contains(where: { $0.key == "result" || $0.key == "error" })
             {
@@ -234,7 +234,7 @@ public final class RPCServer: Sendable {
                 handleResponse(members)
                 return
             }
-            handleSingle(validate(members: members))
+            handleSingle(validate(members: members, idText: idText))
         case .elements(let items):
             handleBatch(items)
         case .tooManyElements:
@@ -266,31 +266,32 @@ public final class RPCServer: Sendable {
         guard case .object(let o) = v else {
             return .failure(Rejection(error: .invalidRequest("a request must be an object"), id: .null))
         }
-        return validate(id: o["id"], rawID: nil, jsonrpc: o["jsonrpc"], method: o["method"], params: o["params"])
+        return validate(id: o["id"], idText: nil, jsonrpc: o["jsonrpc"], method: o["method"], params: o["params"])
     }
 
     /// Validates an envelope given as ordered members (the single-request fast path: no dictionary).
-    func validate(members: [JSONMember]) -> Result<Call, Rejection> {
-        var id: JSONValue?, rawID: String?, jsonrpc: JSONValue?, method: JSONValue?, params: JSONValue?
+    func validate(members: [JSONMember], idText: String?) -> Result<Call, Rejection> {
+        var id: JSONValue?, jsonrpc: JSONValue?, method: JSONValue?, params: JSONValue?
         for m in members {
             switch m.key {
-            case "id": id = m.value; rawID = m.rawNumber
+            case "id": id = m.value
             case "jsonrpc": jsonrpc = m.value
             case "method": method = m.value
             case "params": params = m.value
             default: break
             }
         }
-        return validate(id: id, rawID: rawID, jsonrpc: jsonrpc, method: method, params: params)
+        return validate(id: id, idText: idText, jsonrpc: jsonrpc, method: method, params: params)
     }
 
     func validate(
-        id idValue: JSONValue?, rawID: String?, jsonrpc: JSONValue?, method rawMethod: JSONValue?, params: JSONValue?
+        id idValue: JSONValue?, idText: String?, jsonrpc: JSONValue?, method rawMethod: JSONValue?, params: JSONValue?
     ) -> Result<Call, Rejection> {
         var id: WireID? = nil
         if let idValue {
             switch idValue {
-            case .string, .int, .double, .null: id = WireID(value: idValue, raw: rawID)
+            case .string, .int, .double, .null:
+                if let idText { id = WireID(numberText: idText) } else { id = WireID(idValue) }
             default: return .failure(Rejection(error: .invalidRequest("id must be a string, a number or null"), id: .null))
             }
         }
@@ -366,7 +367,7 @@ public final class RPCServer: Sendable {
         deliver: @escaping @Sendable ([UInt8]?) -> Void
     ) {
         let id = call.id!
-        let ctx = RequestContext(id: id.value, method: call.method, progressToken: call.params?["_meta"]?["progressToken"], sink: sink, server: self)
+        let ctx = RequestContext(id: id.jsonValue, method: call.method, progressToken: call.params?["_meta"]?["progressToken"], sink: sink, server: self)
         let duplicate = inFlight.withLock { t -> Bool in
             if t.requests[id] != nil { return true }
             t.requests[id] = InFlight(task: nil, cancelAnswer: nil)
@@ -418,7 +419,7 @@ public final class RPCServer: Sendable {
         for (k, item) in items.enumerated() {
             let validated: Result<Call, Rejection>
             switch item {
-            case .members(let members): validated = validate(members: members)
+            case .members(let members, let idText): validated = validate(members: members, idText: idText)
             case .value(let v): validated = validate(v)
             case .elements, .tooManyElements: validated = .failure(Rejection(error: .invalidRequest("a request must be an object"), id: .null))
             }
@@ -494,8 +495,8 @@ public final class RPCServer: Sendable {
         guard let id else { return }
         let task = inFlight.withLock { t -> Task<Void, Never>? in
             // The cancel notification's own params lost the id's text; match by value when the text differs.
-            var key = WireID(value: id, raw: nil)
-            if t.requests[key] == nil, let same = t.requests.keys.first(where: { $0.value == id }) { key = same }
+            var key = WireID(id)
+            if t.requests[key] == nil, let same = t.requests.keys.first(where: { $0.matches(id) }) { key = same }
             guard t.requests[key] != nil else { return nil }
             t.requests[key]!.cancelAnswer = answer
             return t.requests[key]!.task
