@@ -75,16 +75,17 @@ final class BatchCollector: Sendable {
             sink.send(out, flush: flush)
         }
         answers = []
-        if count >= Self.trimAfter { Self.releaseFreedMemory() }
+        if count >= Self.trimAfter { releaseFreedMemory() }
     }
 
-    /// glibc's `malloc_trim(0)`, looked up at run time (it is not in Swift's Glibc module, and other C
-    /// libraries do not have it).
-    static func releaseFreedMemory() {
-        #if os(Linux)
-        guard let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim") else { return }
-        typealias Trim = @convention(c) (Int) -> Int32
-        _ = unsafeBitCast(sym, to: Trim.self)(0)
-        #endif
-    }
+}
+
+/// glibc's `malloc_trim(0)`: hands freed heap back to the system after big work (glibc keeps it otherwise).
+/// Looked up at run time: it is not in Swift's Glibc module, and other C libraries do not have it.
+func releaseFreedMemory() {
+    #if os(Linux)
+    guard let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim") else { return }
+    typealias Trim = @convention(c) (Int) -> Int32
+    _ = unsafeBitCast(sym, to: Trim.self)(0)
+    #endif
 }

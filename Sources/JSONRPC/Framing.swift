@@ -58,13 +58,26 @@ public struct FrameReader: Sendable {
     }
 
     /// Drops consumed bytes from the front of the buffer. Ranges returned earlier become invalid.
+    ///
+    /// After a large frame the buffer's storage is given back rather than kept at its largest size: a
+    /// 30 MB batch otherwise stayed resident for the life of the agent.
     public mutating func compact() {
         if start > 0 {
-            buffer.removeSubrange(0..<start)
+            if buffer.capacity > Self.keepCapacity, buffer.count - start <= Self.keepCapacity / 2 {
+                var smaller: [UInt8] = []
+                smaller.reserveCapacity(Self.keepCapacity)
+                smaller.append(contentsOf: buffer[start...])
+                buffer = smaller
+            } else {
+                buffer.removeSubrange(0..<start)
+            }
             scanFrom -= start
             start = 0
         }
     }
+
+    /// Storage kept between frames (what a 64 KiB read and a few ordinary frames need).
+    static let keepCapacity = 1 << 20
 
     /// Whether a partial frame is pending (bytes received but no complete frame).
     public var hasPartialFrame: Bool {

@@ -167,6 +167,7 @@ public final class RPCServer: Sendable {
     private func readLoop() {
         var reader = FrameReader(maxFrameBytes: maxFrameBytes)
         var framingSet = false
+        var bigFrame = false
         let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 8)
         defer { chunk.deallocate() }
         while true {
@@ -193,6 +194,7 @@ public final class RPCServer: Sendable {
                     reader.buffer.withUnsafeBufferPointer { b in
                         handleFrame(UnsafeBufferPointer(rebasing: b[range]))
                     }
+                    if range.count > FrameReader.keepCapacity { bigFrame = true }
                 case .tooLarge(let size):
                     logger.warning("frame too large", ["bytes": .int(Int64(size)), "max": .int(Int64(maxFrameBytes))])
                     sendError(
@@ -207,6 +209,10 @@ public final class RPCServer: Sendable {
             }
             reader.compact()
             sink.flush()
+            if bigFrame {
+                bigFrame = false
+                releaseFreedMemory()
+            }
         }
         if reader.hasPartialFrame {
             // The stream ended inside a frame: say so, as for any frame that cannot be parsed.

@@ -130,3 +130,19 @@ func frames(_ chunks: [String], max: Int = 1 << 20) -> (Framing?, [String]) {
         #expect(out == ["{}", "<bad header>", "{}"])
     }
 }
+
+@Suite struct FrameReaderMemoryTests {
+    @Test func theBufferShrinksBackAfterABigFrame() {
+        var r = FrameReader(maxFrameBytes: 8 << 20)
+        let big = "[" + String(repeating: "1,", count: 1_500_000) + "1]\n"
+        Array(big.utf8).withUnsafeBytes { r.append($0) }
+        guard case .frame(let range)? = r.next() else { Issue.record("no frame"); return }
+        #expect(range.count == big.utf8.count - 1)
+        #expect(r.buffer.capacity >= 3_000_000)
+        r.compact()
+        #expect(r.buffer.capacity <= 1 << 21)
+        Array("{\"after\":1}\n".utf8).withUnsafeBytes { r.append($0) }
+        guard case .frame(let next)? = r.next() else { Issue.record("no frame after"); return }
+        #expect(String(decoding: r.buffer[next], as: UTF8.self) == "{\"after\":1}")
+    }
+}
