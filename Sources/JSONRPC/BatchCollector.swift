@@ -14,47 +14,45 @@ import Synchronization
 final class BatchCollector: Sendable {
     private struct State {
         var answers: [[UInt8]?]
-        /// Answers still to come, plus one until the reader has dispatched every element.
+        /// Answers still to come, plus one until the reader has dispatched every element (so the batch
+        /// completes on the reader when every element answered inline, and on a task otherwise).
         var remaining: Int
-        var onReader = true
+
+        /// Counts one answer in; returns the answers (and lets go of them) when it was the last.
+        mutating func complete() -> [[UInt8]?]? {
+            remaining -= 1
+            guard remaining == 0 else { return nil }
+            defer { answers = [] }
+            return answers
+        }
     }
     private let state: Mutex<State>
     private let sink: OutputSink
-    private let logger: Logger
     private let count: Int
 
     /// Batches at least this long give their memory back to the system when answered (glibc keeps freed
     /// heap otherwise: after a large batch the process stayed gigabytes larger than it needed).
     static let trimAfter = 1000
 
-    init(count: Int, sink: OutputSink, logger: Logger) {
+    init(count: Int, sink: OutputSink) {
         self.count = count
         self.sink = sink
-        self.logger = logger
         state = Mutex(State(answers: Array(repeating: nil, count: count), remaining: count + 1))
     }
 
     /// Records element `k`'s answer (nil: none).
     func fill(_ k: Int, _ answer: [UInt8]?) {
-        let done = state.withLock { s -> (answers: [[UInt8]?], onReader: Bool)? in
+        let done = state.withLock { s -> [[UInt8]?]? in
             s.answers[k] = answer
-            s.remaining -= 1
-            guard s.remaining == 0 else { return nil }
-            defer { s.answers = [] }
-            return (s.answers, s.onReader)
+            return s.complete()
         }
-        if var done { send(&done.answers, flush: !done.onReader) }
+        // Only a task can be last here (the reader's own hold is released in `dispatched`): write at once.
+        if var done { send(&done, flush: true) }
     }
 
-    /// Called by the reader once every element is dispatched; from then on answers come from tasks.
+    /// Called by the reader once every element is dispatched.
     func dispatched() {
-        let done = state.withLock { s -> [[UInt8]?]? in
-            s.remaining -= 1
-            s.onReader = false
-            guard s.remaining == 0 else { return nil }
-            defer { s.answers = [] }
-            return s.answers
-        }
+        let done = state.withLock { $0.complete() }
         // On the reader thread: the frame joins the others written when the input is drained.
         if var done { send(&done, flush: false) }
     }

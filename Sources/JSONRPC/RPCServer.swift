@@ -244,11 +244,7 @@ public final class RPCServer: Sendable {
         case .elements(let items):
             handleBatch(items)
         case .tooManyElements:
-            sendError(
-                RPCError(
-                    code: -32600, reason: "batch_too_large",
-                    message: "Invalid Request: a batch of more than \(maxBatchSize) requests",
-                    extra: ["max_batch_size": .int(Int64(maxBatchSize))]), id: .null, flush: false)
+            sendError(.batchTooLarge(max: maxBatchSize), id: .null, flush: false)
         case .value(let other):
             handleSingle(validate(other))
         }
@@ -421,7 +417,7 @@ public final class RPCServer: Sendable {
             sendError(.invalidRequest("an empty batch"), id: .null, flush: false)
             return
         }
-        let collector = BatchCollector(count: items.count, sink: sink, logger: logger)
+        let collector = BatchCollector(count: items.count, sink: sink)
         for (k, item) in items.enumerated() {
             let validated: Result<Call, Rejection>
             switch item {
