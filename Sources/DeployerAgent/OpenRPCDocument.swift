@@ -2484,7 +2484,7 @@ public let openRPCDocumentText = ####"""
       },
       "ErrorData": {
         "title": "ErrorData",
-        "description": "The `data` of every error this agent sends. `reason` is stable (see x-errors for which reasons each code uses); `message` is for people. invalid_params adds `field`; method_not_found adds `method`; rollout_in_progress adds `deployment_id` (the blocking deployment).",
+        "description": "The `data` of every error this agent sends. `reason` is stable (see x-errors for which reasons each code uses); `message` is for people. invalid_params adds `field`; method_not_found adds `method`; rollout_in_progress adds `deployment_id` (the blocking deployment); frame_too_large adds `max_frame_bytes` and batch_too_large `max_batch_size`.",
         "type": "object",
         "required": [
           "reason",
@@ -2497,6 +2497,7 @@ public let openRPCDocumentText = ####"""
               "parse_error",
               "invalid_request",
               "frame_too_large",
+              "batch_too_large",
               "method_not_found",
               "invalid_params",
               "unknown_tool",
@@ -2794,7 +2795,7 @@ public let openRPCDocumentText = ####"""
       "reasons": [
         "parse_error"
       ],
-      "description": "The frame is not JSON (truncated, invalid UTF-8, ...). id is null."
+      "description": "The frame is not JSON (truncated, invalid UTF-8, ...), a Content-Length header block has no usable length (reading resumes at the next Content-Length header), or the input ended inside a frame. id is null."
     },
     {
       "code": -32600,
@@ -2803,9 +2804,10 @@ public let openRPCDocumentText = ####"""
       "reasons": [
         "invalid_request",
         "frame_too_large",
+        "batch_too_large",
         "duplicate_id"
       ],
-      "description": "Not a JSON-RPC 2.0 request (id null when it cannot be recovered), an empty batch, or a frame larger than --max-frame-bytes (default 64 MiB; reason frame_too_large, id null, the stream stays in sync)."
+      "description": "Not a JSON-RPC 2.0 request (id null when it cannot be recovered), an empty batch, a frame larger than --max-frame-bytes (default 64 MiB; reason frame_too_large, id null, the stream stays in sync), a batch of more than 10,000 requests (reason batch_too_large, data.max_batch_size, id null, one error object instead of an array, no element runs), or a request whose id is still in flight (reason duplicate_id)."
     },
     {
       "code": -32601,

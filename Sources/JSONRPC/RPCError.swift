@@ -33,6 +33,12 @@ public struct RPCError: Error, Sendable, Hashable, CustomStringConvertible {
     public static func invalidRequest(_ detail: String, reason: String = "invalid_request") -> RPCError {
         RPCError(code: -32600, reason: reason, message: "Invalid Request: \(detail)")
     }
+    /// A batch with more than `max` elements, refused whole.
+    public static func batchTooLarge(max: Int) -> RPCError {
+        RPCError(
+            code: -32600, reason: "batch_too_large", message: "Invalid Request: a batch of more than \(max) requests",
+            extra: ["max_batch_size": .int(Int64(max))])
+    }
     public static func methodNotFound(_ method: String) -> RPCError {
         RPCError(code: -32601, reason: "method_not_found", message: "Method not found: \(method)", extra: ["method": .string(method)])
     }

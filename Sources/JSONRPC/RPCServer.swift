@@ -60,13 +60,19 @@ public enum Handler: Sendable {
 public final class RPCServer: Sendable {
     private let handlers: Mutex<[String: Handler]>
     private let notificationHandlers: Mutex<[String: @Sendable (JSONValue?) -> Void]>
-    private let inFlight = Mutex<[JSONValue: InFlight]>([:])
+    private let inFlight = Mutex(InFlightTable())
     /// Requests this server sent to the peer, waiting for their answers.
     private let outgoing = Mutex<(next: Int, waiting: [JSONValue: CheckedContinuation<Result<JSONValue, RPCError>, Never>])>((1, [:]))
     public let sink: OutputSink
     private let inputFD: Int32
     public let maxFrameBytes: Int
+    /// Batches with more elements are refused whole (-32600, reason `batch_too_large`).
+    public let maxBatchSize: Int
     public let logger: Logger
+
+    /// The default of `maxBatchSize`. A batch holds every element's answer until the last one is done;
+    /// 10,000 small requests cost a few MB, while the unbounded 400,000 measured before peaked at 3 GB.
+    public static let defaultMaxBatchSize = 10_000
 
     struct InFlight {
         var task: Task<Void, Never>?
@@ -74,14 +80,29 @@ public final class RPCServer: Sendable {
         var cancelAnswer: Bool?
     }
 
+    /// Every task this server started and has not seen finish, so that cancellation can reach it and
+    /// shutdown can wait for it: requests by id (batch elements included), and the work of notifications
+    /// that name a request method (no id, so keyed by a counter).
+    struct InFlightTable {
+        var requests: [WireID: InFlight] = [:]
+        var anonymous: [UInt64: Task<Void, Never>?] = [:]
+        var nextAnonymous: UInt64 = 0
+        var isEmpty: Bool { requests.isEmpty && anonymous.isEmpty }
+    }
+
     /// - Parameters:
     ///   - input: the descriptor requests come from (stdin).
     ///   - output: the descriptor frames go to (a dup of the real stdout).
     ///   - maxFrameBytes: frames larger than this are refused with an error.
-    public init(input: Int32, output: Int32, maxFrameBytes: Int = 64 << 20, logger: Logger = Logger()) {
+    ///   - maxBatchSize: batches with more elements are refused whole.
+    public init(
+        input: Int32, output: Int32, maxFrameBytes: Int = 64 << 20, maxBatchSize: Int = RPCServer.defaultMaxBatchSize,
+        logger: Logger = Logger()
+    ) {
         self.inputFD = input
         self.sink = OutputSink(fd: output)
         self.maxFrameBytes = maxFrameBytes
+        self.maxBatchSize = maxBatchSize
         self.logger = logger
         self.handlers = Mutex([:])
         self.notificationHandlers = Mutex([:])
@@ -130,9 +151,9 @@ public final class RPCServer: Sendable {
         await shutdown(drainTimeout: drainTimeout)
     }
 
-    /// Cancels in-flight requests and waits (bounded) for them to finish.
+    /// Cancels in-flight work (requests, batch elements, notifications' work) and waits (bounded) for it to finish.
     public func shutdown(drainTimeout: Duration) async {
-        let tasks = inFlight.withLock { m in m.values.compactMap(\.task) }
+        let tasks = inFlight.withLock { t in t.requests.values.compactMap(\.task) + t.anonymous.values.compactMap { $0 } }
         for t in tasks { t.cancel() }
         let clock = ContinuousClock()
         let deadline = clock.now + drainTimeout
@@ -146,6 +167,7 @@ public final class RPCServer: Sendable {
     private func readLoop() {
         var reader = FrameReader(maxFrameBytes: maxFrameBytes)
         var framingSet = false
+        var bigFrame = false
         let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 8)
         defer { chunk.deallocate() }
         while true {
@@ -157,17 +179,22 @@ public final class RPCServer: Sendable {
             }
             if n == 0 { break }
             reader.append(UnsafeRawBufferPointer(rebasing: chunk[0..<n]))
-            while let event = reader.next() {
+            while true {
+                let event = reader.next()
+                // Before any answer, and also when the first read holds no whole frame: an error at EOF
+                // must use the stream's framing too.
                 if !framingSet, let f = reader.framing {
                     sink.setFraming(f)
                     framingSet = true
                     logger.debug("framing detected", ["framing": .string(f.rawValue)])
                 }
+                guard let event else { break }
                 switch event {
                 case .frame(let range):
                     reader.buffer.withUnsafeBufferPointer { b in
                         handleFrame(UnsafeBufferPointer(rebasing: b[range]))
                     }
+                    if range.count > FrameReader.keepCapacity { bigFrame = true }
                 case .tooLarge(let size):
                     logger.warning("frame too large", ["bytes": .int(Int64(size)), "max": .int(Int64(maxFrameBytes))])
                     sendError(
@@ -176,11 +203,16 @@ public final class RPCServer: Sendable {
                             message: "Invalid Request: frame of \(size) bytes exceeds the limit of \(maxFrameBytes) bytes",
                             extra: ["max_frame_bytes": .int(Int64(maxFrameBytes))]), id: .null, flush: false)
                 case .badHeader(let why):
+                    logger.warning("bad frame header skipped", ["why": .string(why)])
                     sendError(.parseError(why), id: .null, flush: false)
                 }
             }
             reader.compact()
             sink.flush()
+            if bigFrame {
+                bigFrame = false
+                releaseFreedMemory()
+            }
         }
         if reader.hasPartialFrame {
             // The stream ended inside a frame: say so, as for any frame that cannot be parsed.
@@ -194,13 +226,13 @@ public final class RPCServer: Sendable {
     private func handleFrame(_ bytes: UnsafeBufferPointer<UInt8>) {
         let top: JSONTopLevel
         do {
-            top = try JSONValue.parseTopLevel(bytes)
+            top = try JSONValue.parseTopLevel(bytes, maxElements: maxBatchSize)
         } catch {
             sendError(.parseError(error.description), id: .null, flush: false)
             return
         }
         switch top {
-        case .members(let members):
+        case .members(let members, let idText):
             if !members.contains(where: { $0.key == "method" }),
                 members.contains(where: { $0.key == "result" || $0.key == "error" })
             {
@@ -208,9 +240,11 @@ public final class RPCServer: Sendable {
                 handleResponse(members)
                 return
             }
-            handleSingle(validate(members: members))
-        case .value(.array(let items)):
+            handleSingle(validate(members: members, idText: idText))
+        case .elements(let items):
             handleBatch(items)
+        case .tooManyElements:
+            sendError(.batchTooLarge(max: maxBatchSize), id: .null, flush: false)
         case .value(let other):
             handleSingle(validate(other))
         }
@@ -219,12 +253,12 @@ public final class RPCServer: Sendable {
     /// An envelope refused before dispatch, with the id to answer under.
     struct Rejection: Error {
         var error: RPCError
-        var id: JSONValue
+        var id: WireID
     }
 
     /// A request that passed validation.
     struct Call {
-        var id: JSONValue?  // nil = notification
+        var id: WireID?  // nil = notification
         var method: String
         var params: JSONValue?
     }
@@ -234,11 +268,11 @@ public final class RPCServer: Sendable {
         guard case .object(let o) = v else {
             return .failure(Rejection(error: .invalidRequest("a request must be an object"), id: .null))
         }
-        return validate(id: o["id"], jsonrpc: o["jsonrpc"], method: o["method"], params: o["params"])
+        return validate(id: o["id"], idText: nil, jsonrpc: o["jsonrpc"], method: o["method"], params: o["params"])
     }
 
     /// Validates an envelope given as ordered members (the single-request fast path: no dictionary).
-    func validate(members: [JSONMember]) -> Result<Call, Rejection> {
+    func validate(members: [JSONMember], idText: String?) -> Result<Call, Rejection> {
         var id: JSONValue?, jsonrpc: JSONValue?, method: JSONValue?, params: JSONValue?
         for m in members {
             switch m.key {
@@ -249,14 +283,17 @@ public final class RPCServer: Sendable {
             default: break
             }
         }
-        return validate(id: id, jsonrpc: jsonrpc, method: method, params: params)
+        return validate(id: id, idText: idText, jsonrpc: jsonrpc, method: method, params: params)
     }
 
-    func validate(id rawID: JSONValue?, jsonrpc: JSONValue?, method rawMethod: JSONValue?, params: JSONValue?) -> Result<Call, Rejection> {
-        var id: JSONValue? = nil
-        if let rawID {
-            switch rawID {
-            case .string, .int, .double, .null: id = rawID
+    func validate(
+        id idValue: JSONValue?, idText: String?, jsonrpc: JSONValue?, method rawMethod: JSONValue?, params: JSONValue?
+    ) -> Result<Call, Rejection> {
+        var id: WireID? = nil
+        if let idValue {
+            switch idValue {
+            case .string, .int, .double, .null:
+                if let idText { id = WireID(numberText: idText) } else { id = WireID(idValue) }
             default: return .failure(Rejection(error: .invalidRequest("id must be a string, a number or null"), id: .null))
             }
         }
@@ -292,7 +329,8 @@ public final class RPCServer: Sendable {
             case .immediate(let body)?:
                 sink.send(Self.answer(id: call.id!, result: Result { () throws(RPCError) in try body(call.params) }), flush: false)
             case .task(let body)?:
-                startTask(call, body)
+                let sink = self.sink
+                startTask(call, body) { bytes in if let bytes { sink.send(bytes, flush: true) } }
             }
         }
     }
@@ -304,37 +342,54 @@ public final class RPCServer: Sendable {
         }
         // A notification for a request method: run it, never answer.
         switch handlers.withLock({ $0[call.method] }) {
-        case .immediate(let body)?: _ = try? body(call.params)
+        case .immediate(let body)?: _ = try? body(call.params)  // nobody to tell about a failure
         case .task(let body)?:
             let ctx = RequestContext(id: nil, method: call.method, progressToken: nil, sink: sink)
-            Task { _ = try? await body(call.params, ctx) }
+            // Tracked like a request, so that shutdown cancels it and waits for it to persist its state.
+            let token = inFlight.withLock { t -> UInt64 in
+                defer { t.nextAnonymous &+= 1 }
+                t.anonymous[t.nextAnonymous] = .some(nil)
+                return t.nextAnonymous
+            }
+            let task = Task { [self] in
+                _ = try? await body(call.params, ctx)  // a notification's outcome has no one to go to
+                _ = inFlight.withLock { $0.anonymous.removeValue(forKey: token) }
+            }
+            inFlight.withLock { t in
+                if t.anonymous[token] != nil { t.anonymous[token] = task }
+            }
         case nil: break
         }
     }
 
-    private func startTask(_ call: Call, _ body: @escaping @Sendable (JSONValue?, RequestContext) async throws -> JSONValue) {
+    /// Runs a task handler as its own tracked task; `deliver` gets the answer's bytes, or nil when the
+    /// peer cancelled with MCP `notifications/cancelled` (which is never answered).
+    private func startTask(
+        _ call: Call, _ body: @escaping @Sendable (JSONValue?, RequestContext) async throws -> JSONValue,
+        deliver: @escaping @Sendable ([UInt8]?) -> Void
+    ) {
         let id = call.id!
-        let ctx = RequestContext(id: id, method: call.method, progressToken: call.params?["_meta"]?["progressToken"], sink: sink, server: self)
-        let duplicate = inFlight.withLock { m -> Bool in
-            if m[id] != nil { return true }
-            m[id] = InFlight(task: nil, cancelAnswer: nil)
+        let ctx = RequestContext(id: id.jsonValue, method: call.method, progressToken: call.params?["_meta"]?["progressToken"], sink: sink, server: self)
+        let duplicate = inFlight.withLock { t -> Bool in
+            if t.requests[id] != nil { return true }
+            t.requests[id] = InFlight(task: nil, cancelAnswer: nil)
             return false
         }
         if duplicate {
-            sendError(.invalidRequest("a request with id \(id.jsonString) is still in flight", reason: "duplicate_id"), id: id, flush: false)
+            deliver(Self.answer(id: id, result: .failure(.invalidRequest("a request with id \(id.text) is still in flight", reason: "duplicate_id"))))
             return
         }
         let task = Task { [self] in
             let result = await Self.invoke(body, call.params, ctx, logger: logger)
-            let entry = inFlight.withLock { $0.removeValue(forKey: id) }
+            let entry = inFlight.withLock { $0.requests.removeValue(forKey: id) }
             switch entry?.cancelAnswer {
-            case false?: return  // MCP cancellation: no answer
-            case true?: sink.send(Self.answer(id: id, result: .failure(.requestCancelled)), flush: true)
-            case nil: sink.send(Self.answer(id: id, result: result), flush: true)
+            case false?: deliver(nil)  // MCP cancellation: no answer
+            case true?: deliver(Self.answer(id: id, result: .failure(.requestCancelled)))
+            case nil: deliver(Self.answer(id: id, result: result))
             }
         }
-        inFlight.withLock { m in
-            if m[id] != nil { m[id]!.task = task }
+        inFlight.withLock { t in
+            if t.requests[id] != nil { t.requests[id]!.task = task }
         }
     }
 
@@ -354,68 +409,42 @@ public final class RPCServer: Sendable {
         }
     }
 
-    private func handleBatch(_ items: [JSONValue]) {
+    /// Answers a batch as one array once every element is answered. Each element that runs as a task is
+    /// tracked by its id like a single request (cancellable, drained at shutdown); answers are kept as
+    /// their encoded bytes, not as JSON values, which is what a large batch mostly costs.
+    private func handleBatch(_ items: [JSONTopLevel]) {
         if items.isEmpty {
             sendError(.invalidRequest("an empty batch"), id: .null, flush: false)
             return
         }
-        var needsTask = false
-        var calls: [Result<Call, Rejection>] = []
-        calls.reserveCapacity(items.count)
-        for item in items {
-            let c = validate(item)
-            if case .success(let call) = c, call.id != nil, case .task? = handlers.withLock({ $0[call.method] }) {
-                needsTask = true
+        let collector = BatchCollector(count: items.count, sink: sink)
+        for (k, item) in items.enumerated() {
+            let validated: Result<Call, Rejection>
+            switch item {
+            case .members(let members, let idText): validated = validate(members: members, idText: idText)
+            case .value(let v): validated = validate(v)
+            case .elements, .tooManyElements: validated = .failure(Rejection(error: .invalidRequest("a request must be an object"), id: .null))
             }
-            calls.append(c)
-        }
-        if !needsTask {
-            var answers: [JSONValue] = []
-            for c in calls {
-                switch c {
-                case .failure(let r): answers.append(Self.answerValue(id: r.id, result: .failure(r.error)))
-                case .success(let call):
-                    if call.id == nil { runNotification(call); continue }
-                    switch handlers.withLock({ $0[call.method] }) {
-                    case .immediate(let body)?:
-                        answers.append(Self.answerValue(id: call.id!, result: Result { () throws(RPCError) in try body(call.params) }))
-                    default:
-                        answers.append(Self.answerValue(id: call.id!, result: .failure(.methodNotFound(call.method))))
-                    }
+            switch validated {
+            case .failure(let r):
+                collector.fill(k, Self.answer(id: r.id, result: .failure(r.error)))
+            case .success(let call):
+                guard let id = call.id else {
+                    runNotification(call)
+                    collector.fill(k, nil)
+                    continue
+                }
+                switch handlers.withLock({ $0[call.method] }) {
+                case nil:
+                    collector.fill(k, Self.answer(id: id, result: .failure(.methodNotFound(call.method))))
+                case .immediate(let body)?:
+                    collector.fill(k, Self.answer(id: id, result: Result { () throws(RPCError) in try body(call.params) }))
+                case .task(let body)?:
+                    startTask(call, body) { bytes in collector.fill(k, bytes) }
                 }
             }
-            if !answers.isEmpty { sink.send(JSONValue.array(answers).jsonBytes, flush: false) }
-            return
         }
-        let handlersNow = handlers.withLock { $0 }
-        let sink = self.sink
-        let logger = self.logger
-        for case .success(let call) in calls where call.id == nil { runNotification(call) }
-        Task {
-            let answers = await withTaskGroup(of: (Int, JSONValue?).self) { group in
-                for (k, c) in calls.enumerated() {
-                    group.addTask {
-                        switch c {
-                        case .failure(let r): return (k, Self.answerValue(id: r.id, result: .failure(r.error)))
-                        case .success(let call):
-                            guard let id = call.id else { return (k, nil) }
-                            switch handlersNow[call.method] {
-                            case nil: return (k, Self.answerValue(id: id, result: .failure(.methodNotFound(call.method))))
-                            case .immediate(let body)?:
-                                return (k, Self.answerValue(id: id, result: Result { () throws(RPCError) in try body(call.params) }))
-                            case .task(let body)?:
-                                let ctx = RequestContext(id: id, method: call.method, progressToken: call.params?["_meta"]?["progressToken"], sink: sink, server: self)
-                                return (k, Self.answerValue(id: id, result: await Self.invoke(body, call.params, ctx, logger: logger)))
-                            }
-                        }
-                    }
-                }
-                var out: [(Int, JSONValue)] = []
-                for await (k, a) in group { if let a { out.append((k, a)) } }
-                return out.sorted { $0.0 < $1.0 }.map(\.1)
-            }
-            if !answers.isEmpty { sink.send(JSONValue.array(answers).jsonBytes, flush: true) }
-        }
+        collector.dispatched()
     }
 
     func handleResponse(_ members: [JSONMember]) {
@@ -466,22 +495,25 @@ public final class RPCServer: Sendable {
     /// Cancels the in-flight request `id`. Unknown ids are ignored, as the specifications ask.
     public func cancel(_ id: JSONValue?, answer: Bool) {
         guard let id else { return }
-        let task = inFlight.withLock { m -> Task<Void, Never>? in
-            guard m[id] != nil else { return nil }
-            m[id]!.cancelAnswer = answer
-            return m[id]!.task
+        let task = inFlight.withLock { t -> Task<Void, Never>? in
+            // The cancel notification's own params lost the id's text; match by value when the text differs.
+            var key = WireID(id)
+            if t.requests[key] == nil, let same = t.requests.keys.first(where: { $0.matches(id) }) { key = same }
+            guard t.requests[key] != nil else { return nil }
+            t.requests[key]!.cancelAnswer = answer
+            return t.requests[key]!.task
         }
         task?.cancel()
     }
 
     // MARK: - Encoding
 
-    private func sendError(_ e: RPCError, id: JSONValue, flush: Bool) {
+    private func sendError(_ e: RPCError, id: WireID, flush: Bool) {
         sink.send(Self.answer(id: id, result: .failure(e)), flush: flush)
     }
 
     /// The bytes of a response. Written by hand: this is the hot path of every request.
-    static func answer(id: JSONValue, result: Result<JSONValue, RPCError>) -> [UInt8] {
+    static func answer(id: WireID, result: Result<JSONValue, RPCError>) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(64)
         out.append(contentsOf: #"{"jsonrpc":"2.0","id":"#.utf8)
@@ -496,13 +528,6 @@ public final class RPCServer: Sendable {
         }
         out.append(UInt8(ascii: "}"))
         return out
-    }
-
-    static func answerValue(id: JSONValue, result: Result<JSONValue, RPCError>) -> JSONValue {
-        switch result {
-        case .success(let v): return .object(["jsonrpc": "2.0", "id": id, "result": v])
-        case .failure(let e): return .object(["jsonrpc": "2.0", "id": id, "error": e.json])
-        }
     }
 
     /// The bytes of a notification.

@@ -468,3 +468,133 @@ def test_unknown_flags_exit_2_with_a_message(agent_bin, agent_env, args):
     assert p.stderr.strip(), "a message on stderr"
     bad = args[-1] if args[-1].startswith("-") or args[-1] == "frobnicate" else args[-2]
     assert bad.encode() in p.stderr, p.stderr
+
+
+# -- hardening: exact ids, header resync, batch limit, EOF drain, signals ------------------------
+def frame_raw(body: bytes, framing: str) -> bytes:
+    return body + b"\n" if framing == "ndjson" else b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+def split_raw(out: bytes, framing: str) -> list[bytes]:
+    """The bodies of the agent's frames, as bytes (no JSON round trip that would change numbers)."""
+    if framing == "ndjson":
+        return [line for line in out.split(b"\n") if line]
+    bodies = []
+    while out:
+        header, sep, out = out.partition(b"\r\n\r\n")
+        assert sep and header.startswith(b"Content-Length: "), header[:100]
+        n = int(header[len(b"Content-Length: "):])
+        bodies.append(out[:n])
+        out = out[n:]
+    return bodies
+
+
+def run_raw(agent_bin, agent_env, data: bytes, framing: str, timeout: float = 60) -> list[bytes]:
+    p = subprocess.run([str(agent_bin), "serve"], input=data, capture_output=True, env=agent_env, timeout=timeout)
+    assert p.returncode == 0, p.stderr[-2000:]
+    return split_raw(p.stdout, framing)
+
+
+ODD_IDS = ["18446744073709551616", "123456789012345678901234567890", "-123456789012345678901234567890", "1e400",
+           "-1e400", "1E-400", "-0", "-0.0", "1.50", "1E2", "0.1", "9223372036854775808", "-9223372036854775809"]
+
+
+def test_ids_are_echoed_as_their_exact_text(agent_bin, agent_env, framing):
+    data = b""
+    for rid in ODD_IDS:
+        data += frame_raw(b'{"jsonrpc":"2.0","id":%s,"method":"ping"}' % rid.encode(), framing)
+        data += frame_raw(b'{"jsonrpc":"2.0","id":%s,"method":"no.such"}' % rid.encode(), framing)
+    batch = b",".join(b'{"jsonrpc":"2.0","id":%s,"method":"ping"}' % rid.encode() for rid in ODD_IDS)
+    data += frame_raw(b"[" + batch + b"]", framing)
+    bodies = run_raw(agent_bin, agent_env, data, framing)
+    assert len(bodies) == 2 * len(ODD_IDS) + 1
+    for k, rid in enumerate(ODD_IDS):
+        assert bodies[2 * k] == b'{"jsonrpc":"2.0","id":%s,"result":{}}' % rid.encode()
+        assert bodies[2 * k + 1].startswith(b'{"jsonrpc":"2.0","id":%s,"error":{"code":-32601' % rid.encode())
+    assert bodies[-1] == b"[" + b",".join(b'{"jsonrpc":"2.0","id":%s,"result":{}}' % rid.encode() for rid in ODD_IDS) + b"]"
+
+
+@pytest.mark.parametrize("bad", [
+    b"Content-Length: abc\r\n\r\n",
+    b"Content-Length: -5\r\n\r\n",
+    b"Content-Length: \r\n\r\n",
+    b"Content-Length: 99999999999999999999999999\r\n\r\n",
+    b"Content-Type: application/json\r\n\r\n",
+    b"Content-Length: 2\r\nContent-Length: 70\r\n\r\n",
+    b"X: 1\r\n\r\n",
+], ids=["non-numeric", "negative", "empty", "overflow", "no-length", "conflicting", "other-header"])
+def test_a_bad_content_length_header_costs_only_its_own_frame(agent_bin, agent_env, bad):
+    data = b""
+    for i in range(5):
+        data += frame_raw(b'{"jsonrpc":"2.0","id":%d,"method":"ping"}' % (10 + i), "content-length")
+        data += bad + b'{"jsonrpc":"2.0","id":%d,"method":"ping"}' % (100 + i)
+    data += frame_raw(b'{"jsonrpc":"2.0","id":"last","method":"ping"}', "content-length")
+    answers = [json.loads(b) for b in run_raw(agent_bin, agent_env, data, "content-length")]
+    assert [a["id"] for a in answers if "result" in a] == [10, 11, 12, 13, 14, "last"], answers
+    errors = [a for a in answers if "error" in a]
+    assert len(errors) == 5
+    for e in errors:
+        assert_error(e, -32700, None, "parse_error")
+
+
+def test_junk_between_content_length_frames_is_skipped(agent_bin, agent_env):
+    data = (frame_raw(b'{"jsonrpc":"2.0","id":1,"method":"ping"}', "content-length")
+            + b'{"jsonrpc":"2.0","id":99,"method":"ping"}\n'        # an NDJSON line in a Content-Length stream
+            + frame_raw(b'{"jsonrpc":"2.0","id":2,"method":"ping"}', "content-length")
+            + b"garbage without any header end"
+            + frame_raw(b'{"jsonrpc":"2.0","id":3,"method":"ping"}', "content-length"))
+    answers = [json.loads(b) for b in run_raw(agent_bin, agent_env, data, "content-length")]
+    assert [a["id"] for a in answers if "result" in a] == [1, 2, 3], answers
+    assert all(a["error"]["code"] == -32700 for a in answers if "error" in a)
+
+
+def test_eof_inside_a_frame_is_reported_in_the_streams_framing(agent_bin, agent_env):
+    """Nothing was answered before: the error alone must still use Content-Length framing."""
+    bodies = run_raw(agent_bin, agent_env, b'Content-Length: 100\r\n\r\n{"jsonrpc":"2.0","id":1', "content-length")
+    assert len(bodies) == 1
+    assert_error(json.loads(bodies[0]), -32700, None, "parse_error")
+
+
+def test_batch_limit(spawn_agent, framing):
+    agent = spawn_agent(framing=framing)
+    agent.send([ping(i) for i in range(10_000)])
+    frame = agent.recv(timeout=60)
+    assert [f["id"] for f in frame] == list(range(10_000))
+    agent.send([ping(i) for i in range(10_001)])
+    refused = agent.recv(timeout=60)
+    assert_error(refused, -32600, None, "batch_too_large")
+    assert refused["error"]["data"]["max_batch_size"] == 10_000
+    agent.send(ping("after"))
+    assert agent.recv() == ok("after")
+
+
+def test_a_batch_refused_as_too_large_runs_nothing(spawn_agent, agent_home):
+    """A refused batch runs none of its elements: no ledger is even opened by its history queries."""
+    agent = spawn_agent()
+    agent.send([{"jsonrpc": "2.0", "id": i, "method": "history.query"} for i in range(10_001)])
+    assert_error(agent.recv(timeout=60), -32600, None, "batch_too_large")
+    assert agent.sync() == []
+    assert not any(agent_home.iterdir()), list(agent_home.iterdir())
+
+
+def test_a_batch_in_flight_at_eof_is_answered(agent_bin, agent_env, framing):
+    """A batch of task-run methods written just before EOF is answered (it used to be dropped more often than not)."""
+    body = b'[{"jsonrpc":"2.0","id":"h","method":"history.query"},{"jsonrpc":"2.0","id":"p","method":"ping"}]'
+    for _ in range(15):
+        bodies = run_raw(agent_bin, agent_env, frame_raw(body, framing), framing)
+        assert len(bodies) == 1, bodies
+        answers = {a["id"]: a for a in json.loads(bodies[0])}
+        assert set(answers) == {"h", "p"}
+        assert answers["p"] == ok("p")
+        # Shutdown cancels in-flight work: the query either finished or says it was cancelled.
+        assert "result" in answers["h"] or answers["h"]["error"]["code"] == -32800, answers["h"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP, signal.SIGTERM], ids=["SIGINT", "SIGHUP", "SIGTERM"])
+def test_termination_signals_shut_down_cleanly(spawn_agent, framing, sig):
+    agent = spawn_agent(framing=framing)
+    agent.send(ping(1))
+    assert agent.recv() == ok(1)
+    agent.proc.send_signal(sig)
+    assert agent.wait(timeout=15) == 0, f"{sig.name} must end the agent with its clean shutdown (exit 0)"
+    assert f"{sig.name}: finishing in-flight work" in agent.stderr_tail()
