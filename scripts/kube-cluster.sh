@@ -149,7 +149,7 @@ start() {
     --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
     --listen-peer-urls "http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
     --initial-cluster "kube-test=http://127.0.0.1:$etcd_peer" \
-    --unsafe-no-fsync >"$dir/etcd.log" 2>&1 &
+    >"$dir/etcd.log" 2>&1 &
   echo $! >"$dir/etcd.pid"
 
   nohup "$bin/kube-apiserver" \

@@ -98,7 +98,7 @@ func main() async throws(RuntimeError) {
         let r = await rt.waitReady(handles[i], deadlineSeconds: 30, intervalMs: 100)
         guard r.ready else { fail("\(v) not ready: \(r.verdict.reason)") }
     }
-    // The Service was created selecting v2 (the last started); begin from v1 live.
+    // The Service was created selecting v1 (the first started); make sure v1 is live before timing.
     _ = try await rt.route(modelName: model, environment: environment, to: "v1", expecting: nil)
 
     var bare: [Double] = [], switches: [Double] = [], rollbacks: [Double] = [], status: [Double] = []

@@ -8,11 +8,12 @@ import Testing
 // Integration tests of the Kubernetes runtime against a real kube-apiserver (1.20, with etcd) and a real
 // kube-controller-manager, started by scripts/test.sh with scripts/kube-cluster.sh.
 //
-// STOOD IN FOR (no container runtime can run here): the kubelet. `KubeletStandIn` does what a kubelet
-// would report, and only that: it writes Pod status through the API's status subresource (phase
-// Running, Ready/ContainersReady conditions, a Pod IP, container states such as ImagePullBackOff), and
-// an in-process HTTP server on this host's non-loopback address answers where the container would
-// (/readyz, /echo). Everything else is real: server-side apply and validation, the deployment and
+// STOOD IN FOR (no container runtime can run here): the kubelet and, for the Pods it marks ready, the
+// scheduler's placement. `KubeletStandIn` registers one Node object, binds Pods to it through the
+// binding subresource (what kube-scheduler does), and writes Pod status through the status subresource
+// (phase Running, Ready/ContainersReady conditions, a Pod IP, container states such as
+// ImagePullBackOff), which is what a kubelet reports; an in-process HTTP server on this host's
+// non-loopback address answers where the container would (/readyz, /echo). Everything else is real: server-side apply and validation, the deployment and
 // replicaset controllers making ReplicaSets and Pods, the endpoints controller, the Service selector
 // switch, the progress deadline, and the API server's service proxy.
 
@@ -84,16 +85,37 @@ enum KubeTestEnv {
     }
 }
 
-/// What a kubelet would write into Pod status, written through the status subresource
-/// (`PUT /api/v1/namespaces/NS/pods/NAME/status`, via `kubectl replace --raw`).
+/// What a scheduler and a kubelet would write: a binding to a Node (`POST .../pods/NAME/binding`) and Pod
+/// status through the status subresource (`PUT .../pods/NAME/status`, via `kubectl replace --raw`).
 struct KubeletStandIn {
+    static let nodeName = "kubelet-stand-in"
     let kubectl: Kubectl
     let podIP: String
+
+    /// The endpoints controllers need a Pod's node to exist; the Node object is all there is of it.
+    func ensureNode() async throws {
+        let node: JSONValue = ["apiVersion": "v1", "kind": "Node",
+                               "metadata": ["name": .string(Self.nodeName), "labels": ["model-deployer/test": "stand-in"]]]
+        let code = await errorCode { _ = try await kubectl.run(["create", "-f", "-"], stdin: node.jsonBytes, namespaced: false) }
+        if code != nil && code != "kube_conflict" { throw RuntimeError(code: code!, message: "cannot register the stand-in Node") }
+    }
+
+    /// Binds the Pods matching `selector` that have no node yet, as kube-scheduler would.
+    func bind(selector: String) async throws {
+        try await ensureNode()
+        for pod in try await kubectl.list("pods", selector: selector) where pod["spec"]?["nodeName"]?.stringValue == nil {
+            guard let name = pod["metadata"]?["name"]?.stringValue else { continue }
+            let binding: JSONValue = ["apiVersion": "v1", "kind": "Binding", "metadata": ["name": .string(name)],
+                                      "target": ["apiVersion": "v1", "kind": "Node", "name": .string(Self.nodeName)]]
+            _ = try await kubectl.rawPost("/api/v1/namespaces/\(kubectl.namespace)/pods/\(name)/binding", body: binding.jsonBytes)
+        }
+    }
 
     /// Marks every Pod matching `selector` Running and Ready at `podIP`; returns how many it marked.
     @discardableResult
     func markReady(selector: String) async throws -> Int {
-        try await update(selector: selector) { status in
+        try await bind(selector: selector)
+        return try await update(selector: selector) { status in
             let now = Self.timestamp()
             status["phase"] = "Running"
             status["podIP"] = .string(podIP)
@@ -105,6 +127,15 @@ struct KubeletStandIn {
             })
             status["containerStatuses"] = [["name": "bento", "ready": true, "restartCount": 0, "image": "stand-in",
                                             "imageID": "", "started": true, "state": ["running": ["startedAt": .string(now)]]]]
+        }
+    }
+
+    /// Completes the deletion of Pods the ReplicaSet controller is scaling away, as a kubelet does once
+    /// their containers stopped (a bound Pod is only gone when its kubelet confirms with grace period 0).
+    func finishTerminating(selector: String) async throws {
+        for pod in try await kubectl.list("pods", selector: selector) where pod["metadata"]?["deletionTimestamp"] != nil {
+            guard let name = pod["metadata"]?["name"]?.stringValue else { continue }
+            _ = try await kubectl.run(["delete", "pod", name, "--grace-period=0", "--force", "--ignore-not-found"])
         }
     }
 
@@ -190,11 +221,11 @@ struct KubeIntegrationTests {
         let kubectl: Kubectl
         let runtime: KubeRuntime
         let kubelet: KubeletStandIn
-        let server: TestHTTPServer
+        let server: StandInContainer
 
         init(progressDeadlineSeconds: Int = 600) async throws {
             let host = try #require(KubeTestEnv.hostAddress(), "no non-loopback IPv4 address to stand in for Pod IPs")
-            server = try TestHTTPServer(address: host)
+            server = try StandInContainer(address: host)
             ns = try await KubeTestEnv.makeNamespace()
             kubectl = try KubeTestEnv.kubectl(namespace: ns)
             let target = KubeTarget(namespace: ns, imageTemplate: "registry.example/{bento_name}:{bento_version}", replicas: 2,
@@ -258,8 +289,11 @@ struct KubeIntegrationTests {
         let smoke = await r.smoke(modelName: Self.model, environment: Self.env, preview: false,
                                   checks: [SmokeTest(api: "echo", input: ["x": [1, 2]], expect: ["x": [1, 2]])])
         #expect(smoke.count == 1 && smoke[0].passed, "\(smoke.first?.message ?? "")")
+        #expect(try await r.waitEndpoints(modelName: Self.model, environment: Self.env, preview: false))
         let readyz = try await r.call(modelName: Self.model, environment: Self.env, preview: false, path: "/readyz")
         #expect(try JSONValue.parse(readyz) == ["ok": true])
+        // What BentoML gets through this path: a chunked body with no Content-Type (kubectl create --raw sets none).
+        #expect(f.server.contentTypes.first == "")
 
         // v2 comes up beside v1; the preview Service selects it, the stable one still selects v1.
         _ = try await f.bringUp("v2")
@@ -298,7 +332,8 @@ struct KubeIntegrationTests {
         let d2 = try await f.kubectl.get("deployment", try KubeNames.deploymentName(modelName: Self.model, environment: Self.env, version: "v2"))
         #expect(d2?["spec"]?["replicas"]?.intValue == 0)
         let drained = try await KubeTestEnv.eventually { () async throws -> Bool? in
-            try await f.kubectl.list("pods", selector: f.selector("v2")).isEmpty ? true : nil
+            try await f.kubelet.finishTerminating(selector: f.selector("v2"))
+            return try await f.kubectl.list("pods", selector: f.selector("v2")).isEmpty ? true : nil
         }
         #expect(drained == true)
         // A version retired to 0 is not a rollback target any more.
@@ -370,5 +405,105 @@ struct KubeIntegrationTests {
         spec["selector"] = ["matchLabels": ["model-deployer/version": "other"]]
         d["spec"] = .object(spec)
         #expect(await errorCode { _ = try await f.kubectl.apply(.object(d)) } == "kube_invalid_object")
+    }
+}
+
+/// Answers where the container would, on a non-loopback address (the API server refuses to proxy to
+/// loopback): `/readyz` and `/livez` answer `{"ok":true}`, `POST /echo` answers its JSON body, anything
+/// else 404. It reads chunked request bodies, because that is how `kubectl create --raw` sends them
+/// through the service proxy. Records the Content-Type each request carried.
+final class StandInContainer: @unchecked Sendable {
+    let port: Int
+    private let fd: Int32
+    private let lock = NSLock()
+    private var seenContentTypes: [String] = []
+
+    var contentTypes: [String] { lock.lock(); defer { lock.unlock() }; return seenContentTypes }
+
+    init(address: String) throws {
+        let sock = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var one: Int32 = 1
+        setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(4))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        guard inet_pton(AF_INET, address, &addr.sin_addr) == 1 else { throw POSIXError(.EINVAL) }
+        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(sock, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard rc == 0, listen(sock, 64) == 0 else { Glibc.close(sock); throw POSIXError(.EADDRINUSE) }
+        var bound = sockaddr_in()
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &bound) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(sock, $0, &len) } }
+        fd = sock
+        port = Int(UInt16(bigEndian: bound.sin_port))
+        Thread { [self] in
+            while true {
+                let c = accept(fd, nil, nil)
+                if c < 0 { if errno == EINTR { continue }; Glibc.close(fd); return }
+                Thread { [self] in handle(c) }.start()
+            }
+        }.start()
+    }
+
+    func close() { shutdown(fd, Int32(SHUT_RDWR)) }
+
+    private func handle(_ c: Int32) {
+        defer { Glibc.close(c) }
+        var data: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 8192)
+        func fill() -> Bool {
+            let n = read(c, &buf, buf.count)
+            if n <= 0 { return false }
+            data += buf[0..<n]
+            return true
+        }
+        let crlf2: [UInt8] = Array("\r\n\r\n".utf8)
+        func find(_ needle: [UInt8], from: Int) -> Int? {
+            guard data.count >= needle.count + from else { return nil }
+            for i in from...(data.count - needle.count) where Array(data[i..<(i + needle.count)]) == needle { return i }
+            return nil
+        }
+        var headEnd: Int?
+        while headEnd == nil { headEnd = find(crlf2, from: 0); if headEnd == nil && !fill() { return } }
+        let head = String(decoding: data[..<headEnd!], as: UTF8.self)
+        let lines = head.components(separatedBy: "\r\n")
+        let requestLine = lines[0].split(separator: " ")
+        let method = requestLine.first.map(String.init) ?? ""
+        let path = requestLine.dropFirst().first.map(String.init) ?? "/"
+        var headers: [String: String] = [:]
+        for l in lines.dropFirst() {
+            if let i = l.firstIndex(of: ":") { headers[l[..<i].lowercased()] = l[l.index(after: i)...].trimmingCharacters(in: .whitespaces) }
+        }
+        lock.lock(); seenContentTypes.append(headers["content-type"] ?? ""); lock.unlock()
+        var body: [UInt8] = []
+        var pos = headEnd! + 4
+        if headers["transfer-encoding"]?.lowercased() == "chunked" {
+            while true {
+                var lineEnd = find([13, 10], from: pos)
+                while lineEnd == nil { if !fill() { return }; lineEnd = find([13, 10], from: pos) }
+                let sizeText = String(decoding: data[pos..<lineEnd!], as: UTF8.self).split(separator: ";").first ?? "0"
+                let size = Int(sizeText.trimmingCharacters(in: .whitespaces), radix: 16) ?? 0
+                pos = lineEnd! + 2
+                while data.count < pos + size + 2 { if !fill() { return } }
+                if size == 0 { break }
+                body += data[pos..<(pos + size)]
+                pos += size + 2
+            }
+        } else if let n = headers["content-length"].flatMap({ Int($0) }) {
+            while data.count < pos + n { if !fill() { return } }
+            body = Array(data[pos..<(pos + n)])
+        }
+        let (status, answer): (String, [UInt8])
+        switch (method, path) {
+        // Exact paths: a query string added on the way (kubectl's ?timeout=) would be a bug.
+        case (_, "/readyz"), (_, "/livez"): (status, answer) = ("200 OK", Array("{\"ok\":true}".utf8))
+        case ("POST", "/echo"): (status, answer) = ("200 OK", body)
+        default: (status, answer) = ("404 Not Found", Array("{\"error\":\"no such api\"}".utf8))
+        }
+        let out = Array("HTTP/1.1 \(status)\r\nContent-Type: application/json\r\nContent-Length: \(answer.count)\r\nConnection: close\r\n\r\n".utf8) + answer
+        var off = 0
+        while off < out.count {
+            let n = out[off...].withUnsafeBytes { send(c, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n <= 0 { return }
+            off += n
+        }
     }
 }

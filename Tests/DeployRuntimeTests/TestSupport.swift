@@ -35,8 +35,7 @@ final class TestHTTPServer: @unchecked Sendable {
     let body: String
     let extraHeaders: [String: String]
 
-    /// - Parameter address: the IPv4 address to listen on (the Kubernetes tests need a non-loopback one).
-    init(body: String = "{\"ok\":true}", headers: [String: String] = [:], address: String = "127.0.0.1") throws {
+    init(body: String = "{\"ok\":true}", headers: [String: String] = [:]) throws {
         self.body = body
         self.extraHeaders = headers
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
@@ -46,7 +45,7 @@ final class TestHTTPServer: @unchecked Sendable {
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_port = 0
-        guard inet_pton(AF_INET, address, &addr.sin_addr) == 1 else { throw POSIXError(.EINVAL) }
+        addr.sin_addr.s_addr = in_addr_t(0x7f00_0001).bigEndian
         _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
         listen(fd, 128)
         var bound = sockaddr_in()

@@ -125,9 +125,9 @@ public struct KubeRuntime: Sendable {
         if !pods.isEmpty {
             // Events are best effort: a cluster may forbid reading them, and the verdict stands without.
             do throws(RuntimeError) {
-                events = try await kubectl.list("events", selector: "").filter {
-                    $0["involvedObject"]?["kind"]?.stringValue == "Pod"
-                }
+                let names = Set(pods.compactMap { $0["metadata"]?["name"]?.stringValue })
+                events = try await kubectl.json(["get", "events", "--field-selector", "involvedObject.kind=Pod", "-o", "json"])["items"]?
+                    .arrayValue?.filter { names.contains($0["involvedObject"]?["name"]?.stringValue ?? "") } ?? []
             } catch {}
         }
         return KubeRolloutStatus.evaluate(deployment: dep, pods: pods, events: events)
@@ -284,9 +284,37 @@ public struct KubeRuntime: Sendable {
         return try await kubectl.rawGet(raw)
     }
 
-    /// Smoke tests through the service proxy, with the same pass rules as the local runtime.
-    public func smoke(modelName: String, environment: String, preview: Bool, checks: [SmokeCheck]) async -> [SmokeResult] {
+    /// Waits until the endpoints controller lists at least one ready address for the Service (it follows
+    /// Pod readiness asynchronously, so a just-available Deployment may not be reachable yet).
+    /// - Returns: `true` when an address appeared within `deadlineSeconds`.
+    public func waitEndpoints(modelName: String, environment: String, preview: Bool,
+                              deadlineSeconds: Double = 10, intervalMs: Int = 100) async throws(RuntimeError) -> Bool {
+        let svc = preview ? try KubeNames.previewServiceName(modelName: modelName, environment: environment)
+                          : try KubeNames.serviceName(modelName: modelName, environment: environment)
+        let start = monotonicMs()
+        while true {
+            let ep = try await kubectl.get("endpoints", svc)
+            let ready = (ep?["subsets"]?.arrayValue ?? []).contains { !($0["addresses"]?.arrayValue ?? []).isEmpty }
+            if ready { return true }
+            if monotonicMs() - start >= deadlineSeconds * 1000 || Task.isCancelled { return false }
+            await pause(milliseconds: intervalMs)
+        }
+    }
+
+    /// Smoke tests through the service proxy, with the same pass rules as the local runtime. Waits up to
+    /// `endpointsDeadlineSeconds` for the Service to have a ready endpoint first.
+    public func smoke(modelName: String, environment: String, preview: Bool, checks: [SmokeCheck],
+                      endpointsDeadlineSeconds: Double = 10) async -> [SmokeResult] {
         var results: [SmokeResult] = []
+        do throws(RuntimeError) {
+            if try await !waitEndpoints(modelName: modelName, environment: environment, preview: preview,
+                                        deadlineSeconds: endpointsDeadlineSeconds) {
+                return checks.map { SmokeResult(api: $0.api, passed: false, status: nil, latencyMs: 0, answer: nil,
+                                                message: "the Service has no ready endpoint after \(Int(endpointsDeadlineSeconds)) s") }
+            }
+        } catch {
+            return checks.map { SmokeResult(api: $0.api, passed: false, status: nil, latencyMs: 0, answer: nil, message: error.description) }
+        }
         for check in checks {
             let start = monotonicMs()
             do throws(RuntimeError) {

@@ -7,7 +7,8 @@ import JSON
 /// or patches under the field manager `model-deployer`, and has a short timeout. Failures are
 /// `RuntimeError`s with a stable code and kubectl's own stderr in the message:
 /// `kubectl_not_found`, `kubectl_timeout`, `kubectl_failed`, `kube_not_found`, `kube_conflict`,
-/// `kube_invalid_object`, `kube_forbidden`, `kube_unreachable`, `kube_bad_response`.
+/// `kube_invalid_object`, `kube_forbidden`, `kube_unreachable`, `kube_service_unavailable` (the service
+/// proxy found no ready endpoint), `kube_bad_response`.
 public struct Kubectl: Sendable {
     /// The field manager of every write.
     public static let fieldManager = "model-deployer"
@@ -47,7 +48,9 @@ public struct Kubectl: Sendable {
         var args: [String] = []
         if let context { args += ["--context", context] }
         if namespaced { args += ["-n", namespace] }
-        args += ["--request-timeout", "\(Int(timeout.components.seconds))s"]
+        // kubectl sends --request-timeout as a `?timeout=` query parameter, which the service proxy would
+        // pass on to the model server; raw calls rely on the process deadline alone.
+        if !arguments.contains("--raw") { args += ["--request-timeout", "\(Int(timeout.components.seconds))s"] }
         args += arguments
         let out = try await CommandRunner.run(path: executable, arguments: args, environment: environment, stdin: stdin,
                                               timeoutMs: Double(timeout.components.seconds) * 1000 + 2000)
@@ -82,9 +85,9 @@ public struct Kubectl: Sendable {
         }
     }
 
-    /// The items of `kubectl get KINDS -l SELECTOR -o json`.
+    /// The items of `kubectl get KINDS -l SELECTOR -o json` (every object of those kinds when `selector` is empty).
     public func list(_ kinds: String, selector: String) async throws(RuntimeError) -> [JSONValue] {
-        let list = try await json(["get", kinds, "-l", selector, "-o", "json"])
+        let list = try await json(["get", kinds] + (selector.isEmpty ? [] : ["-l", selector]) + ["-o", "json"])
         guard let items = list["items"]?.arrayValue else {
             throw RuntimeError(code: "kube_bad_response", message: "kubectl get \(kinds) returned no items list")
         }
@@ -140,6 +143,8 @@ public struct Kubectl: Sendable {
             code = "kube_conflict"
         } else if text.contains("(Invalid)") || text.contains("is invalid") || text.contains("(BadRequest)") {
             code = "kube_invalid_object"
+        } else if text.contains("(ServiceUnavailable)") {
+            code = "kube_service_unavailable"
         } else if text.contains("(Forbidden)") || text.contains("(Unauthorized)") {
             code = "kube_forbidden"
         } else if text.contains("connection refused") || text.contains("Unable to connect to the server")
