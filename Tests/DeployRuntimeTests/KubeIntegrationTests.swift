@@ -390,6 +390,8 @@ struct KubeIntegrationTests {
                                   "spec": ["selector": ["app": "someone-else"], "ports": [["port": 80]]]]
         _ = try await f.kubectl.json(["create", "-o", "json", "-f", "-"], stdin: foreign.jsonBytes)
         #expect(await errorCode { _ = try await f.runtime.start(Self.spec("v1")) } == "kube_not_owned")
+        // The one-call switch checks ownership on the server (JSON patch test operations) and refuses too.
+        #expect(await errorCode { _ = try await f.runtime.route(modelName: Self.model, environment: Self.env, to: "v1", expecting: "v0") } == "kube_not_owned")
         let after = try await f.kubectl.get("service", name)
         #expect(after?["spec"]?["selector"] == ["app": "someone-else"])
         #expect(try await f.kubectl.list("deployments", selector: "app.kubernetes.io/managed-by=model-deployer").isEmpty)

@@ -189,7 +189,13 @@ public struct KubeRuntime: Sendable {
         return try await route(modelName: modelName, environment: environment, to: previousVersion, expecting: current)
     }
 
-    /// The version the stable Service selects now, or nil when there is no Service.
+    /// `true` when the stable Service selects `version` now.
+    private func isSelected(modelName: String, environment: String, version: String) async throws(RuntimeError) -> Bool {
+        try await currentVersion(modelName: modelName, environment: environment) == KubeNames.labelValue(version)
+    }
+
+    /// The version label the stable Service selects now (the exact version whenever it is a valid label
+    /// value, as BentoML versions are; else its `KubeNames.labelValue` form), or nil when there is no Service.
     public func currentVersion(modelName: String, environment: String) async throws(RuntimeError) -> String? {
         let name = try KubeNames.serviceName(modelName: modelName, environment: environment)
         guard let svc = try await kubectl.get("service", name) else { return nil }
@@ -210,7 +216,7 @@ public struct KubeRuntime: Sendable {
             throw RuntimeError(code: "kube_not_found", message: "deployment \(dep) of \(version) does not exist")
         }
         try requireOwned(obj, modelName: modelName, environment: environment)
-        if replicas == 0, try await currentVersion(modelName: modelName, environment: environment) == version {
+        if replicas == 0, try await isSelected(modelName: modelName, environment: environment, version: version) {
             throw RuntimeError(code: "kube_in_use", message: "\(version) is what the Service selects; not scaling it to 0")
         }
         _ = try await kubectl.mergePatch("deployment", dep, ["spec": ["replicas": .integer(replicas)]])
@@ -225,7 +231,7 @@ public struct KubeRuntime: Sendable {
     /// again by then (a rollback brought it back). Returns `true` when it scaled it down.
     public func retire(modelName: String, environment: String, version: String, keepWarm: Duration) async throws(RuntimeError) -> Bool {
         await pause(milliseconds: Int(keepWarm.secondsDouble * 1000))
-        if try await currentVersion(modelName: modelName, environment: environment) == version { return false }
+        if try await isSelected(modelName: modelName, environment: environment, version: version) { return false }
         try await stop(modelName: modelName, environment: environment, version: version)
         return true
     }
@@ -236,7 +242,7 @@ public struct KubeRuntime: Sendable {
         let dep = try KubeNames.deploymentName(modelName: modelName, environment: environment, version: version)
         guard let obj = try await kubectl.get("deployment", dep) else { return }
         try requireOwned(obj, modelName: modelName, environment: environment)
-        if try await currentVersion(modelName: modelName, environment: environment) == version {
+        if try await isSelected(modelName: modelName, environment: environment, version: version) {
             throw RuntimeError(code: "kube_in_use", message: "\(version) is what the Service selects; not deleting it")
         }
         try await kubectl.delete("deployment", dep)
@@ -359,38 +365,60 @@ public struct KubeRuntime: Sendable {
         }
     }
 
+    /// One JSON patch replaces the selector. With `expecting`, that patch is the whole switch (one kubectl
+    /// call): `test` operations make the API server itself check that the Service is ours (managed-by,
+    /// model and environment labels) and still selects `expecting`. Without it, a read comes first and the
+    /// patch is conditional on the `resourceVersion` read.
     private func switchSelector(service: String, modelName: String, environment: String, to version: String,
                                 expecting: String?) async throws(RuntimeError) -> KubeSwitch {
         try KubeNames.checkIdentity(modelName: modelName, environment: environment, version: version)
-        let start = monotonicMs()
-        guard let svc = try await kubectl.get("service", service) else {
-            throw RuntimeError(code: "kube_not_found", message: "service \(service) does not exist in \(target.namespace)")
+        if let expecting {
+            try KubeNames.checkIdentity(modelName: modelName, environment: environment, version: expecting)
         }
-        try requireOwned(svc, modelName: modelName, environment: environment)
-        let before = versionSelected(by: svc)
+        let start = monotonicMs()
         let selector = KubeNames.selector(modelName: modelName, environment: environment, version: version)
         var ops: [JSONValue] = []
-        // JSON-pointer escaping of the label key: '~' -> '~0', '/' -> '~1'.
-        let versionPointer = "/spec/selector/" + KubeNames.versionLabel.replacingOccurrences("~", "~0").replacingOccurrences("/", "~1")
+        var before: String? = expecting
         if let expecting {
-            ops.append(["op": "test", "path": .string(versionPointer), "value": .string(KubeNames.labelValue(expecting))])
-        } else if let rv = svc["metadata"]?["resourceVersion"]?.stringValue {
-            // Unconditional for the caller, but still not blind: nobody may have changed it since our read.
-            ops.append(["op": "test", "path": "/metadata/resourceVersion", "value": .string(rv)])
+            let owned = KubeManifests.commonLabels(modelName: modelName, environment: environment)
+            for key in [KubeNames.managedByLabel, KubeNames.modelLabel, KubeNames.environmentLabel] {
+                ops.append(["op": "test", "path": .string("/metadata/labels/" + pointerEscaped(key)), "value": owned[key] ?? .null])
+            }
+            ops.append(["op": "test", "path": .string("/spec/selector/" + pointerEscaped(KubeNames.versionLabel)),
+                        "value": .string(KubeNames.labelValue(expecting))])
+        } else {
+            guard let svc = try await kubectl.get("service", service) else {
+                throw RuntimeError(code: "kube_not_found", message: "service \(service) does not exist in \(target.namespace)")
+            }
+            try requireOwned(svc, modelName: modelName, environment: environment)
+            before = versionSelected(by: svc)
+            if let rv = svc["metadata"]?["resourceVersion"]?.stringValue {
+                // Unconditional for the caller, but still not blind: nobody may have changed it since our read.
+                ops.append(["op": "test", "path": "/metadata/resourceVersion", "value": .string(rv)])
+            }
         }
         ops.append(["op": "replace", "path": "/spec/selector", "value": .object(selector.mapValues { .string($0) })])
         do {
             _ = try await kubectl.jsonPatch("service", service, ops)
-        } catch where error.code == "kubectl_failed" || error.code == "kube_invalid_object" || error.code == "kube_conflict" {
-            // A failed `test` operation comes back as an invalid-patch error: re-read to say what happened.
-            let now = try await kubectl.get("service", service).flatMap { versionSelected(by: $0) }
-            if now != before || (expecting != nil && now.map(KubeNames.labelValue) != expecting.map(KubeNames.labelValue)) {
+        } catch where error.code == "kube_invalid_object" || error.code == "kube_conflict" {
+            // A failed `test` operation comes back as an invalid request: re-read to say which one failed.
+            guard let now = try await kubectl.get("service", service) else {
+                throw RuntimeError(code: "kube_not_found", message: "service \(service) does not exist in \(target.namespace)")
+            }
+            try requireOwned(now, modelName: modelName, environment: environment)
+            let selected = versionSelected(by: now)
+            if selected != before.map(KubeNames.labelValue) || expecting == nil {
                 throw RuntimeError(code: "kube_conflict",
-                                   message: "service \(service) selects \(now ?? "nothing"), not \(expecting ?? before ?? "nothing"): another switch happened first")
+                                   message: "service \(service) selects \(selected ?? "nothing"), not \(before ?? "nothing"): another switch happened first")
             }
             throw error
         }
         return KubeSwitch(service: service, previousVersion: before, version: version, elapsedMs: monotonicMs() - start)
+    }
+
+    /// JSON-pointer escaping of one path segment (RFC 6901): `~` -> `~0`, `/` -> `~1`.
+    private func pointerEscaped(_ key: String) -> String {
+        key.replacingOccurrences("~", "~0").replacingOccurrences("/", "~1")
     }
 
     /// The exact version a Service selects: the selector's version label mapped back through our

@@ -139,9 +139,11 @@ public struct Kubectl: Sendable {
         let code: String
         if text.contains("(NotFound)") || text.contains(" not found") && text.contains("Error from server") {
             code = "kube_not_found"
-        } else if text.contains("(Conflict)") || text.contains("(AlreadyExists)") || text.contains("the server rejected our request due to an error in our request") && text.contains("test") || text.contains("testing value") || text.contains("test operation") {
+        } else if text.contains("(Conflict)") || text.contains("(AlreadyExists)") {
             code = "kube_conflict"
         } else if text.contains("(Invalid)") || text.contains("is invalid") || text.contains("(BadRequest)") {
+            // Also a JSON patch whose `test` operation failed ("The request is invalid"): the caller that
+            // sent the test re-reads the object to tell a lost race from a bad patch.
             code = "kube_invalid_object"
         } else if text.contains("(ServiceUnavailable)") {
             code = "kube_service_unavailable"
