@@ -353,6 +353,54 @@ struct KubeIntegrationTests {
         #expect(Set(objects.filter { $0.kind == "Deployment" }.compactMap(\.version)) == ["v1", "v2"])
     }
 
+    @Test(.enabled(if: TestEnv.bentoml != nil, "needs MODEL_DEPLOYER_TEST_BENTOML_HOME and MODEL_DEPLOYER_BENTOML (scripts/test.sh)"))
+    func realBentoMLAnswersThroughTheServiceProxy() async throws {
+        // The container stood in by a real `bentoml serve` of the v1 example bento on this host's address:
+        // the smoke POST goes kubectl create --raw -> API server -> service proxy -> endpoints -> BentoML.
+        let env = TestEnv.bentoml!
+        let host = try #require(KubeTestEnv.hostAddress())
+        let bento = try BentoMLIntegrationTests.bento("v1")
+        let port = freePort(preferred: nil)
+        let logs = try TempDir("kube-bento")
+        var childEnv = ProcessLauncher.currentEnvironment()
+        childEnv["BENTOML_HOME"] = env.home
+        childEnv["BENTOML_DO_NOT_TRACK"] = "true"
+        let proc = try ProcessLauncher.spawnDetached(executable: env.executable,
+                                                     arguments: ["serve", bento.tag, "--host", host, "--port", "\(port)"],
+                                                     environment: childEnv, workingDirectory: nil, logPath: logs.path + "/bentoml.log")
+        let ns = try await KubeTestEnv.makeNamespace()
+        try await withCleanup({
+            var up = false
+            for _ in 0..<300 where !up {
+                up = (try? await HTTPClient.request(method: "GET", host: host, port: port, path: "/readyz", timeoutMs: 1000))?.isSuccess == true
+                if !up { try await Task.sleep(for: .milliseconds(200)) }
+            }
+            #expect(up, "bentoml serve did not become ready")
+            guard up else { return }
+            let kubectl = try KubeTestEnv.kubectl(namespace: ns)
+            let target = KubeTarget(namespace: ns, imageTemplate: "registry.example/{bento_name}:{bento_version}", replicas: 1,
+                                    containerPort: port)
+            let r = try KubeRuntime(kubectl: kubectl, target: target)
+            let version = String(bento.tag.split(separator: ":")[1])
+            let h = try await r.start(KubeVersionSpec(modelName: Self.model, environment: Self.env, version: version, bentoTag: bento.tag,
+                                                      deploymentID: "018f3a2b-7c4d-7e5f-8a6b-1c2d3e4f5a6b",
+                                                      resources: KubeResources(memoryMB: 512, cpu: 1)))
+            let sel = KubeNames.selector(modelName: Self.model, environment: Self.env, version: version).sorted { $0.key < $1.key }
+                .map { "\($0.key)=\($0.value)" }.joined(separator: ",")
+            _ = try await KubeTestEnv.eventually { try await kubectl.list("pods", selector: sel).isEmpty ? nil : true }
+            #expect(try await KubeletStandIn(kubectl: kubectl, podIP: host).markReady(selector: sel) == 1)
+            #expect(await r.waitReady(h, deadlineSeconds: 30, intervalMs: 200).ready)
+            let smoke = await r.smoke(modelName: Self.model, environment: Self.env, preview: true,
+                                      checks: [SmokeTest(api: "predict", input: BentoMLIntegrationTests.smokeInput,
+                                                         expect: BentoMLIntegrationTests.v1Answer)])
+            #expect(smoke.first?.passed == true, "\(smoke.first?.message ?? "")")
+        }, cleanup: {
+            _ = await ProcessLauncher.terminateTree(pgid: proc.pgid, members: [proc.pid], grace: .seconds(5))
+            await KubeTestEnv.dropNamespace(ns)
+            logs.remove()
+        })
+    }
+
     @Test func stuckRolloutIsReportedInWordsAndTornDownLeavingLiveAlone() async throws {
         let f = try await Fixture(progressDeadlineSeconds: 3)
         defer { Task { await f.tearDown() } }
