@@ -46,12 +46,12 @@ export MODEL_DEPLOYER_TEST_PG_DIR="$pg_dir" MODEL_DEPLOYER_TEST_PG_PORT="$pg_por
 say "throwaway Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager; no kubelet)"
 # Built once per machine (about 12 minutes the first time), cached under ~/.cache/model-deployer-test.
 kube_status=0
+export MODEL_DEPLOYER_TEST_KUBERNETES_VALIDATE="$root/.venv/bin/kubernetes-validate"
 if scripts/kube-cluster.sh build >"$state/kube-build.log" 2>&1; then
   kube_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   if MODEL_DEPLOYER_TEST_KUBECONFIG="$(scripts/kube-cluster.sh start "$kube_dir" "$kube_port")"; then
     export MODEL_DEPLOYER_TEST_KUBECONFIG
     export MODEL_DEPLOYER_KUBECTL="$(scripts/kube-cluster.sh kubectl)"
-    export MODEL_DEPLOYER_TEST_KUBERNETES_VALIDATE="$root/.venv/bin/kubernetes-validate"
   else
     echo "test: the Kubernetes control plane did not start" >&2; kube_status=1
   fi
