@@ -128,8 +128,12 @@ start() {
   if [[ -e "$dir" && ! -f "$(marker)" ]] && [[ -n "$(ls -A "$dir")" ]]; then
     die "$dir exists, is not empty and was not made by this script"
   fi
-  mkdir -p "$dir"; touch "$(marker)"; chmod 700 "$dir"
   local pki="$dir/pki" etcd_port=$((port + 1)) etcd_peer=$((port + 2))
+  for p in "$port" "$etcd_port" "$etcd_peer"; do
+    # A connect that succeeds means someone listens there already.
+    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then die "port $p is in use (PORT, PORT+1 and PORT+2 must be free)"; fi
+  done
+  mkdir -p "$dir"; touch "$(marker)"; chmod 700 "$dir"
   mkdir -p "$pki"
   # Throwaway credentials: a self-signed serving cert, a service-account signing key and one static
   # token with cluster-admin rights (group system:masters) for kubectl.
@@ -196,6 +200,7 @@ EOF
   done
   if [[ -z "$ok" ]]; then
     tail -n 20 "$dir/apiserver.log" >&2 || true; tail -n 5 "$dir/etcd.log" >&2 || true
+    stop_pidfile "$dir/apiserver.pid"; stop_pidfile "$dir/etcd.pid"
     die "kube-apiserver did not become ready on 127.0.0.1:$port"
   fi
 
@@ -209,7 +214,11 @@ EOF
     --logtostderr=true --v=1 >"$dir/controller-manager.log" 2>&1 &
   echo $! >"$dir/controller-manager.pid"
   sleep 0.5
-  [[ -d /proc/$(cat "$dir/controller-manager.pid") ]] || { tail -n 20 "$dir/controller-manager.log" >&2; die "kube-controller-manager exited"; }
+  if [[ ! -d /proc/$(cat "$dir/controller-manager.pid") ]]; then
+    tail -n 20 "$dir/controller-manager.log" >&2
+    stop_pidfile "$dir/apiserver.pid"; stop_pidfile "$dir/etcd.pid"
+    die "kube-controller-manager exited"
+  fi
   echo "$kc"
 }
 

@@ -48,8 +48,14 @@ say "throwaway Kubernetes control plane (etcd, kube-apiserver, kube-controller-m
 kube_status=0
 export MODEL_DEPLOYER_TEST_KUBERNETES_VALIDATE="$root/.venv/bin/kubernetes-validate"
 if scripts/kube-cluster.sh build >"$state/kube-build.log" 2>&1; then
-  kube_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  if MODEL_DEPLOYER_TEST_KUBECONFIG="$(scripts/kube-cluster.sh start "$kube_dir" "$kube_port")"; then
+  # The script needs PORT, PORT+1 and PORT+2 free; a random PORT may collide, so try a few.
+  for _ in 1 2 3; do
+    kube_port=$(python3 -c 'import random; print(random.randint(20000, 60000))')
+    MODEL_DEPLOYER_TEST_KUBECONFIG="$(scripts/kube-cluster.sh start "$kube_dir" "$kube_port")" && break
+    MODEL_DEPLOYER_TEST_KUBECONFIG=""
+    scripts/kube-cluster.sh stop "$kube_dir" >/dev/null 2>&1 || true
+  done
+  if [ -n "$MODEL_DEPLOYER_TEST_KUBECONFIG" ]; then
     export MODEL_DEPLOYER_TEST_KUBECONFIG
     export MODEL_DEPLOYER_KUBECTL="$(scripts/kube-cluster.sh kubectl)"
   else
