@@ -14,6 +14,10 @@ public struct CommandOutput: Sendable, Hashable {
 /// Runs a command with an argument array (never a shell), bytes on stdin, stdout and stderr captured
 /// separately, and a deadline after which its process group is killed.
 enum CommandRunner {
+    private typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+    private static let closeFrom: AddCloseFrom? = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np")
+        .map { unsafeBitCast($0, to: AddCloseFrom.self) }
+
     static func run(path: String, arguments: [String], environment: [String: String], stdin: [UInt8],
                     timeoutMs: Double) async throws(RuntimeError) -> CommandOutput {
         try await Blocking.run(throwing: { () throws(RuntimeError) -> CommandOutput in
@@ -39,6 +43,8 @@ enum CommandRunner {
         posix_spawn_file_actions_adddup2(&fa, pipes[0].r, 0)
         posix_spawn_file_actions_adddup2(&fa, pipes[1].w, 1)
         posix_spawn_file_actions_adddup2(&fa, pipes[2].w, 2)
+        // Nothing else of ours leaks into kubectl (descriptors opened by other threads included).
+        _ = closeFrom?(&fa, 3)
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)
         defer { posix_spawnattr_destroy(&attr) }
