@@ -429,6 +429,22 @@ struct KubeIntegrationTests {
         #expect(await errorCode { try await r.remove(modelName: Self.model, environment: Self.env, version: "v1") } == "kube_in_use")
     }
 
+    @Test func twoRacingSwitchesFromTheSameLiveVersionExactlyOneWins() async throws {
+        // Two agents (two runtimes, two kubectl processes) both believe v1 is live and switch at once.
+        let f = try await Fixture()
+        defer { Task { await f.tearDown() } }
+        for v in ["v1", "v2", "v3"] { _ = try await f.runtime.start(Self.spec(v)) }
+        #expect(try await f.runtime.currentVersion(modelName: Self.model, environment: Self.env) == "v1")
+        let other = try KubeRuntime(kubectl: try KubeTestEnv.kubectl(namespace: f.ns), target: f.runtime.target)
+        async let a = errorCode { _ = try await f.runtime.route(modelName: Self.model, environment: Self.env, to: "v2", expecting: "v1") }
+        async let b = errorCode { _ = try await other.route(modelName: Self.model, environment: Self.env, to: "v3", expecting: "v1") }
+        let (ra, rb) = await (a, b)
+        #expect([ra, rb].filter { $0 == nil }.count == 1, "\(String(describing: ra)) \(String(describing: rb))")
+        #expect([ra, rb].filter { $0 == "kube_conflict" }.count == 1)
+        let live = try await f.runtime.currentVersion(modelName: Self.model, environment: Self.env)
+        #expect(live == (ra == nil ? "v2" : "v3"))
+    }
+
     @Test func neverTouchesWhatItDidNotCreate() async throws {
         let f = try await Fixture()
         defer { Task { await f.tearDown() } }
