@@ -274,6 +274,10 @@ struct KubeIntegrationTests {
         #expect(rs?.count == 1)
         #expect(rs?.first?["metadata"]?["ownerReferences"]?.arrayValue?.first?["name"]?.stringValue == h1.deploymentName)
 
+        let pods = try await KubeTestEnv.eventually { () async throws -> Bool? in
+            try await f.kubectl.list("pods", selector: f.selector("v1")).count == 2 ? true : nil
+        }
+        #expect(pods == true, "the replicaset controller should have made 2 Pods")
         // Without a kubelet nothing becomes ready, and the verdict says why in words.
         let notYet = await r.waitReady(h1, deadlineSeconds: 1.5, intervalMs: 200)
         #expect(!notYet.ready)
