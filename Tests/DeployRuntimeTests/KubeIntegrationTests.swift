@@ -153,6 +153,35 @@ struct KubeletStandIn {
         }
     }
 
+    /// What kube-scheduler reports for a Pod no node can take (it writes the PodScheduled condition).
+    @discardableResult
+    func markUnschedulable(selector: String) async throws -> Int {
+        try await update(selector: selector) { status in
+            status["phase"] = "Pending"
+            status["conditions"] = [["type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                     "message": "0/3 nodes are available: 3 Insufficient memory.",
+                                     "lastTransitionTime": .string(Self.timestamp())]]
+        }
+    }
+
+    /// What a kubelet reports for a container that keeps exiting.
+    @discardableResult
+    func markCrashLoop(selector: String) async throws -> Int {
+        try await bind(selector: selector)
+        return try await update(selector: selector) { status in
+            let now = Self.timestamp()
+            status["phase"] = "Running"
+            status["podIP"] = .string(podIP)
+            status["conditions"] = [["type": "PodScheduled", "status": "True", "lastTransitionTime": .string(now)],
+                                    ["type": "Ready", "status": "False", "reason": "ContainersNotReady", "lastTransitionTime": .string(now)]]
+            status["containerStatuses"] = [["name": "bento", "ready": false, "restartCount": 5, "image": "registry.example/iris:1",
+                                            "imageID": "", "state": ["waiting": ["reason": "CrashLoopBackOff",
+                                                                                 "message": "back-off 2m40s restarting failed container"]],
+                                            "lastState": ["terminated": ["exitCode": 137, "reason": "OOMKilled",
+                                                                         "startedAt": .string(now), "finishedAt": .string(now)]]]]
+        }
+    }
+
     private func update(selector: String, _ change: (inout [String: JSONValue]) -> Void) async throws -> Int {
         let pods = try await kubectl.list("pods", selector: selector)
         var n = 0
@@ -431,6 +460,27 @@ struct KubeIntegrationTests {
         #expect(d1?["status"]?["availableReplicas"]?.intValue == 2)
         // The live version itself cannot be removed.
         #expect(await errorCode { try await r.remove(modelName: Self.model, environment: Self.env, version: "v1") } == "kube_in_use")
+    }
+
+    @Test(arguments: [KubeStuckKind.unschedulable, .crashLoop])
+    func otherStuckCausesAreNamed(_ kind: KubeStuckKind) async throws {
+        let f = try await Fixture(progressDeadlineSeconds: 3)
+        defer { Task { await f.tearDown() } }
+        let h = try await f.runtime.start(Self.spec("v4"))
+        _ = try await KubeTestEnv.eventually { () async throws -> Bool? in
+            try await f.kubectl.list("pods", selector: f.selector("v4")).count == 2 ? true : nil
+        }
+        if kind == .unschedulable {
+            #expect(try await f.kubelet.markUnschedulable(selector: f.selector("v4")) == 2)
+        } else {
+            #expect(try await f.kubelet.markCrashLoop(selector: f.selector("v4")) == 2)
+        }
+        let v = await f.runtime.waitReady(h, deadlineSeconds: 60, intervalMs: 300)
+        #expect(!v.ready && v.verdict.phase == .stuck, "\(v.verdict.reason)")
+        #expect(v.verdict.stuckKind == kind, "\(v.verdict.reason)")
+        let words = kind == .unschedulable ? "cannot be scheduled: 0/3 nodes are available: 3 Insufficient memory."
+                                           : "keeps crashing (CrashLoopBackOff, 5 restarts, last exit code 137)"
+        #expect(v.verdict.reason.contains(words), "\(v.verdict.reason)")
     }
 
     @Test func twoRacingSwitchesFromTheSameLiveVersionExactlyOneWins() async throws {
