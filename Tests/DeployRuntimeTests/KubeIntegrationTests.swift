@@ -8,12 +8,14 @@ import Testing
 // Integration tests of the Kubernetes runtime against a real kube-apiserver (1.20, with etcd) and a real
 // kube-controller-manager, started by scripts/test.sh with scripts/kube-cluster.sh.
 //
-// STOOD IN FOR (no container runtime can run here): the kubelet and, for the Pods it marks ready, the
-// scheduler's placement. `KubeletStandIn` registers one Node object, binds Pods to it through the
-// binding subresource (what kube-scheduler does), and writes Pod status through the status subresource
-// (phase Running, Ready/ContainersReady conditions, a Pod IP, container states such as
-// ImagePullBackOff), which is what a kubelet reports; an in-process HTTP server on this host's
-// non-loopback address answers where the container would (/readyz, /echo). Everything else is real: server-side apply and validation, the deployment and
+// STOOD IN FOR (no container runtime can run here): the kubelet and kube-scheduler. `KubeletStandIn`
+// registers one Node object, binds Pods to it through the binding subresource (what kube-scheduler
+// does) or writes the scheduler's PodScheduled=False/Unschedulable verdict, writes Pod status through
+// the status subresource (phase Running, Ready/ContainersReady conditions, a Pod IP, container states
+// ImagePullBackOff / CrashLoopBackOff), which is what a kubelet reports, and completes the deletion of
+// Pods being scaled away (a kubelet's grace-period-0 delete). Where the container would answer, an
+// in-process HTTP server on this host's non-loopback address does (/readyz, /livez, /echo), or, in
+// realBentoMLAnswersThroughTheServiceProxy, a real `bentoml serve` of the v1 example bento. Everything else is real: server-side apply and validation, the deployment and
 // replicaset controllers making ReplicaSets and Pods, the endpoints controller, the Service selector
 // switch, the progress deadline, and the API server's service proxy.
 
