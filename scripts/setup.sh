@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what model-deployer needs on a Debian 12 machine and builds it. Idempotent: a second run
 # only checks. Used by the README's two commands (scripts/demo.sh, scripts/test.sh) and by CI.
-#   apt: nginx, postgresql, libpq-dev, libsqlite3-dev, jq, curl
+#   apt: nginx, postgresql, libpq-dev, libsqlite3-dev, jq, curl, etcd-server, openssl
 #   venv (<repo>/.venv): bentoml, scikit-learn, uv, mcp, langgraph, ... and clients/python
 #   swift: a release build with the Swift runtime linked statically (fast cold start)
 set -euo pipefail
@@ -18,6 +18,9 @@ command -v jq >/dev/null 2>&1 || need_apt+=(jq)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-venv)
+# The Kubernetes runtime's tests: etcd beside a kube-apiserver that scripts/kube-cluster.sh builds once.
+command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "apt-get install ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

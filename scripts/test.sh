@@ -16,9 +16,11 @@ export PATH="/opt/swift/usr/bin:$PATH"
 state="$(mktemp -d /tmp/model-deployer-test.XXXXXX)"
 chmod 755 "$state"
 pg_dir="$state/pg"
+kube_dir="$state/kube"
 cleanup() {
   say "stopping test services"
   scripts/pg-cluster.sh stop "$pg_dir" >/dev/null 2>&1 || true
+  scripts/kube-cluster.sh stop "$kube_dir" >/dev/null 2>&1 || true
   # Anything a failed test left running under the test state (BentoML slots, nginx routers).
   for pidfile in $(find "$state" -name '*.pid' -o -name 'pid.json' 2>/dev/null); do :; done
   pkill -f "$state" >/dev/null 2>&1 || true
@@ -41,7 +43,33 @@ MODEL_DEPLOYER_TEST_DATABASE_URL="$(scripts/pg-cluster.sh start "$pg_dir" "$pg_p
 export MODEL_DEPLOYER_TEST_DATABASE_URL
 export MODEL_DEPLOYER_TEST_PG_DIR="$pg_dir" MODEL_DEPLOYER_TEST_PG_PORT="$pg_port"
 
-status=0
+say "throwaway Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager; no kubelet)"
+# Built once per machine (about 12 minutes the first time), cached under ~/.cache/model-deployer-test.
+kube_status=0
+export MODEL_DEPLOYER_TEST_KUBERNETES_VALIDATE="$root/.venv/bin/kubernetes-validate"
+if scripts/kube-cluster.sh build >"$state/kube-build.log" 2>&1; then
+  # The script needs PORT, PORT+1 and PORT+2 free; a random PORT may collide, so try a few.
+  for _ in 1 2 3; do
+    kube_port=$(python3 -c 'import random; print(random.randint(20000, 60000))')
+    MODEL_DEPLOYER_TEST_KUBECONFIG="$(scripts/kube-cluster.sh start "$kube_dir" "$kube_port")" && break
+    MODEL_DEPLOYER_TEST_KUBECONFIG=""
+    scripts/kube-cluster.sh stop "$kube_dir" >/dev/null 2>&1 || true
+  done
+  if [ -n "$MODEL_DEPLOYER_TEST_KUBECONFIG" ]; then
+    export MODEL_DEPLOYER_TEST_KUBECONFIG
+    export MODEL_DEPLOYER_KUBECTL="$(scripts/kube-cluster.sh kubectl)"
+  else
+    echo "test: the Kubernetes control plane did not start" >&2; kube_status=1
+  fi
+elif [ "${CI:-}" = "true" ]; then
+  tail -n 20 "$state/kube-build.log" >&2
+  echo "test: the Kubernetes control plane binaries could not be built (CI: not skipping)" >&2; kube_status=1
+else
+  tail -n 5 "$state/kube-build.log" >&2
+  echo "test: SKIPPING the Kubernetes tests: the control plane binaries could not be built (log above)" >&2
+fi
+
+status=$kube_status
 say "swift test"
 swift test 2>&1 | tee "$state/swift-test.log" | grep -vE '^\[[0-9]+/[0-9]+\] (Compiling|Emitting|Linking|Write|Build|Planning)' 
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1

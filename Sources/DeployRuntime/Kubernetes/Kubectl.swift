@@ -1,0 +1,171 @@
+import JSON
+
+/// The agent's only way to the cluster: `kubectl` with argument arrays, so the user's kubeconfig, auth
+/// plugins and TLS settings apply unchanged and the agent carries no TLS or credential code.
+///
+/// Every call passes `--context` (when set) and `-n`, reads with `-o json`, writes with server-side apply
+/// or patches under the field manager `model-deployer`, and has a short timeout. Failures are
+/// `RuntimeError`s with a stable code and kubectl's own stderr in the message:
+/// `kubectl_not_found`, `kubectl_timeout`, `kubectl_failed`, `kube_not_found`, `kube_conflict`,
+/// `kube_invalid_object`, `kube_forbidden`, `kube_unreachable`, `kube_service_unavailable` (the service
+/// proxy found no ready endpoint), `kube_bad_response`.
+public struct Kubectl: Sendable {
+    /// The field manager of every write.
+    public static let fieldManager = "model-deployer"
+    /// Resolved path of the kubectl executable.
+    public var executable: String
+    /// kubeconfig context, or nil for the current one.
+    public var context: String?
+    /// Namespace for namespaced calls.
+    public var namespace: String
+    /// Environment of the child (KUBECONFIG and PATH matter).
+    public var environment: [String: String]
+    /// Deadline of one call.
+    public var timeout: Duration
+
+    /// A kubectl for `namespace`. The executable is `MODEL_DEPLOYER_KUBECTL` when set, else `kubectl` on PATH.
+    /// - Throws: `kubectl_not_found`, `kube_invalid_config` (a bad namespace or context).
+    public init(context: String?, namespace: String, environment: [String: String]? = nil,
+                timeout: Duration = .seconds(15)) throws(RuntimeError) {
+        let env = environment ?? ProcessLauncher.currentEnvironment()
+        let name = env["MODEL_DEPLOYER_KUBECTL"].flatMap { $0.isEmpty ? nil : $0 } ?? "kubectl"
+        do {
+            self.executable = try ProcessLauncher.resolve(name, environment: env)
+        } catch {
+            throw RuntimeError(code: "kubectl_not_found",
+                               message: "\(name) not found (set MODEL_DEPLOYER_KUBECTL or put kubectl on PATH): \(error.message)")
+        }
+        try KubeTarget(context: context, namespace: namespace, imageTemplate: "x").validate()
+        self.context = context
+        self.namespace = namespace
+        self.environment = env
+        self.timeout = timeout
+    }
+
+    /// Runs kubectl with `arguments` (after the global flags) and returns stdout.
+    /// - Throws: see the type's documentation.
+    public func run(_ arguments: [String], stdin: [UInt8] = [], namespaced: Bool = true) async throws(RuntimeError) -> [UInt8] {
+        var args: [String] = []
+        if let context { args += ["--context", context] }
+        if namespaced { args += ["-n", namespace] }
+        // kubectl sends --request-timeout as a `?timeout=` query parameter, which the service proxy would
+        // pass on to the model server; raw calls rely on the process deadline alone.
+        if !arguments.contains("--raw") { args += ["--request-timeout", "\(Int(timeout.components.seconds))s"] }
+        args += arguments
+        let out = try await CommandRunner.run(path: executable, arguments: args, environment: environment, stdin: stdin,
+                                              timeoutMs: Double(timeout.components.seconds) * 1000 + 2000)
+        guard out.status == 0 else { throw Kubectl.classify(stderr: out.stderr, status: out.status, arguments: arguments) }
+        return out.stdout
+    }
+
+    /// Runs kubectl and parses its stdout as JSON.
+    public func json(_ arguments: [String], stdin: [UInt8] = [], namespaced: Bool = true) async throws(RuntimeError) -> JSONValue {
+        let bytes = try await run(arguments, stdin: stdin, namespaced: namespaced)
+        do {
+            return try JSONValue.parse(bytes)
+        } catch {
+            throw RuntimeError(code: "kube_bad_response",
+                               message: "kubectl \(arguments.first ?? "") printed no JSON: \(error.description)")
+        }
+    }
+
+    /// Server-side apply of one object under the field manager `model-deployer`, taking over fields another
+    /// manager changed (the agent owns these objects). Returns the object as stored.
+    public func apply(_ object: JSONValue) async throws(RuntimeError) -> JSONValue {
+        try await json(["apply", "--server-side", "--field-manager=\(Kubectl.fieldManager)", "--force-conflicts",
+                        "-o", "json", "-f", "-"], stdin: object.jsonBytes)
+    }
+
+    /// `kubectl get KIND NAME -o json`, or nil when it does not exist.
+    public func get(_ kind: String, _ name: String) async throws(RuntimeError) -> JSONValue? {
+        do {
+            return try await json(["get", kind, name, "-o", "json"])
+        } catch where error.code == "kube_not_found" {
+            return nil
+        }
+    }
+
+    /// The items of `kubectl get KINDS -l SELECTOR -o json` (every object of those kinds when `selector` is empty).
+    public func list(_ kinds: String, selector: String) async throws(RuntimeError) -> [JSONValue] {
+        let list = try await json(["get", kinds] + (selector.isEmpty ? [] : ["-l", selector]) + ["-o", "json"])
+        guard let items = list["items"]?.arrayValue else {
+            throw RuntimeError(code: "kube_bad_response", message: "kubectl get \(kinds) returned no items list")
+        }
+        return items
+    }
+
+    /// A JSON patch (RFC 6902) of one object; `test` operations in it make the patch conditional.
+    public func jsonPatch(_ kind: String, _ name: String, _ operations: [JSONValue]) async throws(RuntimeError) -> JSONValue {
+        try await json(["patch", kind, name, "--type=json", "--field-manager=\(Kubectl.fieldManager)",
+                        "-p", JSONValue.array(operations).jsonString, "-o", "json"])
+    }
+
+    /// A merge patch (RFC 7386) of one object.
+    public func mergePatch(_ kind: String, _ name: String, _ patch: JSONValue) async throws(RuntimeError) -> JSONValue {
+        try await json(["patch", kind, name, "--type=merge", "--field-manager=\(Kubectl.fieldManager)",
+                        "-p", patch.jsonString, "-o", "json"])
+    }
+
+    /// `kubectl delete KIND NAME` (no error when already gone).
+    public func delete(_ kind: String, _ name: String) async throws(RuntimeError) {
+        _ = try await run(["delete", kind, name, "--ignore-not-found", "--wait=false"])
+    }
+
+    /// GET through the API server (`kubectl get --raw PATH`); returns the body.
+    public func rawGet(_ path: String) async throws(RuntimeError) -> [UInt8] {
+        try Kubectl.checkRawPath(path)
+        return try await run(["get", "--raw", path], namespaced: false)
+    }
+
+    /// POST through the API server (`kubectl create --raw PATH -f -`, body on stdin); returns the body.
+    public func rawPost(_ path: String, body: [UInt8]) async throws(RuntimeError) -> [UInt8] {
+        try Kubectl.checkRawPath(path)
+        return try await run(["create", "--raw", path, "-f", "-"], stdin: body, namespaced: false)
+    }
+
+    static func checkRawPath(_ path: String) throws(RuntimeError) {
+        guard path.hasPrefix("/"), !path.contains(".."),
+              !path.utf8.contains(where: { $0 <= 0x20 || $0 >= 0x7f || $0 == UInt8(ascii: "#") }) else {
+            throw RuntimeError(code: "invalid_name", message: "raw API path '\(path)' is not a plain absolute path")
+        }
+    }
+
+    /// Maps kubectl's stderr to a stable code. kubectl prints `Error from server (Reason): ...` for API
+    /// errors; the reason in parentheses is Kubernetes' own stable `StatusReason`.
+    static func classify(stderr: String, status: Int32, arguments: [String]) -> RuntimeError {
+        let text = stderr.trimmingCharacters(in: .whitespacesAndNewlines)
+        let shown = text.count > 2000 ? String(text.prefix(2000)) + "..." : text
+        let what = "kubectl \(arguments.prefix(3).joined(separator: " ")) exited \(status): \(shown)"
+        let code: String
+        if text.contains("(NotFound)") || text.contains(" not found") && text.contains("Error from server") {
+            code = "kube_not_found"
+        } else if text.contains("(Conflict)") || text.contains("(AlreadyExists)") {
+            code = "kube_conflict"
+        } else if text.contains("(Invalid)") || text.contains("is invalid") || text.contains("(BadRequest)") {
+            // Also a JSON patch whose `test` operation failed ("The request is invalid"): the caller that
+            // sent the test re-reads the object to tell a lost race from a bad patch.
+            code = "kube_invalid_object"
+        } else if text.contains("(ServiceUnavailable)") {
+            code = "kube_service_unavailable"
+        } else if text.contains("(Forbidden)") || text.contains("(Unauthorized)") {
+            code = "kube_forbidden"
+        } else if text.contains("connection refused") || text.contains("Unable to connect to the server")
+                    || text.contains("dial tcp") || text.contains("i/o timeout") || text.contains("context deadline exceeded") {
+            code = "kube_unreachable"
+        } else {
+            code = "kubectl_failed"
+        }
+        return RuntimeError(code: code, message: what)
+    }
+}
+
+private extension String {
+    func trimmingCharacters(in _: WhitespaceSet) -> String {
+        var s = Substring(self)
+        while let f = s.first, f.isWhitespace { s.removeFirst() }
+        while let l = s.last, l.isWhitespace { s.removeLast() }
+        return String(s)
+    }
+}
+
+private enum WhitespaceSet { case whitespacesAndNewlines }
