@@ -347,7 +347,7 @@ extension Engine {
             if case .rollback(let reason, let message) = BakeVerdict.evaluate(baseline: baseline, observed: observed, policy: plan.config.rollback) {
                 strikes += 1
                 note(r, step: "bake", message: "bake window \(strikes) of 2 over the limit: \(message)", data: .object(observed.dictionary.mapValues { .double($0) }))
-                if strikes >= 2 { return (reason, message) }
+                if strikes >= 2 { return (reason.wireName, message) }
             } else {
                 strikes = 0
             }

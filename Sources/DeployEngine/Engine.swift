@@ -280,7 +280,7 @@ public final class Engine: Sendable {
                     throw RuntimeError(code: "bento_not_found", message: "bento \(tag) does not serve \(modelTag) (it serves \(bento.models.joined(separator: ", ")))")
                 }
             } else {
-                guard let b = try bentoStore.newestBento(serving: modelTag) else {
+                guard let b: BentoInfo = try bentoStore.newestBento(serving: modelTag) else {
                     throw RuntimeError(code: "bento_not_found", message: "no bento in the store serves \(modelTag); build one or pass bento")
                 }
                 bento = b

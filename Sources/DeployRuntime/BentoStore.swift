@@ -1,3 +1,4 @@
+import DeployCore
 import JSON
 
 /// A model version in the BentoML store (from `models/<name>/<version>/model.yaml`).
@@ -212,4 +213,41 @@ public struct BentoStoreReader: Sendable {
         let days = era * 146097 + doe - 719468
         return Double(days * 86400 + h * 3600 + mi * 60 + sec - offset) + frac
     }
+}
+
+// MARK: - ModelCatalog
+
+extension BentoStoreReader: ModelCatalog {
+    public func model(name: String, version: String) throws(RuntimeError) -> ModelFacts {
+        let m: ModelInfo = try model(name: name, version: version)
+        return m.facts
+    }
+
+    public func bento(tag: String) throws(RuntimeError) -> BentoFacts {
+        let b: BentoInfo = try bento(tag: tag)
+        return b.facts
+    }
+
+    public func newestBento(serving modelTag: String) throws(RuntimeError) -> BentoFacts? {
+        let b: BentoInfo? = try newestBento(serving: modelTag)
+        return b?.facts
+    }
+
+    public func hostFacts() -> HostFacts {
+        let h = readHostFacts()
+        return HostFacts(freeMemoryMB: h.freeMemoryMB, cpuCount: h.cpuCount)
+    }
+}
+
+extension ModelInfo {
+    /// What the planner needs to know about this model.
+    public var facts: ModelFacts {
+        ModelFacts(name: name, version: version, module: module, sizeBytes: sizeBytes, labels: labels, metadata: metadata,
+                   creationTime: creationTime)
+    }
+}
+
+extension BentoInfo {
+    /// What the planner needs to know about this bento.
+    public var facts: BentoFacts { BentoFacts(tag: tag, resources: resources, apis: apis, models: models) }
 }

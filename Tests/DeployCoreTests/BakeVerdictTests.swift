@@ -17,7 +17,7 @@ import Testing
             Issue.record("expected a rollback")
             return
         }
-        #expect(reason == "error_rate_regression")
+        #expect(reason == .errorRateRegression && reason.wireName == "error_rate_regression")
         #expect(message.contains("20%"))
     }
 
@@ -35,7 +35,7 @@ import Testing
             Issue.record("expected a rollback")
             return
         }
-        #expect(reason == "latency_regression")
+        #expect(reason == .latencyRegression && reason.wireName == "latency_regression")
         // A slow baseline uses the factor: 200 ms x 1.5 = 300 ms.
         let slowBase = Metrics(p50Ms: 100, p95Ms: 200, p99Ms: 300, errorRate: 0, rps: 10)
         #expect(BakeVerdict.latencyThreshold(baseline: slowBase, policy: policy) == 300)
