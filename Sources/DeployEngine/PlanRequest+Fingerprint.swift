@@ -44,7 +44,7 @@ extension Engine {
         }
         guard same else {
             throw EngineError(
-                code: -32002, reason: "idempotency_key_conflict",
+                .conflict, reason: "idempotency_key_conflict",
                 message: "idempotency_key \(key) already names deployment \(existing.deploymentId) (\(existing.modelName):\(existing.modelVersion) to \(existing.environment), requested by \(existing.requestedBy)) made from a different request; use a new key",
                 extra: ["deployment_id": .string(existing.deploymentId), "field": "idempotency_key"])
         }

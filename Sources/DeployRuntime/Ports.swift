@@ -280,3 +280,12 @@ public struct RuntimePorts: Sendable {
         self.prober = prober
     }
 }
+
+extension RuntimePorts {
+    /// The local runtime: `bentoml serve` processes in blue/green slots under `home/slots`, the nginx router
+    /// under `home/router`, the BentoML store at `bentomlHome`, HTTP probes on the loopback interface.
+    public static func local(home: String, bentoml: String, bentomlHome: String, nginx: String) -> RuntimePorts {
+        RuntimePorts(slots: SlotManager(home: home, bentoml: bentoml, sharedBentoMLHome: bentomlHome),
+                     router: NginxRouter(home: home, nginx: nginx), catalog: LocalCatalog(home: bentomlHome), prober: HTTPProber())
+    }
+}
