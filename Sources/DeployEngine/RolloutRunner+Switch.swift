@@ -90,9 +90,9 @@ extension RolloutRunner {
     /// One bake window through the router (after `afterMs`).
     mutating func measureBake(afterMs: Int) async throws(EngineError) -> RolloutEvent? {
         if afterMs > 0 {
-            do { try await engine.clock.sleep(milliseconds: afterMs) } catch { return nil }
+            do { try await engine.clock.sleep(milliseconds: afterMs) } catch { return .cancelled }
         }
-        if Task.isCancelled { return nil }
+        if Task.isCancelled { return .cancelled }
         let none = Metrics(p50Ms: 0, p95Ms: 0, p99Ms: 0, errorRate: 0, rps: 0)
         guard try engine.registryEntry(record.modelName, record.environment)?.deploymentId == record.deploymentId, let config = plan?.config else {
             return .bakeWindow(observed: none, slotAlive: true, stillLive: false)

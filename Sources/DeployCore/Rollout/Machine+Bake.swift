@@ -11,6 +11,9 @@ extension Machine {
         switch event {
         case .bakeWindow(let observed, let slotAlive, let stillLive) where s.step == .bake:
             return window(s, observed: observed, slotAlive: slotAlive, stillLive: stillLive)
+        case .cancelled where s.step == .bake:
+            // The version is live; only the watching stops. The previous slot still retires on time.
+            return done(s, [.note(.bake, "bake stopped: the request was cancelled; \(s.plan.version) stays live")])
         case .warmRollback(true) where s.step == .rollback:
             return Decision(status: .rolledBack, actions: [], step: .rollback, progress: 100, message: "rolled back after a failed bake")
         case .warmRollback(false) where s.step == .rollback:

@@ -76,6 +76,7 @@ import Testing
         "live/bake_window:regressed": (.live, ["note", "measureBake"]),
         "live/bake_window:dead": (.live, ["note", "rollBackToWarm:slot_died"]),
         "live/bake_window:gone": (.live, ["note"]),
+        "live/cancelled": (.live, ["note", "scheduleRetire", "report:done"]),
     ]
 
     static func key(_ e: RolloutEvent) -> String {
