@@ -69,13 +69,10 @@ public struct EngineError: Error, Sendable, CustomStringConvertible {
     }
     /// The request was cancelled.
     public static let cancelled = EngineError(.cancelled, reason: "cancelled", message: "Request cancelled")
-    /// A planner refusal: bad smoke tests or requirements are the caller's params, the rest refusals.
+    /// A planner refusal: one that names a field is about the caller's params, the rest are refusals.
     public static func planRefusal(_ r: PlanRefusal) -> EngineError {
-        switch r.reason {
-        case "invalid_smoke_test": return .invalidParams(field: "smoke_tests", r.message)
-        case "invalid_params": return .invalidParams(field: "requirements", r.message)
-        default: return .refused(r.reason, r.message)
-        }
+        if let field = r.field { return .invalidParams(field: field, r.message) }
+        return .refused(r.reason, r.message)
     }
     /// Nothing to roll back.
     public static func nothingToRollBack(_ reason: String, _ message: String) -> EngineError {

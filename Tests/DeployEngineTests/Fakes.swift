@@ -138,14 +138,22 @@ final class FakeProber: Prober {
 /// sleeps (keep-warm timers) wait until ``releaseTimers()``.
 final class ManualClock: EngineClock {
     private let time = Mutex(Date(timeIntervalSince1970: 1_800_000_000))
-    private let parked = Mutex<[CheckedContinuation<Void, Never>]>([])
+    /// Parked timers; `nil` once released (later long sleeps return at once).
+    private let parked = Mutex<[CheckedContinuation<Void, Never>]?>([])
 
     func now() -> Date { time.withLock { $0 } }
     func advance(seconds: Double) { time.withLock { $0 = $0.addingTimeInterval(seconds) } }
 
     func sleep(milliseconds: Int) async throws {
         if milliseconds >= 10_000 {
-            await withCheckedContinuation { c in parked.withLock { $0.append(c) } }
+            await withCheckedContinuation { c in
+                let parkedNow = parked.withLock { p -> Bool in
+                    guard p != nil else { return false }
+                    p!.append(c)
+                    return true
+                }
+                if !parkedNow { c.resume() }
+            }
             try Task.checkCancellation()
             return
         }
@@ -153,9 +161,9 @@ final class ManualClock: EngineClock {
         try Task.checkCancellation()
     }
 
-    /// Lets every parked timer fire.
+    /// Lets every timer fire, those parked and those still to come.
     func releaseTimers() {
-        let all = parked.withLock { p in defer { p = [] }; return p }
+        let all = parked.withLock { p in defer { p = nil }; return p ?? [] }
         for c in all { c.resume() }
     }
 }
