@@ -39,8 +39,7 @@ extension Engine {
         let why = reason ?? "manual rollback requested by \(requestedBy)"
         switch RollbackDecision.decide(facts, toVersion: toVersion) {
         case .refuse(let reason, let message):
-            // Rolling back to the version that is live already is nothing to roll back, too.
-            throw EngineError.nothingToRollBack(reason == "already_live" ? "nothing_to_roll_back" : reason, message)
+            throw EngineError.nothingToRollBack(reason.wireReason, message)
         case .switchToWarm:
             return try await rollbackToWarm(undone: undone, entry: entry, reason: why, requestedBy: requestedBy, error: nil, progress: progress)
         case .redeploy(let version):

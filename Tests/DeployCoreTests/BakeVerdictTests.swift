@@ -69,7 +69,7 @@ import Testing
 
     @Test func refusals() {
         func reason(_ d: RollbackDecision) -> String? {
-            if case .refuse(let r, _) = d { return r }
+            if case .refuse(let r, _) = d { return r.rawValue }
             return nil
         }
         #expect(reason(RollbackDecision.decide(RollbackFacts(live: nil), toVersion: nil)) == "nothing_to_roll_back")
@@ -77,13 +77,14 @@ import Testing
         let facts = RollbackFacts(live: live, previousVersion: "v1", previousSlot: .blue, previousWarm: true, history: ["v1"])
         #expect(reason(RollbackDecision.decide(facts, toVersion: "v2")) == "already_live")
         #expect(reason(RollbackDecision.decide(facts, toVersion: "v9")) == "version_not_in_history")
+        #expect(RollbackRefusal.alreadyLive.wireReason == "nothing_to_roll_back")
     }
 
     /// v1 -> v2 -> rollback to v1 makes v2 the registry's previous, warm; a second rollback must not
     /// bring it back (that would re-promote the version just rolled back, ungated).
     @Test func aRolledBackVersionIsNoRollbackTarget() {
         func reason(_ d: RollbackDecision) -> String? {
-            if case .refuse(let r, _) = d { return r }
+            if case .refuse(let r, _) = d { return r.rawValue }
             return nil
         }
         let v1Live = Fixtures.live(version: "v1", slot: .blue, id: "rb-1")
