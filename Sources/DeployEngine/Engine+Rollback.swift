@@ -41,7 +41,7 @@ extension Engine {
         case .refuse(let reason, let message):
             throw EngineError.nothingToRollBack(reason.wireReason, message)
         case .switchToWarm:
-            return try await rollbackToWarm(undone: undone, entry: entry, reason: why, requestedBy: requestedBy, error: nil, progress: progress)
+            return try await switchToWarm(undone: undone, entry: entry, reason: why, requestedBy: requestedBy, progress: progress)
         case .redeploy(let version):
             return try await rollbackByRedeploy(undone: undone, entry: entry, version: version, reason: why, requestedBy: requestedBy, progress: progress)
         }
@@ -91,53 +91,21 @@ extension Engine {
         return nil
     }
 
-    /// One router switch back to the warm previous slot, recorded as a `rollback` deployment.
-    func rollbackToWarm(
-        undone: DeploymentRecord, entry: RegistryEntry, reason: String, requestedBy: String, error: JSONValue?,
-        progress: @escaping ProgressHandler
+    /// One router switch back to the warm previous slot, recorded as a `rollback` deployment: the machine's
+    /// `rollBack` path, the same one the bake takes after a regression.
+    func switchToWarm(
+        undone: DeploymentRecord, entry: RegistryEntry, reason: String, requestedBy: String, progress: @escaping ProgressHandler
     ) async throws(EngineError) -> RollbackOutcome {
         let start = ContinuousClock.now
-        guard let prevSlot = entry.previousSlot, let prevVersion = entry.previousVersion, entry.previousDeploymentId != nil,
-            let state = await slots.state(slotRef(entry, prevSlot)), state.alive, let port = Planner.port(of: entry.endpointURL)
-        else {
+        var runner = RolloutRunner(engine: self, record: undone, plan: try? DeploymentPlan(json: undone.plan), actor: requestedBy, progress: progress)
+        runner.step = .done
+        runner.rollbackReason = reason
+        _ = try await runner.run(.rollBack)
+        if let error = runner.rollbackError { throw error }
+        guard let rec = runner.rollbackRecord else {
             throw EngineError.nothingToRollBack("nothing_to_roll_back", "the previous version is not running warm any more")
         }
-        let spec = RouteSpec(modelName: entry.modelName, environment: entry.environment, listenPort: port,
-                             backends: [WeightedBackend(slot: state.ref.id, address: state.address, version: prevVersion)])
-        if let failure = await switchBack(spec, to: state.ref.id) {
-            await restoreRoute(entry)
-            throw recordFailedRollback(undone: undone, entry: entry, requestedBy: requestedBy, reason: reason, failure: failure)
-        }
-        let rec = try recordWarmRollback(undone: undone, entry: entry, reason: reason, requestedBy: requestedBy, switchMs: ms(since: start))
-        if let current = try ledger({ () throws(StoreError) in try store.deployment(id: undone.deploymentId) }), current.status == .live {
-            do {
-                try move(current, .rollBack, step: Step.rollback.wireName, actor: requestedBy,
-                         message: "rolled back to \(prevVersion) (deployment \(rec.deploymentId)): \(reason)", changes: DeploymentChanges(error: error))
-            } catch let e where e.kind == .conflict {
-                // It left live meanwhile (superseded, rolled back by another call): the registry already moved on.
-            }
-        }
-        progress(ProgressUpdate(deploymentId: rec.deploymentId, status: .live, step: Step.rollback.wireName,
-                                message: "\(prevVersion) is live again", percent: 100, at: now()))
-        // The undone version stays warm in its slot for the keep-warm time (roll forward stays one switch).
-        let keepWarm = (try? DeploymentPlan(json: undone.plan))?.config.rollback.keepWarmSeconds ?? 600
-        scheduleRetirement(rec, slot: entry.slot, after: keepWarm)
-        return RollbackOutcome(record: rec, fromVersion: entry.modelVersion, toVersion: prevVersion, durationMs: ms(since: start))
-    }
-
-    /// Applies `spec` and reads it back; the refusal when it did not take.
-    func switchBack(_ spec: RouteSpec, to slot: SlotID) async -> EngineError? {
-        do {
-            try await router.ensureRunning()
-            try await router.apply(spec)
-        } catch {
-            return EngineError.runtime(error)
-        }
-        guard await router.verify(listenPort: spec.listenPort, serving: slot, timeoutMs: 5000) else {
-            return EngineError(.runtimeUnavailable, reason: FailureReason.switchUnverified.wireName,
-                               message: "the router did not answer from slot \(slot) within 5 s")
-        }
-        return nil
+        return RollbackOutcome(record: rec, fromVersion: entry.modelVersion, toVersion: rec.modelVersion, durationMs: ms(since: start))
     }
 
     /// The rollback deployment of a warm switch, recorded once the switch took effect: a pending plan must not

@@ -101,22 +101,4 @@ extension RolloutRunner {
         let alive = await engine.slots.state(newSlotRef)?.alive ?? false
         return .bakeWindow(observed: observed, slotAlive: alive, stillLive: true)
     }
-
-    /// The automatic rollback after a failed bake: one switch back to the warm previous version.
-    func rollBackToWarm(_ f: Failure) async -> RolloutEvent {
-        do throws(EngineError) {
-            guard let entry = try engine.registryEntry(record.modelName, record.environment), entry.deploymentId == record.deploymentId else {
-                return .warmRollback(succeeded: false)
-            }
-            let outcome = try await engine.rollbackToWarm(
-                undone: record, entry: entry, reason: "automatic rollback: \(f.message)", requestedBy: "model-deployer",
-                error: engine.failureJSON(f), progress: progress)
-            progress(ProgressUpdate(deploymentId: outcome.record.deploymentId, status: outcome.record.status, step: Step.rollback.wireName,
-                                    message: "rolled back to \(outcome.toVersion) after a failed bake", percent: 100, at: engine.now()))
-            return .warmRollback(succeeded: true)
-        } catch {
-            note(.bake, "automatic rollback failed: \(error.message)")
-            return .warmRollback(succeeded: false)
-        }
-    }
 }

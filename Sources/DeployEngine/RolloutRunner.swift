@@ -40,6 +40,13 @@ struct RolloutRunner {
     var executeNote: (message: String, data: JSONValue)?
     /// Set by reconciliation: why the owner is considered gone.
     var interruptWhy: String?
+    /// A switch back to the previous version: why (a failed bake), who asked and their reason, and
+    /// what it recorded (the new rollback deployment, or the refusal of a failed switch).
+    var rollbackCause: Failure?
+    var rollbackReason = ""
+    var rollbackRecord: DeploymentRecord?
+    var rollbackError: EngineError?
+    var rollbackStart = ContinuousClock.now
     private(set) var cancelledByCaller = false
 
     init(engine: Engine, record: DeploymentRecord, plan: DeploymentPlan?, actor: String, progress: @escaping ProgressHandler) {
@@ -65,6 +72,7 @@ struct RolloutRunner {
             if decision.isIgnored { break }
             step = decision.step
             strikes = decision.bakeStrikes
+            rollbackCause = decision.rollbackCause
             next = nil
             for action in decision.actions {
                 if let observed = try await perform(action) { next = observed }
@@ -89,11 +97,13 @@ struct RolloutRunner {
             hasPrevious: before.map { $0.slot != newSlotID } ?? false,
             hasWarmPrevious: namesThis && entry?.previousSlot != nil,
             registryNamesThis: namesThis, baseline: baseline, bakeStrikes: strikes, bakeEndsAt: bakeEndsAt,
-            now: engine.now(), gateExpired: gateExpired)
+            now: engine.now(), gateExpired: gateExpired, rollbackCause: rollbackCause)
     }
 
     func report(_ step: Step, _ message: String, _ percent: Double) {
-        progress(ProgressUpdate(deploymentId: record.deploymentId, status: record.status, step: step.wireName, message: message,
+        // The switch back is reported as the rollback deployment's progress.
+        let subject = step == .rollback ? rollbackRecord ?? record : record
+        progress(ProgressUpdate(deploymentId: subject.deploymentId, status: subject.status, step: step.wireName, message: message,
                                 percent: percent, at: engine.now()))
         engine.log("progress", ["deployment_id": .string(record.deploymentId), "step": .string(step.wireName), "message": .string(message)])
     }

@@ -19,8 +19,8 @@ public enum RolloutAction: Sendable, Hashable {
     case runSmokeTests
     /// Take the metrics baseline on the new slot. Answers `baseline`.
     case measureBaseline
-    /// Send all traffic to the new slot and read it back. Answers `switched` or `switchFailed`.
-    case route
+    /// Send all traffic to the slot of `role` and read it back. Answers `switched` or `switchFailed`.
+    case route(SlotRole)
     /// Point the router back at what the registry names live.
     case restoreRoute
     /// Name this deployment live in the registry (the previous one becomes the rollback target).
@@ -33,8 +33,13 @@ public enum RolloutAction: Sendable, Hashable {
     case scheduleRetire(seconds: Int)
     /// Wait `afterMs`, then measure a bake window through the router. Answers `bakeWindow`.
     case measureBake(afterMs: Int)
-    /// Switch back to the warm previous version because of `failure` (a new rollback deployment).
-    case rollBackToWarm(Failure)
+    /// Record the warm switch back as a new `rollback` deployment, live; the registry names it, and the
+    /// rolled-back deployment keeps `cause` as its error (nil: a person asked for it).
+    case recordRollback(cause: Failure?)
+    /// Record a warm switch back that failed as a `failed` rollback deployment.
+    case recordFailedRollback(Failure)
+    /// Stop the rolled-back version's slot after `seconds` (roll forward stays one switch until then).
+    case retireUndone(seconds: Int)
     /// Record the failure: new slot stopped, status `failed` with the stored error.
     case fail(Failure)
     /// Record the expiry of the pending gate (status `expired` with the stored error).
@@ -63,9 +68,11 @@ public struct Decision: Sendable, Hashable {
     public var bakeStrikes: Int
     /// `true` when the event does not apply in this status (nothing changes).
     public var isIgnored: Bool
+    /// Why the live version is being rolled back (a failed bake), carried to the end of the switch back.
+    public var rollbackCause: Failure?
 
     /// A decision.
-    public init(status: DeploymentStatus, actions: [RolloutAction], step: Step, progress: Double? = nil, message: String, bakeStrikes: Int = 0, ignored: Bool = false) {
+    public init(status: DeploymentStatus, actions: [RolloutAction], step: Step, progress: Double? = nil, message: String, bakeStrikes: Int = 0, ignored: Bool = false, rollbackCause: Failure? = nil) {
         self.status = status
         self.actions = actions
         self.step = step
@@ -73,5 +80,6 @@ public struct Decision: Sendable, Hashable {
         self.message = message
         self.bakeStrikes = bakeStrikes
         self.isIgnored = ignored
+        self.rollbackCause = rollbackCause
     }
 }

@@ -18,15 +18,15 @@ public enum RolloutEvent: Sendable, Hashable {
     case approved
     /// A person rejected the pending gate.
     case rejected
-    /// The router answers from the new slot.
+    /// The router answers from the slot it was asked to route to.
     case switched
     /// The switch failed; the router was asked to keep what was live.
     case switchFailed(FailureReason, String)
     /// One bake window through the router: the figures, whether the new slot still runs, whether the
     /// registry still names this deployment live.
     case bakeWindow(observed: Metrics, slotAlive: Bool, stillLive: Bool)
-    /// The automatic rollback after a failed bake switched back (or could not).
-    case warmRollback(succeeded: Bool)
+    /// A person asked to roll the live version back to the warm previous one.
+    case rollBack
     /// The request running the rollout was cancelled.
     case cancelled
     /// Reconciliation found the agent that owned the rollout gone.
@@ -43,7 +43,7 @@ public enum RolloutEvent: Sendable, Hashable {
         .bakeWindow(observed: Metrics(p50Ms: 1, p95Ms: 1, p99Ms: 1, errorRate: 0.9, rps: 1), slotAlive: true, stillLive: true),
         .bakeWindow(observed: Metrics(p50Ms: 1, p95Ms: 1, p99Ms: 1, errorRate: 0, rps: 1), slotAlive: false, stillLive: true),
         .bakeWindow(observed: Metrics(p50Ms: 1, p95Ms: 1, p99Ms: 1, errorRate: 0, rps: 1), slotAlive: true, stillLive: false),
-        .warmRollback(succeeded: true), .warmRollback(succeeded: false), .cancelled, .ownerGone, .timerFired,
+        .rollBack, .cancelled, .ownerGone, .timerFired,
     ]
 
     /// A stable name, e.g. `slot_started`, `bake_window`.
@@ -61,7 +61,7 @@ public enum RolloutEvent: Sendable, Hashable {
         case .switched: return "switched"
         case .switchFailed: return "switch_failed"
         case .bakeWindow: return "bake_window"
-        case .warmRollback: return "warm_rollback"
+        case .rollBack: return "roll_back"
         case .cancelled: return "cancelled"
         case .ownerGone: return "owner_gone"
         case .timerFired: return "timer_fired"

@@ -14,10 +14,6 @@ extension Machine {
         case .cancelled where s.step == .bake:
             // The version is live; only the watching stops. The previous slot still retires on time.
             return done(s, [.note(.bake, "bake stopped: the request was cancelled; \(s.plan.version) stays live")])
-        case .warmRollback(true) where s.step == .rollback:
-            return Decision(status: .rolledBack, actions: [], step: .rollback, progress: 100, message: "rolled back after a failed bake")
-        case .warmRollback(false) where s.step == .rollback:
-            return done(s, [.note(.bake, "automatic rollback failed; \(s.plan.version) stays live")])
         default: return ignore(s, event)
         }
     }
@@ -60,7 +56,7 @@ extension Machine {
         guard s.hasWarmPrevious else {
             return done(s, failed + [.note(.bake, "no warm previous version to roll back to; \(s.plan.version) stays live")])
         }
-        return Decision(status: .live, actions: failed + [.rollBackToWarm(f)], step: .rollback, progress: Step.bake.progress,
-                        message: "rolling back after a failed bake: \(f.message)")
+        return Decision(status: .live, actions: failed + [.route(.previous)], step: .rollback, progress: Step.bake.progress,
+                        message: "rolling back after a failed bake: \(f.message)", rollbackCause: f)
     }
 }

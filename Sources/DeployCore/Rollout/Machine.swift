@@ -9,7 +9,8 @@
 ///                                    | switching  [transition(validated), route]
 /// awaiting_promotion --approved-->     switching  [transition(approve promote), route]
 /// switching          --switched-->     live       [setRegistry, transition(switched), closePrevious, <strategy>, bake | done]
-/// live (bake)        --bakeWindow-->   live       [measureBake] | bake passed | rollBackToWarm
+/// live (bake)        --bakeWindow-->   live       [measureBake] | bake passed | route(previous)
+/// live               --rollBack-->     live       [route(previous)] --switched--> rolled_back [recordRollback]
 /// a failure event                   -> failed     [fail]         cancelled | ownerGone -> interrupted [interrupt]
 /// awaiting_* --timerFired (expired)-> expired     awaiting_* --rejected-> rejected
 /// ```
@@ -26,7 +27,7 @@ public enum Machine {
         case .deploying: return deploying(s, event)
         case .validating: return validating(s, event)
         case .switching: return switching(s, event)
-        case .live: return baking(s, event)
+        case .live: return s.step == .rollback || event == .rollBack ? rollingBack(s, event) : baking(s, event)
         case .rejected, .failed, .rolledBack, .interrupted, .superseded, .expired: return ignore(s, event)
         }
     }
@@ -82,7 +83,7 @@ public enum Machine {
         case .approved where gate == .deploy:
             return Decision(status: .approved, actions: [.transition(.approve(gate: .deploy))], step: .deployGate, message: "approved at gate deploy")
         case .approved:
-            return go(.switching, [.transition(.approve(gate: .promote))], .switchTraffic, "switching traffic to slot \(s.plan.slot)", [.route])
+            return go(.switching, [.transition(.approve(gate: .promote))], .switchTraffic, "switching traffic to slot \(s.plan.slot)", [.route(.new)])
         case .rejected:
             let stop: [RolloutAction] = gate == .promote ? [.stopSlot(.new)] : []
             return Decision(status: .rejected, actions: stop + [.transition(.reject(gate: gate))], step: .gate(gate), progress: 100,
@@ -115,7 +116,7 @@ public enum Machine {
         case .baseline where s.plan.hasPromotionGate:
             return go(.awaitingPromotion, [.transition(.validated(promotionGate: true))], .promotionGate, "waiting for approval at gate promote", [])
         case .baseline:
-            return go(.switching, [.transition(.validated(promotionGate: false))], .switchTraffic, "switching traffic to slot \(s.plan.slot)", [.route])
+            return go(.switching, [.transition(.validated(promotionGate: false))], .switchTraffic, "switching traffic to slot \(s.plan.slot)", [.route(.new)])
         default: return ignore(s, event)
         }
     }

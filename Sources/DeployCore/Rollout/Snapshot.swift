@@ -66,12 +66,14 @@ public struct Snapshot: Sendable, Hashable {
     public var now: Date
     /// Whether the pending gate's approval window has closed.
     public var gateExpired: Bool
+    /// Why a switch back to the previous version is under way (a failed bake); nil when a person asked.
+    public var rollbackCause: Failure?
 
     /// A snapshot.
     public init(
         status: DeploymentStatus, step: Step, plan: RolloutPlan, hasPrevious: Bool = false, hasWarmPrevious: Bool = false,
         registryNamesThis: Bool = false, baseline: Metrics? = nil, bakeStrikes: Int = 0, bakeEndsAt: Date? = nil,
-        now: Date = Date(timeIntervalSince1970: 0), gateExpired: Bool = false
+        now: Date = Date(timeIntervalSince1970: 0), gateExpired: Bool = false, rollbackCause: Failure? = nil
     ) {
         self.status = status
         self.step = step
@@ -84,5 +86,6 @@ public struct Snapshot: Sendable, Hashable {
         self.bakeEndsAt = bakeEndsAt
         self.now = now
         self.gateExpired = gateExpired
+        self.rollbackCause = rollbackCause
     }
 }

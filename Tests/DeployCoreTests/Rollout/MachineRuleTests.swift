@@ -51,14 +51,32 @@ import Testing
         var s = T.snapshot(.live)
         s.bakeStrikes = 1
         let d = bake(s, errorRate: 0.9)
-        #expect(d.step == .rollback)
-        guard case .rollBackToWarm(let f)? = d.actions.last else { Issue.record("no rollback: \(d.actions)"); return }
-        #expect(f.reason == .errorRateRegression && f.step == .bake)
+        #expect(d.step == .rollback && d.actions.last == .route(.previous))
+        let cause = try! #require(d.rollbackCause)
+        #expect(cause.reason == .errorRateRegression && cause.step == .bake)
         var after = s
         after.step = .rollback
-        #expect(Machine.next(after, .warmRollback(succeeded: true)).status == .rolledBack)
-        let failed = Machine.next(after, .warmRollback(succeeded: false))
-        #expect(failed.status == .live && failed.actions.map(T.kind) == ["note", "scheduleRetire", "report:done"])
+        after.rollbackCause = cause
+        let back = Machine.next(after, .switched)
+        #expect(back.status == .rolledBack && back.actions.map(T.kind) == ["recordRollback:error_rate_regression", "report:rollback", "retireUndone"])
+        let failed = Machine.next(after, .switchFailed(.switchUnverified, "no answer"))
+        #expect(failed.status == .live && failed.actions.map(T.kind) == [
+            "restoreRoute", "recordFailedRollback:switch_unverified", "note", "scheduleRetire", "report:done",
+        ])
+    }
+
+    @Test func aPersonsRollbackIsOneSwitchBack() {
+        var s = T.snapshot(.live, step: .done)
+        let d = Machine.next(s, .rollBack)
+        #expect(d.step == .rollback && d.actions == [.route(.previous)] && d.rollbackCause == nil)
+        s.step = .rollback
+        #expect(Machine.next(s, .switched).actions.map(T.kind) == ["recordRollback:asked", "report:rollback", "retireUndone"])
+        let failed = Machine.next(s, .switchFailed(.switchFailed, "nginx -t failed"))
+        #expect(failed.status == .live && failed.actions.map(T.kind) == ["restoreRoute", "recordFailedRollback:switch_failed"])
+        // Without a warm previous version there is nothing to switch back to.
+        var cold = T.snapshot(.live, step: .done)
+        cold.hasWarmPrevious = false
+        #expect(Machine.next(cold, .rollBack).isIgnored)
     }
 
     @Test func regressionWithoutAWarmPreviousStaysLive() {
@@ -67,7 +85,7 @@ import Testing
         s.hasWarmPrevious = false
         let d = bake(s, errorRate: 0.9)
         #expect(d.status == .live && d.step == .done)
-        #expect(!d.actions.contains { if case .rollBackToWarm = $0 { return true } else { return false } })
+        #expect(!d.actions.contains(.route(.previous)))
     }
 
     @Test func bakePassesAtItsEnd() {

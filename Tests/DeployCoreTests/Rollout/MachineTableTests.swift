@@ -33,14 +33,16 @@ import Testing
         case .probeReadiness: return "probeReadiness"
         case .runSmokeTests: return "runSmokeTests"
         case .measureBaseline: return "measureBaseline"
-        case .route: return "route"
+        case .route(let r): return "route:\(r.rawValue)"
         case .restoreRoute: return "restoreRoute"
         case .setRegistry: return "setRegistry"
         case .closePrevious: return "closePrevious"
         case .stopSlot(let r): return "stopSlot:\(r.rawValue)"
         case .scheduleRetire: return "scheduleRetire"
         case .measureBake: return "measureBake"
-        case .rollBackToWarm(let f): return "rollBackToWarm:\(f.reason.wireName)"
+        case .recordRollback(let cause): return "recordRollback:\(cause?.reason.wireName ?? "asked")"
+        case .recordFailedRollback(let f): return "recordFailedRollback:\(f.reason.wireName)"
+        case .retireUndone: return "retireUndone"
         case .fail(let f): return "fail:\(f.reason.wireName)"
         case .expire: return "expire"
         case .interrupt: return "interrupt"
@@ -57,7 +59,7 @@ import Testing
         "approved/execute": (.deploying, ["transition:execute", "report:execute", "report:start_slot", "startSlot"]),
         "awaiting_approval/approved": (.approved, ["transition:approve:deploy"]),
         "awaiting_approval/rejected": (.rejected, ["transition:reject:deploy"]),
-        "awaiting_promotion/approved": (.switching, ["transition:approve:promote", "report:switch", "route"]),
+        "awaiting_promotion/approved": (.switching, ["transition:approve:promote", "report:switch", "route:new"]),
         "awaiting_promotion/rejected": (.rejected, ["stopSlot:new", "transition:reject:promote"]),
         "deploying/slot_started": (.deploying, ["report:readiness", "probeReadiness"]),
         "deploying/slot_start_failed": (.failed, ["fail:slot_start_failed", "report:start_slot"]),
@@ -66,7 +68,7 @@ import Testing
         "deploying/cancelled": interrupted, "deploying/owner_gone": interrupted,
         "validating/smoke:true": (.validating, ["report:baseline", "measureBaseline"]),
         "validating/smoke:false": (.failed, ["fail:smoke_test_failed", "report:smoke_tests"]),
-        "validating/baseline:healthy": (.switching, ["transition:validated", "report:switch", "route"]),
+        "validating/baseline:healthy": (.switching, ["transition:validated", "report:switch", "route:new"]),
         "validating/baseline:unhealthy": (.failed, ["fail:baseline_unhealthy", "report:baseline"]),
         "validating/cancelled": interrupted, "validating/owner_gone": interrupted,
         "switching/switched": (.live, ["setRegistry", "transition:switched", "closePrevious", "report:register", "report:bake", "measureBake"]),
@@ -74,7 +76,8 @@ import Testing
         "switching/cancelled": interrupted, "switching/owner_gone": interrupted,
         "live/bake_window:healthy": (.live, ["measureBake"]),
         "live/bake_window:regressed": (.live, ["note", "measureBake"]),
-        "live/bake_window:dead": (.live, ["note", "rollBackToWarm:slot_died"]),
+        "live/bake_window:dead": (.live, ["note", "route:previous"]),
+        "live/roll_back": (.live, ["route:previous"]),
         "live/bake_window:gone": (.live, ["note"]),
         "live/cancelled": (.live, ["note", "scheduleRetire", "report:done"]),
     ]
@@ -85,7 +88,6 @@ import Testing
         case .baseline(let m): return m.errorRate > 0.5 ? "baseline:unhealthy" : "baseline:healthy"
         case .bakeWindow(let m, let alive, let live):
             return !live ? "bake_window:gone" : !alive ? "bake_window:dead" : m.errorRate > 0.5 ? "bake_window:regressed" : "bake_window:healthy"
-        case .warmRollback(let ok): return "warm_rollback:\(ok)"
         default: return e.name
         }
     }
