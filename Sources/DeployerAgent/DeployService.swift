@@ -51,7 +51,7 @@ final class DeployService: Sendable {
             try store.migrate()
         } catch {
             logger.error("the ledger cannot be opened", ["error": .string(error.message)])
-            throw RPCError(code: -32007, reason: "ledger_unavailable", message: "the ledger cannot be opened: \(error.message)")
+            throw RPCError(code: ErrorMapping.code(.ledgerUnavailable), reason: "ledger_unavailable", message: "the ledger cannot be opened: \(error.message)")
         }
         let policy: ApprovalPolicy
         switch Self.loadPolicy(options, home: home) {
