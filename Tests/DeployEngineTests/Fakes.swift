@@ -120,7 +120,8 @@ final class FakeProber: Prober {
         var baseline = Metrics(p50Ms: 5, p95Ms: 8, p99Ms: 9, errorRate: 0, rps: 100)
         /// What the bake windows measure (through the router's port).
         var bake = Metrics(p50Ms: 5, p95Ms: 8, p99Ms: 9, errorRate: 0, rps: 100)
-        var routerPorts: Set<Int> = []
+        /// Bake windows wait until the task is cancelled (to cancel a rollout during its bake).
+        var hangBake = false
     }
     let state = Mutex(State())
 
@@ -129,7 +130,11 @@ final class FakeProber: Prober {
         return checks.map { SmokeResult(api: $0.api, passed: ok, status: ok ? 200 : 500, latencyMs: 3, answer: nil, message: ok ? "HTTP 200" : "HTTP 500: boom") }
     }
     func measure(_ address: SlotAddress, load: ProbeLoad) async -> Metrics {
-        state.withLock { s in address.port >= 20_000 ? s.baseline : s.bake }
+        let (atSlot, hang) = state.withLock { s in (address.port >= 20_000, s.hangBake) }
+        if !atSlot && hang {
+            while !Task.isCancelled { await Task.yield() }
+        }
+        return state.withLock { s in atSlot ? s.baseline : s.bake }
     }
     func isReady(_ address: SlotAddress, path: String, timeoutMs: Int) async -> Bool { true }
 }

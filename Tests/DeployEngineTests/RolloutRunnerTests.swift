@@ -180,6 +180,28 @@ struct Harness {
     }
 }
 
+@Suite struct BakeCancellationTests {
+    /// Cancelling the request during the bake stops the watching only: the new version stays live and
+    /// the previous slot still retires after its keep-warm time.
+    @Test func cancellingDuringTheBakeKeepsTheNewVersionLive() async throws {
+        let h = Harness()
+        let v1 = try await h.deploy("v1")
+        h.prober.state.withLock { $0.hangBake = true }
+        let p = try await h.plan("v2")
+        let task = Task { try await h.engine.execute(deploymentId: p.deploymentId, idempotencyKey: nil, progress: h.progress) }
+        try await eventually { h.steps().contains("bake") }
+        task.cancel()
+        let r = try await task.value
+        let entry = try h.registry()
+        #expect(r.status == .live && entry?.deploymentId == p.deploymentId)
+        #expect(try h.store.events(deploymentId: p.deploymentId).contains { $0.message.hasPrefix("bake stopped") })
+        #expect(h.steps().last == "done")
+        h.clock.releaseTimers()
+        try await eventually { h.slots.running("iris", "qa") == [r.slot!] }
+        _ = v1
+    }
+}
+
 /// Polls `condition` (the engine's timers run in tasks of their own); fails after many tries.
 func eventually(_ condition: () throws -> Bool) async throws {
     for _ in 0..<2_000 {
