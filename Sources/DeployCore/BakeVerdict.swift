@@ -40,6 +40,14 @@ public struct Metrics: Sendable, Hashable {
         ]
     }
 
+    /// Nearest-rank percentile `p` (0...1) of `sorted` ascending values; 0 when empty. The one formula
+    /// for the probe loads and the bake windows.
+    public static func percentile(_ sorted: [Double], _ p: Double) -> Double {
+        guard !sorted.isEmpty else { return 0 }
+        let rank = Int((p * Double(sorted.count)).rounded(.up)) - 1
+        return sorted[min(max(rank, 0), sorted.count - 1)]
+    }
+
     /// The map as a JSON object.
     public func toJSON() -> JSONValue { .object(dictionary.mapValues { .double($0) }) }
 
@@ -59,8 +67,8 @@ public struct Metrics: Sendable, Hashable {
 public enum Verdict: Sendable, Hashable {
     /// Within thresholds.
     case healthy
-    /// Above a threshold: switch back. `reason` is `error_rate_regression` or `latency_regression`.
-    case rollback(reason: String, message: String)
+    /// Above a threshold: switch back. `reason` is `.errorRateRegression` or `.latencyRegression`.
+    case rollback(reason: FailureReason, message: String)
 }
 
 /// Bake-period judgement: compares what the router observed after the switch with the slot's baseline.
@@ -80,13 +88,13 @@ public enum BakeVerdict {
         let errorLimit = errorRateThreshold(baseline: baseline, policy: policy)
         if observed.errorRate > errorLimit {
             return .rollback(
-                reason: "error_rate_regression",
+                reason: .errorRateRegression,
                 message: "error rate \(percent(observed.errorRate)) after the switch is above the limit \(percent(errorLimit)) (baseline \(percent(baseline.errorRate)) x \(fmt(policy.errorRateFactor)), floor \(percent(policy.minErrorRate)))")
         }
         let latencyLimit = latencyThreshold(baseline: baseline, policy: policy)
         if observed.p95Ms > latencyLimit {
             return .rollback(
-                reason: "latency_regression",
+                reason: .latencyRegression,
                 message: "p95 latency \(ms(observed.p95Ms)) after the switch is above the limit \(ms(latencyLimit)) (baseline \(ms(baseline.p95Ms)) x \(fmt(policy.latencyFactor)), at least baseline + \(ms(policy.latencyFloorMs)))")
         }
         return .healthy

@@ -7,11 +7,15 @@ public struct PlanRefusal: Error, Sendable, Hashable, CustomStringConvertible {
     public var reason: String
     /// A sentence for people.
     public var message: String
+    /// For a refusal of the caller's input: the parameter at fault (`smoke_tests`, `requirements`,
+    /// `model_name`, ...); `nil` for a refusal of the deployment itself.
+    public var field: String?
 
     /// A refusal.
-    public init(reason: String, message: String) {
+    public init(reason: String, message: String, field: String? = nil) {
         self.reason = reason
         self.message = message
+        self.field = field
     }
 
     public var description: String { "\(reason): \(message)" }
@@ -341,31 +345,36 @@ public enum Planner {
     // MARK: - Validation
 
     static func validate(_ input: PlanInput) -> PlanRefusal? {
-        let checks: [String?] = [
-            Names.validate(input.modelName, field: "model_name"), Names.validate(input.modelVersion, field: "model_version"),
-            Names.validateEnvironment(input.environment), Names.validateTag(input.bentoTag, field: "bento"),
-            Names.validateActor(input.requestedBy, field: "requested_by"),
+        let checks: [(String, String?)] = [
+            ("model_name", Names.validate(input.modelName, field: "model_name")),
+            ("model_version", Names.validate(input.modelVersion, field: "model_version")),
+            ("environment", Names.validateEnvironment(input.environment)), ("bento", Names.validateTag(input.bentoTag, field: "bento")),
+            ("requested_by", Names.validateActor(input.requestedBy, field: "requested_by")),
         ]
-        if let m = checks.compactMap({ $0 }).first { return PlanRefusal(reason: "invalid_params", message: m) }
+        if let (field, m) = checks.first(where: { $0.1 != nil }), let m {
+            return PlanRefusal(reason: "invalid_params", message: m, field: field)
+        }
         if input.smokeTests.isEmpty, input.policy.requireSmokeTests {
             return PlanRefusal(
                 reason: "invalid_smoke_test",
-                message: "\(input.environment) requires smoke tests: without them validation only checks /readyz, and a version that fails every prediction could take traffic; pass smoke_tests (an API call with an input and, ideally, the expected answer)")
+                message: "\(input.environment) requires smoke tests: without them validation only checks /readyz, and a version that fails every prediction could take traffic; pass smoke_tests (an API call with an input and, ideally, the expected answer)",
+                field: "smoke_tests")
         }
         for (i, t) in input.smokeTests.enumerated() {
-            if let m = Names.validateAPI(t.api, field: "smoke_tests[\(i)].api") { return PlanRefusal(reason: "invalid_smoke_test", message: m) }
+            if let m = Names.validateAPI(t.api, field: "smoke_tests[\(i)].api") { return PlanRefusal(reason: "invalid_smoke_test", message: m, field: "smoke_tests") }
             if !input.bento.apis.isEmpty && !input.bento.apis.contains(t.api) {
                 return PlanRefusal(
                     reason: "invalid_smoke_test",
-                    message: "smoke_tests[\(i)].api \(Names.quoted(t.api)) is not an API of bento \(input.bentoTag) (APIs: \(input.bento.apis.joined(separator: ", ")))")
+                    message: "smoke_tests[\(i)].api \(Names.quoted(t.api)) is not an API of bento \(input.bentoTag) (APIs: \(input.bento.apis.joined(separator: ", ")))",
+                    field: "smoke_tests")
             }
         }
-        if let m = input.requirements.memoryMB, m <= 0 { return PlanRefusal(reason: "invalid_params", message: "requirements.memory_mb must be positive") }
+        if let m = input.requirements.memoryMB, m <= 0 { return PlanRefusal(reason: "invalid_params", message: "requirements.memory_mb must be positive", field: "requirements") }
         if let m = input.requirements.memoryMB, m > maxMemoryMB {
-            return PlanRefusal(reason: "invalid_params", message: "requirements.memory_mb must be at most \(maxMemoryMB)")
+            return PlanRefusal(reason: "invalid_params", message: "requirements.memory_mb must be at most \(maxMemoryMB)", field: "requirements")
         }
-        if let c = input.requirements.cpu, !(c > 0) { return PlanRefusal(reason: "invalid_params", message: "requirements.cpu must be positive") }
-        if let g = input.requirements.gpu, g < 0 { return PlanRefusal(reason: "invalid_params", message: "requirements.gpu must not be negative") }
+        if let c = input.requirements.cpu, !(c > 0) { return PlanRefusal(reason: "invalid_params", message: "requirements.cpu must be positive", field: "requirements") }
+        if let g = input.requirements.gpu, g < 0 { return PlanRefusal(reason: "invalid_params", message: "requirements.gpu must not be negative", field: "requirements") }
         return nil
     }
 }

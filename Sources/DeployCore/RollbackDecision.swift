@@ -33,34 +33,49 @@ public struct RollbackFacts: Sendable, Hashable {
     }
 }
 
+/// Why a rollback changes nothing. Raw values are the decision's own spelling; ``wireReason`` is what the
+/// caller is told.
+public enum RollbackRefusal: String, Sendable, Hashable, CaseIterable {
+    /// Nothing is live, or the live version is the first one.
+    case nothingToRollBack = "nothing_to_roll_back"
+    /// The target is the live version.
+    case alreadyLive = "already_live"
+    /// The target was never live here.
+    case versionNotInHistory = "version_not_in_history"
+    /// The target's last deployment here was rolled back or failed.
+    case rollbackTargetUnhealthy = "rollback_target_unhealthy"
+
+    /// The stable `reason` the caller gets: rolling back to the live version is nothing to roll back, too.
+    public var wireReason: String { self == .alreadyLive ? Self.nothingToRollBack.rawValue : rawValue }
+}
+
 /// How `deploy.rollback` undoes the live deployment.
 public enum RollbackDecision: Sendable, Hashable {
     /// The target still runs warm in `slot`: one router switch.
     case switchToWarm(slot: Slot)
     /// The target is not running: redeploy `version` through the blue-green steps.
     case redeploy(version: String)
-    /// Nothing changes. `reason`: `nothing_to_roll_back`, `already_live`, `version_not_in_history`,
-    /// `rollback_target_unhealthy`.
-    case refuse(reason: String, message: String)
+    /// Nothing changes, for `reason`.
+    case refuse(reason: RollbackRefusal, message: String)
 
     /// Decides how to roll back to `toVersion` (default: the previous live version).
     public static func decide(_ facts: RollbackFacts, toVersion: String?) -> RollbackDecision {
         guard let live = facts.live else {
-            return .refuse(reason: "nothing_to_roll_back", message: "nothing is live, so there is nothing to roll back")
+            return .refuse(reason: .nothingToRollBack, message: "nothing is live, so there is nothing to roll back")
         }
         guard let target = toVersion ?? facts.previousVersion else {
             return .refuse(
-                reason: "nothing_to_roll_back",
+                reason: .nothingToRollBack,
                 message: "\(live.version) is the first version deployed here; there is no previous version to roll back to")
         }
         if target == live.version {
-            return .refuse(reason: "already_live", message: "\(target) is already live (deployment \(live.deploymentId))")
+            return .refuse(reason: .alreadyLive, message: "\(target) is already live (deployment \(live.deploymentId))")
         }
         let previousRefused = target == facts.previousVersion && !facts.previousHealthy
         if previousRefused || facts.unhealthy[target] != nil {
             let why = facts.unhealthy[target] ?? "its deployment was rolled back"
             return .refuse(
-                reason: "rollback_target_unhealthy",
+                reason: .rollbackTargetUnhealthy,
                 message: "\(target) cannot come back by rollback: \(why); a rollback only returns to a version that left live healthy. To bring it back, plan a deployment (deploy.plan), with its gates")
         }
         if target == facts.previousVersion, facts.previousWarm, let slot = facts.previousSlot, slot != live.slot {
@@ -70,7 +85,7 @@ public enum RollbackDecision: Sendable, Hashable {
             return .redeploy(version: target)
         }
         return .refuse(
-            reason: "version_not_in_history",
+            reason: .versionNotInHistory,
             message: "\(target) was never live here; roll back only to an earlier live version (\(([facts.previousHealthy ? facts.previousVersion : nil].compactMap { $0 } + facts.history).uniqued.joined(separator: ", ")))")
     }
 }

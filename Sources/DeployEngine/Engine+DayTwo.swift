@@ -45,11 +45,10 @@ extension Engine {
         let entries = try ledger { () throws(StoreError) in try store.allRegistryEntries() }
         var out: [LiveSummary] = []
         for e in entries where (modelName == nil || e.modelName == modelName) && (environment == nil || e.environment == environment) {
-            let liveSlot = Slot(rawValue: e.slot)
-            let slotAlive = liveSlot.flatMap { slots.state(modelName: e.modelName, environment: e.environment, slot: $0)?.alive } ?? false
+            let slotAlive = await slots.state(slotRef(e, e.slot))?.alive ?? false
             var standby: LiveSummary.Standby?
-            if let prev = e.previousSlot, let version = e.previousVersion, let s = Slot(rawValue: prev), prev != e.slot {
-                let alive = slots.state(modelName: e.modelName, environment: e.environment, slot: s)?.alive ?? false
+            if let prev = e.previousSlot, let version = e.previousVersion, prev != e.slot {
+                let alive = await slots.state(slotRef(e, prev))?.alive ?? false
                 standby = .init(version: version, deploymentId: e.previousDeploymentId, slot: prev, alive: alive)
             }
             let inFlight = try ledger { () throws(StoreError) in try store.inFlight(modelName: e.modelName, environment: e.environment) }

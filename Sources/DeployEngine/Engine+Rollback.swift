@@ -39,10 +39,9 @@ extension Engine {
         let why = reason ?? "manual rollback requested by \(requestedBy)"
         switch RollbackDecision.decide(facts, toVersion: toVersion) {
         case .refuse(let reason, let message):
-            // Rolling back to the version that is live already is nothing to roll back, too.
-            throw EngineError.nothingToRollBack(reason == "already_live" ? "nothing_to_roll_back" : reason, message)
+            throw EngineError.nothingToRollBack(reason.wireReason, message)
         case .switchToWarm:
-            return try await rollbackToWarm(undone: undone, entry: entry, reason: why, requestedBy: requestedBy, error: nil, progress: progress)
+            return try await switchToWarm(undone: undone, entry: entry, reason: why, requestedBy: requestedBy, progress: progress)
         case .redeploy(let version):
             return try await rollbackByRedeploy(undone: undone, entry: entry, version: version, reason: why, requestedBy: requestedBy, progress: progress)
         }
@@ -50,11 +49,8 @@ extension Engine {
 
     /// Whether the registry's previous slot runs and answers its readiness probe now.
     func isWarm(_ entry: RegistryEntry) async -> Bool {
-        guard let s = entry.previousSlot.flatMap(Slot.init(rawValue:)),
-            let state = slots.state(modelName: entry.modelName, environment: entry.environment, slot: s), state.alive
-        else { return false }
-        guard let resp = try? await HTTPClient.request(method: "GET", port: state.spec.port, path: "/readyz", timeoutMs: 500) else { return false }
-        return resp.status == 200
+        guard let s = entry.previousSlot, let state = await slots.state(slotRef(entry, s)), state.alive else { return false }
+        return await runtime.prober.isReady(state.address, path: "/readyz", timeoutMs: 500)
     }
 
     /// The versions that were live here before, split by how their newest deployment ended: superseded
@@ -95,70 +91,55 @@ extension Engine {
         return nil
     }
 
-    /// One router switch back to the warm previous slot, recorded as a `rollback` deployment.
-    func rollbackToWarm(
-        undone: DeploymentRecord, entry: RegistryEntry, reason: String, requestedBy: String, error: JSONValue?,
-        progress: @escaping ProgressHandler
+    /// One router switch back to the warm previous slot, recorded as a `rollback` deployment: the machine's
+    /// `rollBack` path, the same one the bake takes after a regression.
+    func switchToWarm(
+        undone: DeploymentRecord, entry: RegistryEntry, reason: String, requestedBy: String, progress: @escaping ProgressHandler
     ) async throws(EngineError) -> RollbackOutcome {
         let start = ContinuousClock.now
-        guard let prevSlotName = entry.previousSlot, let prevSlot = Slot(rawValue: prevSlotName),
-            let prevVersion = entry.previousVersion, let prevDeployment = entry.previousDeploymentId,
-            let state = slots.state(modelName: entry.modelName, environment: entry.environment, slot: prevSlot), state.alive,
-            let routerPort = Planner.port(of: entry.endpointURL)
-        else {
+        var runner = RolloutRunner(engine: self, record: undone, plan: try? DeploymentPlan(json: undone.plan), actor: requestedBy, progress: progress)
+        runner.step = .done
+        runner.rollbackReason = reason
+        _ = try await runner.run(.rollBack)
+        if let error = runner.rollbackError { throw error }
+        guard let rec = runner.rollbackRecord else {
             throw EngineError.nothingToRollBack("nothing_to_roll_back", "the previous version is not running warm any more")
         }
-        do {
-            try await router.ensureRunning()
-            try await router.route(modelName: entry.modelName, environment: entry.environment, routerPort: routerPort,
-                                   upstreamPort: state.spec.port, slot: prevSlot, version: prevVersion)
-        } catch {
-            await restoreRoute(entry)
-            throw recordFailedRollback(undone: undone, entry: entry, requestedBy: requestedBy, reason: reason, failure: EngineError.runtime(error))
-        }
-        guard await router.verify(routerPort: routerPort, expectSlot: prevSlot, timeoutMs: 5000) else {
-            await restoreRoute(entry)
-            throw recordFailedRollback(
-                undone: undone, entry: entry, requestedBy: requestedBy, reason: reason,
-                failure: EngineError(code: -32008, reason: "switch_unverified", message: "the router did not answer from slot \(prevSlotName) within 5 s"))
-        }
-        let switchMs = ms(since: start)
+        return RollbackOutcome(record: rec, fromVersion: entry.modelVersion, toVersion: rec.modelVersion, durationMs: ms(since: start))
+    }
+
+    /// The rollback deployment of a warm switch, recorded once the switch took effect: a pending plan must not
+    /// block an emergency rollback, and a crash before this point leaves the registry (and so reconcile) on
+    /// the undone version. The registry then names it live, the undone version as the way forward.
+    func recordWarmRollback(undone: DeploymentRecord, entry: RegistryEntry, reason: String, requestedBy: String,
+                            switchMs: Double) throws(EngineError) -> DeploymentRecord {
         let t = now()
-        let previousRecord = try? store.deployment(id: prevDeployment)
-        // The rollback is recorded once the switch took effect: a pending plan must not block an emergency
-        // rollback, and a crash before this point leaves the registry (and so reconcile) on the undone version.
+        let prevVersion = entry.previousVersion ?? ""
+        let prevSlot = entry.previousSlot ?? ""
+        let previousRecord = try entry.previousDeploymentId.flatMap { id throws(EngineError) in
+            try ledger { () throws(StoreError) in try store.deployment(id: id) }
+        }
         let rec = DeploymentRecord(
             deploymentId: makeDeploymentID(now: t), modelName: entry.modelName, modelVersion: prevVersion, environment: entry.environment,
             bentoTag: entry.previousBentoTag ?? previousRecord?.bentoTag, endpointURL: entry.endpointURL, strategy: .rollback, status: .live,
-            previousVersion: entry.modelVersion, slot: prevSlotName,
+            previousVersion: entry.modelVersion, slot: prevSlot,
             plan: ["strategy": "rollback", "kind": "switch_to_warm", "reasons": .array([.string(reason)]),
                    "from_version": .string(entry.modelVersion), "to_version": .string(prevVersion)],
             planHash: "", healthCheckPassed: true, metricsBaseline: previousRecord?.metricsBaseline, requestedBy: requestedBy,
             startedAt: t, finishedAt: t, rollbackOf: undone.deploymentId, createdAt: t, updatedAt: t)
         _ = try ledger { () throws(StoreError) in
             try store.insert(rec, event: DeploymentEvent(
-                deploymentId: rec.deploymentId, at: t, toStatus: .live, step: "switch", actor: requestedBy,
-                message: "rolled back \(entry.modelVersion) to \(prevVersion): traffic switched to warm slot \(prevSlotName) in \(fixed(switchMs, 0)) ms (\(reason))",
+                deploymentId: rec.deploymentId, at: t, toStatus: .live, step: Step.switchTraffic.wireName, actor: requestedBy,
+                message: "rolled back \(entry.modelVersion) to \(prevVersion): traffic switched to warm slot \(prevSlot) in \(fixed(switchMs, 0)) ms (\(reason))",
                 data: ["switch_ms": .double(switchMs), "rollback_of": .string(undone.deploymentId)]))
         }
         let newEntry = RegistryEntry(
             modelName: entry.modelName, environment: entry.environment, modelVersion: prevVersion, deploymentId: rec.deploymentId,
-            endpointURL: entry.endpointURL, slot: prevSlotName, bentoTag: rec.bentoTag,
+            endpointURL: entry.endpointURL, slot: prevSlot, bentoTag: rec.bentoTag,
             previousVersion: entry.modelVersion, previousDeploymentId: undone.deploymentId, previousSlot: entry.slot,
             previousBentoTag: entry.bentoTag, updatedAt: t)
         try ledger { () throws(StoreError) in try store.setRegistry(newEntry) }
-        if let current = try? store.deployment(id: undone.deploymentId), current.status == .live {
-            _ = try? move(current, .rollBack, step: "rollback", actor: requestedBy,
-                          message: "rolled back to \(prevVersion) (deployment \(rec.deploymentId)): \(reason)",
-                          changes: DeploymentChanges(error: error))
-        }
-        let total = ms(since: start)
-        progress(ProgressUpdate(deploymentId: rec.deploymentId, status: .live, step: "rollback",
-                                message: "\(prevVersion) is live again", percent: 100, at: now()))
-        // The undone version stays warm in its slot for the keep-warm time (roll forward stays one switch).
-        let keepWarm = (try? DeploymentPlan(json: undone.plan))?.config.rollback.keepWarmSeconds ?? 600
-        scheduleRetirement(rec, slot: Slot(rawValue: entry.slot) ?? prevSlot.other, after: keepWarm)
-        return RollbackOutcome(record: rec, fromVersion: entry.modelVersion, toVersion: prevVersion, durationMs: total)
+        return rec
     }
 
     /// Records a rollback whose switch failed as a `failed` rollback deployment (with the step and the
@@ -174,12 +155,12 @@ extension Engine {
             plan: ["strategy": "rollback", "kind": "switch_to_warm", "reasons": .array([.string(reason)]),
                    "from_version": .string(entry.modelVersion), "to_version": .string(target)],
             planHash: "", healthCheckPassed: false, requestedBy: requestedBy, startedAt: t, finishedAt: t,
-            error: Self.errorJSON(code: failure.code, reason: failure.reason, message: failure.message, step: "switch"),
+            error: failureJSON(reason: failure.reason, message: failure.message, step: Step.switchTraffic.wireName, refusal: failure.kind),
             rollbackOf: undone.deploymentId, createdAt: t, updatedAt: t)
         var out = failure
         do {
             _ = try store.insert(rec, event: DeploymentEvent(
-                deploymentId: rec.deploymentId, at: t, toStatus: .failed, step: "switch", actor: requestedBy,
+                deploymentId: rec.deploymentId, at: t, toStatus: .failed, step: Step.switchTraffic.wireName, actor: requestedBy,
                 message: "rollback of \(entry.modelVersion) to \(target) failed at the switch; \(entry.modelVersion) stays live: \(failure.message)"))
             out.extra["deployment_id"] = .string(rec.deploymentId)
         } catch {
@@ -195,6 +176,31 @@ extension Engine {
         progress: @escaping ProgressHandler
     ) async throws(EngineError) -> RollbackOutcome {
         let start = ContinuousClock.now
+        let plan = try redeployPlan(entry, version: version, reason: reason, requestedBy: requestedBy)
+        let t = now()
+        let rec = DeploymentRecord(
+            deploymentId: makeDeploymentID(now: t), modelName: entry.modelName, modelVersion: version, environment: entry.environment,
+            bentoTag: plan.bentoTag, endpointURL: entry.endpointURL, strategy: .rollback, status: .approved,
+            previousVersion: entry.modelVersion, slot: plan.config.slot.rawValue, plan: plan.toJSON(), planHash: plan.planHash,
+            requestedBy: requestedBy, rollbackOf: undone.deploymentId, createdAt: t, updatedAt: t)
+        do {
+            try store.insert(rec, event: DeploymentEvent(
+                deploymentId: rec.deploymentId, at: t, toStatus: .approved, step: Step.plan.wireName, actor: requestedBy,
+                message: "rollback of \(entry.modelVersion) to \(version) by redeploying it blue-green (no warm slot): \(reason)"))
+        } catch {
+            if error.code == .rolloutInProgress {
+                throw EngineError.rolloutInProgress(error.deploymentId, "another rollout for \(entry.modelName) in \(entry.environment) is in flight (\(error.deploymentId ?? "?")); reject or finish it first")
+            }
+            throw EngineError.ledger(error)
+        }
+        var runner = RolloutRunner(engine: self, record: rec, plan: plan, actor: requestedBy, progress: progress)
+        runner.executeNote = ("rollback redeploy started", .object([:]))
+        let final = try await runner.run(.execute)
+        return RollbackOutcome(record: final, fromVersion: entry.modelVersion, toVersion: version, durationMs: ms(since: start))
+    }
+
+    /// A blue-green plan for `version` from its newest full plan here, without gates (a rollback is an emergency).
+    func redeployPlan(_ entry: RegistryEntry, version: String, reason: String, requestedBy: String) throws(EngineError) -> DeploymentPlan {
         guard let (old, oldPlan) = try redeploySource(entry.modelName, entry.environment, version: version) else {
             throw EngineError.nothingToRollBack("version_not_in_history", "\(version) has no earlier deployment here to redeploy")
         }
@@ -203,48 +209,21 @@ extension Engine {
         }
         // The version was live here before: an emergency rollback takes its old smoke tests as they were.
         envPolicy.requireSmokeTests = false
-        let live = liveFacts(entry)
-        let host = readHostFacts()
         let input = PlanInput(
             modelName: entry.modelName, modelVersion: version, environment: entry.environment, bentoTag: old.bentoTag ?? oldPlan.bentoTag,
             strategyRequest: .blueGreen, smokeTests: oldPlan.config.smokeTests, requirements: RequirementOverrides(),
             requestedBy: requestedBy,
             model: ModelFacts(name: entry.modelName, version: version),
             bento: BentoFacts(tag: old.bentoTag ?? oldPlan.bentoTag, apis: oldPlan.requirements.apis),
-            live: live, host: HostFacts(freeMemoryMB: host.freeMemoryMB, cpuCount: host.cpuCount),
-            policy: envPolicy, extraGates: [])
+            live: liveFacts(entry), host: runtime.catalog.hostFacts(), policy: envPolicy, extraGates: [])
         var plan: DeploymentPlan
         switch Planner.plan(input) {
         case .success(let p): plan = p
         case .failure(let refusal): throw EngineError.planRefusal(refusal)
         }
-        // A rollback is an emergency: no approval gates, and it goes straight on.
         plan.gates = []
-        plan.steps.removeAll { $0.hasPrefix("gate:") }
+        plan.steps.removeAll { $0 == Step.deployGate.wireName || $0 == Step.promotionGate.wireName }
         plan.reasons.insert("rollback of \(entry.modelVersion) to \(version): \(reason)", at: 0)
-        let t = now()
-        var rec = DeploymentRecord(
-            deploymentId: makeDeploymentID(now: t), modelName: entry.modelName, modelVersion: version, environment: entry.environment,
-            bentoTag: plan.bentoTag, endpointURL: entry.endpointURL, strategy: .rollback, status: .approved,
-            previousVersion: entry.modelVersion, slot: plan.config.slot.rawValue, plan: plan.toJSON(), planHash: plan.planHash,
-            requestedBy: requestedBy, rollbackOf: undone.deploymentId, createdAt: t, updatedAt: t)
-        do {
-            try store.insert(rec, event: DeploymentEvent(
-                deploymentId: rec.deploymentId, at: t, toStatus: .approved, step: "plan", actor: requestedBy,
-                message: "rollback of \(entry.modelVersion) to \(version) by redeploying it blue-green (no warm slot): \(reason)"))
-        } catch {
-            if error.code == .rolloutInProgress {
-                throw EngineError.rolloutInProgress(error.deploymentId, "another rollout for \(entry.modelName) in \(entry.environment) is in flight (\(error.deploymentId ?? "?")); reject or finish it first")
-            }
-            throw EngineError.ledger(error)
-        }
-        rec = try move(rec, .execute, step: "execute", actor: requestedBy, message: "rollback redeploy started",
-                       changes: DeploymentChanges(startedAt: t, owner: .some(config.agentID)))
-        let ctx = RunContext(engine: self, plan: plan, progress: progress, actor: requestedBy)
-        let started = rec
-        let final = try await withOwnership(started) { () async throws(EngineError) -> DeploymentRecord in
-            try await self.runPipeline(started, ctx)
-        }
-        return RollbackOutcome(record: final, fromVersion: entry.modelVersion, toVersion: version, durationMs: ms(since: start))
+        return plan
     }
 }

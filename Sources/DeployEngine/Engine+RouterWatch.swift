@@ -9,20 +9,13 @@ import DeployRuntime
 import JSON
 
 extension Engine {
-    /// Whether `endpointURL` (the router's stable port) answers BentoML's readiness probe now.
-    func endpointAnswers(_ endpointURL: String) async -> Bool {
-        guard let port = Planner.port(of: endpointURL) else { return false }
-        guard let resp = try? await HTTPClient.request(method: "GET", port: port, path: "/readyz", timeoutMs: 1000) else { return false }
-        return resp.status == 200
-    }
-
-    /// Restarts the router when routes are configured but its master is gone (killed, crashed), after
-    /// killing workers orphaned by a killed master, which would otherwise keep the ports. The live
-    /// deployments it serves get an event saying so. Returns whether a repair was needed.
+    /// Restarts the router when routes are configured but it is not running (killed, crashed); the local
+    /// router first kills workers orphaned by a killed master, which would otherwise keep the ports. The
+    /// live deployments it serves get an event saying so. Returns whether a repair was needed.
     @discardableResult
     public func repairRouterIfDown() async -> Bool {
-        guard router.needsRepair else { return false }
-        let routes = router.allRoutes()
+        guard await router.needsRestart() else { return false }
+        let routes = await router.routes()
         log("the router is down; restarting it", ["routes": .int(Int64(routes.count))])
         let outcome: String
         do throws(RuntimeError) {
@@ -36,7 +29,7 @@ extension Engine {
             guard let entry = try? store.registry(modelName: route.modelName, environment: route.environment),
                 let r = try? store.deployment(id: entry.deploymentId)
             else { continue }
-            noteOrLog(r, step: "router_repair", message: outcome)
+            note(r, step: "router_repair", message: outcome)
         }
         return true
     }
@@ -50,16 +43,6 @@ extension Engine {
                 guard let self else { return }
                 await self.repairRouterIfDown()
             }
-        }
-    }
-
-    /// Appends an informational event; when the ledger refuses it, the agent's log still has it.
-    func noteOrLog(_ r: DeploymentRecord, step: String, message: String, data: JSONValue = .object([:])) {
-        do {
-            _ = try store.appendEvent(event(r.deploymentId, step: step, actor: "model-deployer", message: message, data: data))
-        } catch {
-            log("an event could not be recorded", ["deployment_id": .string(r.deploymentId), "step": .string(step),
-                                                   "message": .string(message), "error": .string(error.message)])
         }
     }
 }

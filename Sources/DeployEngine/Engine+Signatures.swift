@@ -33,13 +33,10 @@ extension Engine {
             return req
         }
         guard let allowed = env.signatures.allowedSigners else {
-            throw EngineError(code: -32602, reason: "invalid_params",
-                              message: "\(req.environment) does not check signatures (its policy names no allowed_signers); leave signature out",
-                              extra: ["field": "signature"])
+            throw EngineError.invalidParams(field: "signature", "\(req.environment) does not check signatures (its policy names no allowed_signers); leave signature out")
         }
         guard let text = given.signedAt, let signedAt = Self.parseInstant(text) else {
-            throw EngineError(code: -32602, reason: "invalid_params", message: "a signed request needs signed_at, an RFC 3339 timestamp inside the signed message",
-                              extra: ["field": "signed_at"])
+            throw EngineError.invalidParams(field: "signed_at", "a signed request needs signed_at, an RFC 3339 timestamp inside the signed message")
         }
         let skew = now().timeIntervalSince(signedAt)
         guard abs(skew) <= SSHSignatures.maxSkewSeconds else {
@@ -76,9 +73,7 @@ extension Engine {
             return nil
         }
         guard let allowed = env.signatures.allowedSigners else {
-            throw EngineError(code: -32602, reason: "invalid_params",
-                              message: "\(r.environment) does not check signatures (its policy names no allowed_signers); leave signature out",
-                              extra: ["field": "signature"])
+            throw EngineError.invalidParams(field: "signature", "\(r.environment) does not check signatures (its policy names no allowed_signers); leave signature out")
         }
         // Not at a gate: approve() gives the precise refusal.
         guard let gate = requested ?? Lifecycle.pendingGate(r.status) else { return nil }

@@ -32,7 +32,8 @@ extension Engine {
     /// success would hand one caller another caller's deployment.
     func replay(_ existing: DeploymentRecord, of req: PlanRequest, key: String) throws(EngineError) -> DeploymentRecord {
         let events = try ledger { () throws(StoreError) in try store.events(deploymentId: existing.deploymentId) }
-        let recorded = events.first { $0.step == "plan" }?.data["request_fingerprint"]?.stringValue
+        // The event that created the record carries the fingerprint.
+        let recorded = events.first { $0.fromStatus == nil && $0.toStatus != nil }?.data["request_fingerprint"]?.stringValue
         let same: Bool
         if let recorded {
             same = recorded == req.fingerprint
@@ -44,7 +45,7 @@ extension Engine {
         }
         guard same else {
             throw EngineError(
-                code: -32002, reason: "idempotency_key_conflict",
+                .conflict, reason: "idempotency_key_conflict",
                 message: "idempotency_key \(key) already names deployment \(existing.deploymentId) (\(existing.modelName):\(existing.modelVersion) to \(existing.environment), requested by \(existing.requestedBy)) made from a different request; use a new key",
                 extra: ["deployment_id": .string(existing.deploymentId), "field": "idempotency_key"])
         }

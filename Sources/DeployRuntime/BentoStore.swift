@@ -1,22 +1,11 @@
+import DeployCore
 import JSON
 
-/// A model version in the BentoML store (from `models/<name>/<version>/model.yaml`).
-public struct ModelInfo: Sendable, Hashable {
-    /// Model name.
-    public var name: String
-    /// Model version.
-    public var version: String
-    /// Framework module, e.g. `bentoml.sklearn`.
-    public var module: String?
-    /// Total bytes of the model directory.
-    public var sizeBytes: Int64?
-    /// User labels.
-    public var labels: [String: String]
-    /// User metadata as JSON.
-    public var metadata: JSONValue
-    /// `creation_time` as written by BentoML (RFC 3339).
-    public var creationTime: String
+/// A model version in the BentoML store (from `models/<name>/<version>/model.yaml`): the core's facts,
+/// read here, used as they are by the planner.
+public typealias ModelInfo = ModelFacts
 
+extension ModelFacts {
     /// `name:version`.
     public var tag: String { "\(name):\(version)" }
 }
@@ -139,9 +128,9 @@ public struct BentoStoreReader: Sendable {
     public static func parseModel(_ text: String, sizeBytes: Int64? = nil) -> ModelInfo? {
         let doc = MiniYAML.parse(text)
         guard let name = doc["name"]?.string, let version = doc["version"]?.string else { return nil }
-        return ModelInfo(name: name, version: version, module: doc["module"]?.string, sizeBytes: sizeBytes,
+        return ModelFacts(name: name, version: version, module: doc["module"]?.string, sizeBytes: sizeBytes,
                          labels: stringMap(doc["labels"]), metadata: doc["metadata"]?.json ?? .object([:]),
-                         creationTime: doc["creation_time"]?.string ?? "")
+                         creationTime: doc["creation_time"]?.string)
     }
 
     /// Parses a `bento.yaml` document.
@@ -172,7 +161,8 @@ public struct BentoStoreReader: Sendable {
     }
 
     /// Orders RFC 3339 timestamps by instant (falls back to text order when unparsable).
-    static func isOlder(_ a: String, _ b: String) -> Bool {
+    static func isOlder(_ a: String?, _ b: String?) -> Bool {
+        let (a, b) = (a ?? "", b ?? "")
         if let x = epochSeconds(a), let y = epochSeconds(b) { return x < y }
         return a < b
     }
@@ -212,4 +202,37 @@ public struct BentoStoreReader: Sendable {
         let days = era * 146097 + doe - 719468
         return Double(days * 86400 + h * 3600 + mi * 60 + sec - offset) + frac
     }
+}
+
+// MARK: - ModelCatalog
+
+/// The local BentoML store as the engine's catalog.
+public struct LocalCatalog: ModelCatalog {
+    /// The store.
+    public let store: BentoStoreReader
+
+    /// A catalog over the store at `home` (`BENTOML_HOME`).
+    public init(home: String) { self.store = BentoStoreReader(home: home) }
+
+    public func model(name: String, version: String) throws(RuntimeError) -> ModelFacts {
+        try store.model(name: name, version: version)
+    }
+
+    public func bento(tag: String) throws(RuntimeError) -> BentoFacts {
+        try store.bento(tag: tag).facts
+    }
+
+    public func newestBento(serving modelTag: String) throws(RuntimeError) -> BentoFacts? {
+        try store.newestBento(serving: modelTag)?.facts
+    }
+
+    public func hostFacts() -> HostFacts {
+        let h = readHostFacts()
+        return HostFacts(freeMemoryMB: h.freeMemoryMB, cpuCount: h.cpuCount)
+    }
+}
+
+extension BentoInfo {
+    /// What the planner needs to know about this bento.
+    public var facts: BentoFacts { BentoFacts(tag: tag, resources: resources, apis: apis, models: models) }
 }

@@ -1,10 +1,11 @@
-/// Validation of names that reach a path, a process argument or the proxy configuration.
+import DeployCore
+
+/// The runtime's checks on names that reach a path, a process argument or the proxy configuration. The
+/// name rule is the core's (``Names``), so the agent's validation and the runtime's never drift apart.
 public enum RuntimeNames {
-    /// `true` when `name` matches `^[a-z0-9][a-z0-9_.-]{0,62}$` (model and environment names).
+    /// `true` when `name` matches ``Names/pattern`` (model and environment names).
     public static func isValidName(_ name: String) -> Bool {
-        let b = Array(name.utf8)
-        guard (1...63).contains(b.count), isLowerAlnum(b[0]) else { return false }
-        return b.allSatisfy { isLowerAlnum($0) || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-") }
+        Names.validate(name, field: "name") == nil
     }
 
     /// `true` when `version` is safe inside a quoted nginx string and a header:
@@ -30,7 +31,7 @@ public enum RuntimeNames {
     /// Throws `invalid_name` unless `name` is a valid model/environment name.
     static func check(_ name: String, _ what: String) throws(RuntimeError) {
         guard isValidName(name) else {
-            throw .invalidName("\(what) '\(name)' must match ^[a-z0-9][a-z0-9_.-]{0,62}$")
+            throw .invalidName("\(what) '\(name)' must match \(Names.pattern)")
         }
     }
 

@@ -188,12 +188,8 @@ public enum Probes {
                           answers: merged.answers, errors: merged.errors, slots: merged.slots)
     }
 
-    /// Nearest-rank percentile of sorted values (0 when empty).
-    static func percentile(_ sorted: [Double], _ p: Double) -> Double {
-        guard !sorted.isEmpty else { return 0 }
-        let rank = Int((p * Double(sorted.count)).rounded(.up)) - 1
-        return sorted[min(max(rank, 0), sorted.count - 1)]
-    }
+    /// Nearest-rank percentile of sorted values (0 when empty): the one formula, kept in DeployCore.
+    static func percentile(_ sorted: [Double], _ p: Double) -> Double { Metrics.percentile(sorted, p) }
 }
 
 /// JSON equality where numbers compare by value (`2` equals `2.0`).
@@ -206,5 +202,48 @@ public func jsonEquivalent(_ a: JSONValue, _ b: JSONValue) -> Bool {
     default:
         if let p = a.doubleValue, let q = b.doubleValue { return p == q }
         return a == b
+    }
+}
+
+// MARK: - Prober
+
+/// Probes over HTTP on the loopback interface (the local runtime's slots and router).
+public struct HTTPProber: Prober {
+    /// A prober.
+    public init() {}
+
+    public func smoke(_ address: SlotAddress, checks: [SmokeTest], timeoutMs: Int) async -> [SmokeResult] {
+        await Probes.smoke(port: address.port, checks: checks, timeoutMs: timeoutMs)
+    }
+
+    public func measure(_ address: SlotAddress, load: ProbeLoad) async -> Metrics {
+        if let api = load.api, let input = load.input {
+            let l = await Probes.load(port: address.port, api: api, input: input, requests: load.requests,
+                                      concurrency: load.concurrency, timeoutMs: 5000)
+            return Metrics(dictionary: l.metrics)
+        }
+        // Without an API to call, the readiness endpoint is the signal (half the requests: it is cheap and serial).
+        let n = max(1, load.requests / 2)
+        var latencies: [Double] = []
+        var failures = 0
+        let start = monotonicMs()
+        for _ in 0..<n {
+            do throws(RuntimeError) {
+                let resp = try await HTTPClient.request(method: "GET", port: address.port, path: load.healthPath, timeoutMs: 2000)
+                latencies.append(resp.latencyMs)
+                if resp.status >= 500 { failures += 1 }
+            } catch {
+                failures += 1
+            }
+        }
+        let elapsed = max((monotonicMs() - start) / 1000, 0.001)
+        latencies.sort()
+        return Metrics(p50Ms: Metrics.percentile(latencies, 0.5), p95Ms: Metrics.percentile(latencies, 0.95),
+                       p99Ms: Metrics.percentile(latencies, 0.99), errorRate: Double(failures) / Double(n), rps: Double(n) / elapsed)
+    }
+
+    public func isReady(_ address: SlotAddress, path: String, timeoutMs: Int) async -> Bool {
+        guard let resp = try? await HTTPClient.request(method: "GET", port: address.port, path: path, timeoutMs: timeoutMs) else { return false }
+        return resp.status == 200
     }
 }

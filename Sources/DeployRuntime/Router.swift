@@ -393,3 +393,50 @@ public final class NginxRouter: Sendable {
         }
     }
 }
+
+// MARK: - TrafficRouter
+
+extension NginxRouter: TrafficRouter {
+    /// nginx here serves one upstream per endpoint: a route must give one backend the whole traffic
+    /// (other backends at weight 0 are dropped, since nothing would reach them).
+    /// - Throws: `weights_unsupported` for a split, `invalid_name` for a slot other than blue or green.
+    public func apply(_ route: RouteSpec) async throws(RuntimeError) {
+        let serving = route.backends.filter { $0.weight > 0 }
+        guard serving.count == 1, let backend = serving.first else {
+            throw RuntimeError(code: "weights_unsupported",
+                               message: "the nginx router sends an endpoint's traffic to one backend; asked for \(serving.count) with a share")
+        }
+        guard let slot = backend.slot.slot else { throw .invalidName("the nginx router routes to slots blue and green, not \(backend.slot)") }
+        try await self.route(modelName: route.modelName, environment: route.environment, routerPort: route.listenPort,
+                             upstreamPort: backend.address.port, slot: slot, version: backend.version)
+    }
+
+    public func verify(listenPort: Int, serving slot: SlotID, timeoutMs: Int) async -> Bool {
+        guard let s = slot.slot else { return false }
+        return await verify(routerPort: listenPort, expectSlot: s, timeoutMs: timeoutMs)
+    }
+
+    public func route(modelName: String, environment: String) async -> RouteSpec? {
+        currentRoute(modelName: modelName, environment: environment)?.spec
+    }
+
+    public func routes() async -> [RouteSpec] { allRoutes().map(\.spec) }
+
+    public func needsRestart() async -> Bool { needsRepair }
+
+    /// `preferred` when this endpoint already listens there or the port is free, else one the kernel picks.
+    public func listenPort(preferred: Int, modelName: String, environment: String) async -> Int {
+        if currentRoute(modelName: modelName, environment: environment)?.routerPort == preferred || portIsFree(preferred) {
+            return preferred
+        }
+        return freePort(preferred: nil)
+    }
+}
+
+extension RouteInfo {
+    /// The port's view of this route: its one backend takes all the traffic.
+    public var spec: RouteSpec {
+        RouteSpec(modelName: modelName, environment: environment, listenPort: routerPort,
+                  backends: [WeightedBackend(slot: SlotID(slot), address: SlotAddress(port: upstreamPort), version: version, weight: 100)])
+    }
+}

@@ -371,3 +371,53 @@ func rfc3339(_ date: Date) -> String {
     }
     return "\(pad(y, 4))-\(pad(m, 2))-\(pad(d, 2))T\(pad(rem / 3600, 2)):\(pad(rem % 3600 / 60, 2)):\(pad(rem % 60, 2)).\(pad(ms, 3))Z"
 }
+
+// MARK: - SlotRuntime
+
+extension SlotManager: SlotRuntime {
+    /// Starts `launch` on its preferred port, or on another free one when that is taken.
+    /// - Throws: `invalid_name` for a slot other than blue or green, and what ``start(_:)-(SlotSpec)`` throws.
+    public func start(_ launch: SlotLaunch) async throws(RuntimeError) -> RunningSlot {
+        guard let slot = launch.ref.id.slot else { throw .invalidName("the local runtime has slots blue and green, not \(launch.ref.id)") }
+        let port = freePort(preferred: launch.preferredPort)
+        let spec = SlotSpec(modelName: launch.ref.modelName, environment: launch.ref.environment, slot: slot,
+                            bentoTag: launch.bentoTag, port: port)
+        let state = try await Blocking.run { () throws(RuntimeError) in try self.start(spec) }
+        return state.running
+    }
+
+    public func waitReady(_ slot: RunningSlot, deadlineSeconds: Double, probeTimeoutMs: Int, intervalMs: Int) async -> ReadinessResult {
+        guard let id = slot.ref.id.slot, let pid = slot.processID else {
+            return ReadinessResult(ready: false, elapsedMs: 0, attempts: 0, lastError: "slot \(slot.ref.id) is not a local slot")
+        }
+        let spec = SlotSpec(modelName: slot.ref.modelName, environment: slot.ref.environment, slot: id, bentoTag: slot.bentoTag,
+                            port: slot.address.port)
+        let state = SlotState(spec: spec, pid: pid, pgid: pid, alive: slot.alive, logPath: slot.logPath ?? "", startedAt: Date())
+        return await waitReady(state, deadlineSeconds: deadlineSeconds, probeTimeoutMs: probeTimeoutMs, intervalMs: intervalMs)
+    }
+
+    public func stop(_ ref: SlotRef, graceSeconds: Double) async -> Bool {
+        guard let slot = ref.id.slot else { return true }
+        return await stop(modelName: ref.modelName, environment: ref.environment, slot: slot, graceSeconds: graceSeconds)
+    }
+
+    public func state(_ ref: SlotRef) async -> RunningSlot? {
+        guard let slot = ref.id.slot else { return nil }
+        return state(modelName: ref.modelName, environment: ref.environment, slot: slot)?.running
+    }
+
+    public func listSlots() async -> [RunningSlot] { allSlots().map(\.running) }
+
+    public func logTail(_ slot: RunningSlot, bytes: Int) async -> String {
+        guard let path = slot.logPath else { return "" }
+        return FileIO.tail(path, bytes: bytes)
+    }
+}
+
+extension SlotState {
+    /// The port's view of this slot.
+    public var running: RunningSlot {
+        RunningSlot(ref: SlotRef(modelName: spec.modelName, environment: spec.environment, id: SlotID(spec.slot)),
+                    bentoTag: spec.bentoTag, address: SlotAddress(port: spec.port), alive: alive, processID: pid, logPath: logPath)
+    }
+}

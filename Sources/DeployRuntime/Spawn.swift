@@ -182,6 +182,15 @@ public enum ProcessLauncher {
         return (exitCode(status), String(decoding: output, as: UTF8.self))
     }
 
+    /// Field 22 of /proc/PID/stat: the start time, which tells a live process from a reused pid
+    /// (the agent's owner tag carries it).
+    public static func startTime(_ pid: Int32) -> String? {
+        guard let bytes = FileIO.readBytes("/proc/\(pid)/stat", limit: 4096), let close = bytes.lastIndex(of: UInt8(ascii: ")")) else { return nil }
+        let fields = String(decoding: bytes[(close + 1)...], as: UTF8.self).split(separator: " ")
+        // After the command name: field 3 is state, so start time (field 22) is index 19.
+        return fields.count > 19 ? String(fields[19]) : nil
+    }
+
     /// The caller's environment as a dictionary.
     public static func currentEnvironment() -> [String: String] {
         var env: [String: String] = [:]

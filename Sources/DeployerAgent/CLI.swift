@@ -1,4 +1,5 @@
 import JSONRPC
+import DeployRuntime
 
 /// Facts about this build.
 public enum AgentInfo {
@@ -150,22 +151,5 @@ public enum CLI {
     }
 }
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
-
-/// The process environment as a dictionary.
-public func currentEnvironment() -> [String: String] {
-    var env: [String: String] = [:]
-    var p = environ
-    while let entry = p.pointee {
-        let s = String(cString: entry)
-        if let eq = s.firstIndex(of: "=") {
-            env[String(s[..<eq])] = String(s[s.index(after: eq)...])
-        }
-        p += 1
-    }
-    return env
-}
+/// The process environment as a dictionary (the runtime's reader: one copy of the `environ` walk).
+public func currentEnvironment() -> [String: String] { ProcessLauncher.currentEnvironment() }

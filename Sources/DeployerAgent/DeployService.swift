@@ -51,7 +51,7 @@ final class DeployService: Sendable {
             try store.migrate()
         } catch {
             logger.error("the ledger cannot be opened", ["error": .string(error.message)])
-            throw RPCError(code: -32007, reason: "ledger_unavailable", message: "the ledger cannot be opened: \(error.message)")
+            throw RPCError(code: ErrorMapping.code(.ledgerUnavailable), reason: "ledger_unavailable", message: "the ledger cannot be opened: \(error.message)")
         }
         let policy: ApprovalPolicy
         switch Self.loadPolicy(options, home: home) {
@@ -67,7 +67,9 @@ final class DeployService: Sendable {
         let logger = self.logger
         logger.info("engine ready", ["home": .string(home), "ledger": .string(options.databaseURL == nil ? "sqlite" : "postgres"),
                                      "bentoml": .string(bentoml), "bentoml_home": .string(bentomlHome), "nginx": .string(nginx)])
-        let engine = Engine(config: config, store: store, policy: policy, log: { msg, fields in logger.debug(msg, fields) })
+        let runtime = RuntimePorts.local(home: home, bentoml: bentoml, bentomlHome: bentomlHome, nginx: nginx)
+        let engine = Engine(config: config, store: store, policy: policy, runtime: runtime, storedCode: ErrorMapping.storedCode,
+                            log: { msg, fields in logger.debug(msg, fields) })
         engine.watchRouter()
         return engine
     }
@@ -98,18 +100,13 @@ final class DeployService: Sendable {
 
     func close() async {}
 
-    static func rpc(_ e: EngineError) -> RPCError {
-        RPCError(code: e.code, reason: e.reason, message: e.message, extra: e.extra)
-    }
-
     /// Runs an engine call on the blocking executor: ledger calls and hashing block their thread, and on
     /// the cooperative pool (two threads here) two slow plans would stall every other request.
     func call<T>(_ body: (Engine) async throws(EngineError) -> T) async throws(RPCError) -> T {
         try await withTaskExecutorPreference(BlockingExecutor.shared) { () async throws(RPCError) -> T in
             let engine = try engine()
             do throws(EngineError) { return try await body(engine) } catch {
-                if error.code == -32800 { throw RPCError.requestCancelled }
-                throw Self.rpc(error)
+                throw ErrorMapping.rpc(error)
             }
         }
     }

@@ -17,7 +17,7 @@ import Testing
             Issue.record("expected a rollback")
             return
         }
-        #expect(reason == "error_rate_regression")
+        #expect(reason == .errorRateRegression && reason.wireName == "error_rate_regression")
         #expect(message.contains("20%"))
     }
 
@@ -35,7 +35,7 @@ import Testing
             Issue.record("expected a rollback")
             return
         }
-        #expect(reason == "latency_regression")
+        #expect(reason == .latencyRegression && reason.wireName == "latency_regression")
         // A slow baseline uses the factor: 200 ms x 1.5 = 300 ms.
         let slowBase = Metrics(p50Ms: 100, p95Ms: 200, p99Ms: 300, errorRate: 0, rps: 10)
         #expect(BakeVerdict.latencyThreshold(baseline: slowBase, policy: policy) == 300)
@@ -69,7 +69,7 @@ import Testing
 
     @Test func refusals() {
         func reason(_ d: RollbackDecision) -> String? {
-            if case .refuse(let r, _) = d { return r }
+            if case .refuse(let r, _) = d { return r.rawValue }
             return nil
         }
         #expect(reason(RollbackDecision.decide(RollbackFacts(live: nil), toVersion: nil)) == "nothing_to_roll_back")
@@ -77,13 +77,14 @@ import Testing
         let facts = RollbackFacts(live: live, previousVersion: "v1", previousSlot: .blue, previousWarm: true, history: ["v1"])
         #expect(reason(RollbackDecision.decide(facts, toVersion: "v2")) == "already_live")
         #expect(reason(RollbackDecision.decide(facts, toVersion: "v9")) == "version_not_in_history")
+        #expect(RollbackRefusal.alreadyLive.wireReason == "nothing_to_roll_back")
     }
 
     /// v1 -> v2 -> rollback to v1 makes v2 the registry's previous, warm; a second rollback must not
     /// bring it back (that would re-promote the version just rolled back, ungated).
     @Test func aRolledBackVersionIsNoRollbackTarget() {
         func reason(_ d: RollbackDecision) -> String? {
-            if case .refuse(let r, _) = d { return r }
+            if case .refuse(let r, _) = d { return r.rawValue }
             return nil
         }
         let v1Live = Fixtures.live(version: "v1", slot: .blue, id: "rb-1")

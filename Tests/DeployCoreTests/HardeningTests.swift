@@ -113,7 +113,7 @@ import Testing
 
     @Test func requestedMemoryAboveTheMaximumIsInvalidParams() {
         let r = Fixtures.refusal(Fixtures.input(requirements: RequirementOverrides(memoryMB: Planner.maxMemoryMB + 1)))
-        #expect(r?.reason == "invalid_params")
+        #expect(r?.reason == "invalid_params" && r?.field == "requirements")
         #expect(r?.message.contains("requirements.memory_mb") == true)
     }
 

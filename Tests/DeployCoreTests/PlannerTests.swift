@@ -110,7 +110,7 @@ import Testing
 
     @Test func smokeTestsMustNameAnAPIOfTheBento() {
         let bad = Fixtures.refusal(Fixtures.input(smokeTests: [SmokeTest(api: "classify", input: [:])]))
-        #expect(bad?.reason == "invalid_smoke_test")
+        #expect(bad?.reason == "invalid_smoke_test" && bad?.field == "smoke_tests")
         let evil = Fixtures.refusal(Fixtures.input(smokeTests: [SmokeTest(api: "../admin", input: [:])]))
         #expect(evil?.reason == "invalid_smoke_test")
     }
@@ -119,6 +119,8 @@ import Testing
         var input = Fixtures.input()
         input.modelName = "Iris CLF"
         #expect(Fixtures.refusal(input)?.reason == "invalid_params")
+        // The refusal names the field that failed, not a generic one.
+        #expect(Fixtures.refusal(input)?.field == "model_name")
     }
 
     @Test func baselineUsesTheFirstSmokeTest() throws {

@@ -1,6 +1,7 @@
 import DeployCore
 @testable import DeployEngine
 import DeploymentStore
+import DeployRuntime
 import Foundation
 import JSON
 import TestSupport
@@ -31,8 +32,10 @@ import Testing
     func engine(_ store: any DeploymentStore = InMemoryStore()) throws -> Engine {
         let policy = try ApprovalPolicy(text: #"{"environments": {"production": {"signatures": {"required": true, "allowed_signers": "\#(allowed)"}}}}"#)
         let config = EngineConfig(home: home, bentoml: "/bin/false", bentomlHome: home + "/bentoml", nginx: "/bin/false", agentID: "test:1:1")
-        let fixed = now
-        return Engine(config: config, store: store, policy: policy, now: { fixed })
+        return Engine(config: config, store: store, policy: policy,
+                      // The local runtime over an empty BentoML store: a request whose signature passes gets as far as model_not_found.
+                      runtime: RuntimePorts.local(home: home, bentoml: "/bin/false", bentomlHome: home + "/bentoml", nginx: "/bin/false"),
+                      clock: FixedClock(now), storedCode: Harness.codes)
     }
 
     func stamp(_ d: Date) -> String { d.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true)) }
@@ -154,4 +157,13 @@ import Testing
         #expect(await approveReason(e, id: d2, approver: "bob@example.com", signature: try approval(d2, key: "bob", decision: "reject", planHash: h2), decision: "reject") == nil)
         #expect(try store.deployment(id: d2)?.status == .rejected)
     }
+}
+
+
+/// A clock stopped at one instant (signature freshness is checked against it).
+private struct FixedClock: EngineClock {
+    let instant: Date
+    init(_ instant: Date) { self.instant = instant }
+    func now() -> Date { instant }
+    func sleep(milliseconds: Int) async throws { try Task.checkCancellation() }
 }

@@ -93,7 +93,9 @@ def tool_result(content: Any) -> Any:
             return structured
     if hasattr(content, "content"):
         content = content.content
-    if isinstance(content, str):
-        return json.loads(content)
-    texts = [block.get("text", "") for block in content if isinstance(block, dict) and block.get("type") == "text"]
-    return json.loads("".join(texts))
+    if not isinstance(content, str):
+        texts = [block.get("text", "") for block in content if isinstance(block, dict) and block.get("type") == "text"]
+        content = texts[0] if texts else ""
+    # The agent's JSON comes first; a text after it (guidance for the model at a gate) is not data.
+    value, _ = json.JSONDecoder().raw_decode(content.lstrip())
+    return value

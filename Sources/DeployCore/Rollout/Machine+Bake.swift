@@ -1,0 +1,62 @@
+/// The bake: after the switch, windows of probe traffic through the router are compared with the
+/// baseline. One slow window is noise on a shared machine (a reload, a GC pause, a busy core): only a
+/// regression seen in two windows in a row counts. A dead process counts at once.
+extension Machine {
+    /// Pause between bake windows.
+    public static let bakeIntervalMs = 500
+    /// Regressed windows in a row that fail the bake.
+    public static let bakeStrikesToFail = 2
+
+    static func baking(_ s: Snapshot, _ event: RolloutEvent) -> Decision {
+        switch event {
+        case .bakeWindow(let observed, let slotAlive, let stillLive) where s.step == .bake:
+            return window(s, observed: observed, slotAlive: slotAlive, stillLive: stillLive)
+        case .cancelled where s.step == .bake:
+            // The version is live; only the watching stops. The previous slot still retires on time.
+            return done(s, [.note(.bake, "bake stopped: the request was cancelled; \(s.plan.version) stays live")])
+        default: return ignore(s, event)
+        }
+    }
+
+    static func done(_ s: Snapshot, _ before: [RolloutAction], strikes: Int = 0) -> Decision {
+        var d = go(.live, before + strategyAfterBake(s), .done, "\(s.plan.version) is live", [])
+        d.bakeStrikes = strikes
+        return d
+    }
+
+    static func window(_ s: Snapshot, observed: Metrics, slotAlive: Bool, stillLive: Bool) -> Decision {
+        guard stillLive else {
+            // A manual rollback (or a newer rollout) during the bake ends it: this version is no longer live.
+            return Decision(status: .live, actions: [.note(.bake, "bake ended early: another deployment took over the endpoint")],
+                            step: .done, message: "bake ended early")
+        }
+        if !slotAlive {
+            return bakeFailed(s, Failure(.slotDied, step: .bake, "the new version's process died during the bake"))
+        }
+        var strikes = 0
+        var actions: [RolloutAction] = []
+        if let baseline = s.baseline,
+            case .rollback(let reason, let message) = BakeVerdict.evaluate(baseline: baseline, observed: observed, policy: s.plan.rollback)
+        {
+            strikes = s.bakeStrikes + 1
+            actions.append(.note(.bake, "bake window \(strikes) of \(bakeStrikesToFail) over the limit: \(message)"))
+            if strikes >= bakeStrikesToFail {
+                return bakeFailed(s, Failure(reason, step: .bake, message), noted: actions)
+            }
+        }
+        if let end = s.bakeEndsAt, s.now >= end {
+            return done(s, actions + [.note(.bake, "bake passed (\(s.plan.rollback.bakeSeconds) s)")], strikes: strikes)
+        }
+        actions.append(.measureBake(afterMs: bakeIntervalMs))
+        return Decision(status: .live, actions: actions, step: .bake, message: "baking", bakeStrikes: strikes)
+    }
+
+    static func bakeFailed(_ s: Snapshot, _ f: Failure, noted: [RolloutAction] = []) -> Decision {
+        let failed = noted + [.note(.bake, "bake failed: \(f.message)")]
+        guard s.hasWarmPrevious else {
+            return done(s, failed + [.note(.bake, "no warm previous version to roll back to; \(s.plan.version) stays live")])
+        }
+        return Decision(status: .live, actions: failed + [.route(.previous)], step: .rollback, progress: Step.bake.progress,
+                        message: "rolling back after a failed bake: \(f.message)", rollbackCause: f)
+    }
+}

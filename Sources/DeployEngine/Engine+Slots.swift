@@ -1,0 +1,70 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import DeployCore
+import DeploymentStore
+import DeployRuntime
+import JSON
+
+extension Engine {
+    /// Runs a runtime call whose failure leaves nothing to undo; the failure goes to the log.
+    func attempt(_ what: String, _ body: () async throws(RuntimeError) -> Void) async {
+        do { try await body() } catch { log("could not \(what)", ["error": .string(error.description)]) }
+    }
+
+    /// Points the router back at what the registry says is live (or removes the route when nothing runs there).
+    func restoreRoute(_ entry: RegistryEntry?) async {
+        guard let entry else { return }
+        guard let port = Planner.port(of: entry.endpointURL), let state = await slots.state(slotRef(entry, entry.slot)) else {
+            await attempt("remove the route") { () throws(RuntimeError) in
+                try await router.removeRoute(modelName: entry.modelName, environment: entry.environment)
+            }
+            return
+        }
+        let spec = RouteSpec(modelName: entry.modelName, environment: entry.environment, listenPort: port,
+                             backends: [WeightedBackend(slot: state.ref.id, address: state.address, version: entry.modelVersion)])
+        await attempt("restore the route") { () throws(RuntimeError) in try await router.apply(spec) }
+    }
+
+    /// Stops the slot of a deployment unless it is what the registry serves.
+    func stopSlot(_ r: DeploymentRecord, slot: String? = nil) async {
+        guard let s = slot ?? r.slot else { return }
+        do throws(EngineError) {
+            if try registryEntry(r.modelName, r.environment)?.slot == s { return }  // never stop what serves traffic
+            let ref = slotRef(r, s)
+            let slots = self.slots
+            _ = await detached { await slots.stop(ref, graceSeconds: 5) }
+            try retireFromRegistry(r, slot: s)
+        } catch {
+            // Without the registry the slot might be the live one: leave it running, say so.
+            log("a slot was left running: the ledger could not say whether it serves traffic",
+                ["deployment_id": .string(r.deploymentId), "slot": .string(s), "error": .string(error.message)])
+        }
+    }
+
+    /// Forgets a stopped slot as the warm rollback target (the version stays in history for a redeploy).
+    func retireFromRegistry(_ r: DeploymentRecord, slot: String) throws(EngineError) {
+        guard var entry = try registryEntry(r.modelName, r.environment), entry.previousSlot == slot, entry.slot != slot else { return }
+        entry.previousSlot = nil
+        try ledger { () throws(StoreError) in try store.setRegistry(entry) }
+    }
+
+    /// Stops the previous slot after its keep-warm time, if it is still the warm one then.
+    func scheduleRetirement(_ r: DeploymentRecord, slot: String, after seconds: Int) {
+        Task.detached(executorPreference: BlockingExecutor.shared) { [self] in
+            do { try await clock.sleep(milliseconds: seconds * 1000) } catch { return }
+            do throws(EngineError) {
+                guard let entry = try registryEntry(r.modelName, r.environment), entry.deploymentId == r.deploymentId,
+                    entry.previousSlot == slot
+                else { return }
+                _ = await slots.stop(slotRef(r, slot), graceSeconds: 5)
+                try retireFromRegistry(r, slot: slot)
+                note(r, step: Step.retirePrevious.wireName, message: "stopped the previous slot \(slot) after \(seconds) s warm")
+            } catch {
+                log("the previous slot could not be retired", ["deployment_id": .string(r.deploymentId), "error": .string(error.message)])
+            }
+        }
+    }
+}

@@ -1,0 +1,291 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import DeployCore
+import JSON
+
+// The ports the engine drives. The local runtime (BentoML processes behind nginx) implements them in
+// `LocalRuntime.swift`; an HAProxy router or a Kubernetes runtime implements the same protocols, and the
+// engine's tests use fakes. Every call may block its thread (files, processes, sockets): the engine calls
+// them from its blocking executor, never from the cooperative pool.
+
+/// Names one running copy of a version of a model in an environment: `blue` or `green` for the local
+/// runtime, a Deployment name for Kubernetes. Stored in the ledger as its raw value.
+public struct SlotID: RawRepresentable, Hashable, Sendable, Comparable, CustomStringConvertible, ExpressibleByStringLiteral {
+    /// The ledger and wire spelling.
+    public var rawValue: String
+    /// A slot id.
+    public init(rawValue: String) { self.rawValue = rawValue }
+    /// A slot id.
+    public init(stringLiteral value: String) { self.rawValue = value }
+    /// The id of a blue/green slot.
+    public init(_ slot: Slot) { self.rawValue = slot.rawValue }
+    /// The blue/green slot this id names, when it names one.
+    public var slot: Slot? { Slot(rawValue: rawValue) }
+    public var description: String { rawValue }
+    public static func < (a: SlotID, b: SlotID) -> Bool { a.rawValue < b.rawValue }
+}
+
+/// A slot of (model, environment).
+public struct SlotRef: Hashable, Sendable {
+    /// Model name.
+    public var modelName: String
+    /// Environment.
+    public var environment: String
+    /// Which slot.
+    public var id: SlotID
+
+    /// A slot reference.
+    public init(modelName: String, environment: String, id: SlotID) {
+        self.modelName = modelName
+        self.environment = environment
+        self.id = id
+    }
+}
+
+/// Where a slot (or the router) answers HTTP.
+public struct SlotAddress: Hashable, Sendable {
+    /// Host name or address.
+    public var host: String
+    /// TCP port.
+    public var port: Int
+
+    /// An address; the local runtime serves on the loopback interface.
+    public init(host: String = "127.0.0.1", port: Int) {
+        self.host = host
+        self.port = port
+    }
+}
+
+/// What to start in a slot.
+public struct SlotLaunch: Hashable, Sendable {
+    /// The slot.
+    public var ref: SlotRef
+    /// The bento to serve.
+    public var bentoTag: String
+    /// The model version (for labels and logs).
+    public var version: String
+    /// The port the plan chose; a runtime that finds it taken takes another and says so in ``RunningSlot``.
+    public var preferredPort: Int
+
+    /// A launch request.
+    public init(ref: SlotRef, bentoTag: String, version: String, preferredPort: Int) {
+        self.ref = ref
+        self.bentoTag = bentoTag
+        self.version = version
+        self.preferredPort = preferredPort
+    }
+}
+
+/// A slot as the runtime sees it now.
+public struct RunningSlot: Hashable, Sendable {
+    /// The slot.
+    public var ref: SlotRef
+    /// The bento it serves.
+    public var bentoTag: String
+    /// Where it answers.
+    public var address: SlotAddress
+    /// Whether its process (or pod) runs now.
+    public var alive: Bool
+    /// The process id, for a runtime that has one (events and logs only).
+    public var processID: Int32?
+    /// Its log file, for a runtime that keeps one.
+    public var logPath: String?
+
+    /// A slot's state.
+    public init(ref: SlotRef, bentoTag: String, address: SlotAddress, alive: Bool, processID: Int32? = nil, logPath: String? = nil) {
+        self.ref = ref
+        self.bentoTag = bentoTag
+        self.address = address
+        self.alive = alive
+        self.processID = processID
+        self.logPath = logPath
+    }
+}
+
+/// Starts, watches and stops the copies of a model that serve traffic.
+public protocol SlotRuntime: Sendable {
+    /// Starts `launch` in its slot (which must not run anything).
+    /// - Throws: `slot_busy`, `port_in_use`, `invalid_name`, `spawn_failed`, `io_failed`.
+    func start(_ launch: SlotLaunch) async throws(RuntimeError) -> RunningSlot
+    /// Waits until `slot` is ready, its process dies, the deadline passes or the task is cancelled.
+    func waitReady(_ slot: RunningSlot, deadlineSeconds: Double, probeTimeoutMs: Int, intervalMs: Int) async -> ReadinessResult
+    /// Stops the slot's processes; `true` when nothing of it is left. `graceSeconds` 0: no drain.
+    func stop(_ ref: SlotRef, graceSeconds: Double) async -> Bool
+    /// The slot now, `nil` when nothing was started there.
+    func state(_ ref: SlotRef) async -> RunningSlot?
+    /// Every slot the runtime knows (reconciliation stops those the ledger does not account for).
+    func listSlots() async -> [RunningSlot]
+    /// The end of the slot's log (for a failure message); empty when there is none.
+    func logTail(_ slot: RunningSlot, bytes: Int) async -> String
+}
+
+/// One backend of a route with its share of the traffic.
+public struct WeightedBackend: Hashable, Sendable {
+    /// The slot behind it.
+    public var slot: SlotID
+    /// Where the slot answers.
+    public var address: SlotAddress
+    /// The version it serves (the router tags answers with it).
+    public var version: String
+    /// Share of new requests, 0...100; a backend at 0 is kept but drained.
+    public var weight: Int
+
+    /// A backend.
+    public init(slot: SlotID, address: SlotAddress, version: String, weight: Int = 100) {
+        self.slot = slot
+        self.address = address
+        self.version = version
+        self.weight = weight
+    }
+}
+
+/// The desired routing of one (model, environment) endpoint. One backend at 100 is a blue-green switch;
+/// several with weights is a canary step.
+public struct RouteSpec: Hashable, Sendable {
+    /// Model name.
+    public var modelName: String
+    /// Environment.
+    public var environment: String
+    /// The stable port the endpoint listens on.
+    public var listenPort: Int
+    /// The backends, each with its weight.
+    public var backends: [WeightedBackend]
+
+    /// A route.
+    public init(modelName: String, environment: String, listenPort: Int, backends: [WeightedBackend]) {
+        self.modelName = modelName
+        self.environment = environment
+        self.listenPort = listenPort
+        self.backends = backends
+    }
+
+    /// The backend that takes the largest share (the whole of it after a blue-green switch).
+    public var primary: WeightedBackend? { backends.max { $0.weight < $1.weight } }
+}
+
+/// Traffic one backend took, for a router that counts it (HAProxy's `show stat`).
+public struct BackendStats: Hashable, Sendable {
+    /// The backend's slot.
+    public var slot: SlotID
+    /// Requests answered since the counters were reset.
+    public var requests: Int
+    /// Of those, answered 5xx or failed at the connection.
+    public var errors: Int
+    /// Requests in progress now, when known.
+    public var active: Int?
+
+    /// Counters.
+    public init(slot: SlotID, requests: Int, errors: Int, active: Int? = nil) {
+        self.slot = slot
+        self.requests = requests
+        self.errors = errors
+        self.active = active
+    }
+}
+
+/// Sends each (model, environment) endpoint's traffic to the backends the engine asks for.
+public protocol TrafficRouter: Sendable {
+    /// Starts the router when it is not running (and writes what it needs first).
+    func ensureRunning() async throws(RuntimeError)
+    /// Makes `route` the routing of its endpoint (all or nothing: on failure the previous one stays).
+    /// - Throws: `port_in_use`, `weights_unsupported`, `router_config_invalid`, `nginx_failed`, ...
+    func apply(_ route: RouteSpec) async throws(RuntimeError)
+    /// Waits until the endpoint on `listenPort` answers from `slot`; `false` after `timeoutMs`.
+    func verify(listenPort: Int, serving slot: SlotID, timeoutMs: Int) async -> Bool
+    /// The endpoint's routing as the router has it now.
+    func route(modelName: String, environment: String) async -> RouteSpec?
+    /// Every configured endpoint.
+    func routes() async -> [RouteSpec]
+    /// Removes the endpoint. No endpoint: nothing happens.
+    func removeRoute(modelName: String, environment: String) async throws(RuntimeError)
+    /// `true` when routes are configured but the router is not running (it was killed or crashed).
+    func needsRestart() async -> Bool
+    /// The port a new endpoint listens on: `preferred` unless something else holds it.
+    func listenPort(preferred: Int, modelName: String, environment: String) async -> Int
+    /// Per-backend traffic counters, `nil` for a router that keeps none.
+    func stats(modelName: String, environment: String) async -> [BackendStats]?
+}
+
+extension TrafficRouter {
+    /// Routers without counters.
+    public func stats(modelName: String, environment: String) async -> [BackendStats]? { nil }
+}
+
+/// The models and bentos that can be deployed, as the core's facts.
+public protocol ModelCatalog: Sendable {
+    /// The model `name:version` (`latest`: the newest).
+    /// - Throws: `model_not_found`, `invalid_name`.
+    func model(name: String, version: String) throws(RuntimeError) -> ModelFacts
+    /// The bento `tag`.
+    /// - Throws: `bento_not_found`, `invalid_name`.
+    func bento(tag: String) throws(RuntimeError) -> BentoFacts
+    /// The newest bento serving `modelTag`, `nil` when none does.
+    func newestBento(serving modelTag: String) throws(RuntimeError) -> BentoFacts?
+    /// What the target host (or cluster) has free now.
+    func hostFacts() -> HostFacts
+}
+
+/// A short probe load: the smoke test's API when there is one, else the health path.
+public struct ProbeLoad: Hashable, Sendable {
+    /// The API to call (POST), or `nil` to GET ``healthPath``.
+    public var api: String?
+    /// The JSON body for ``api``.
+    public var input: JSONValue?
+    /// The readiness path.
+    public var healthPath: String
+    /// Requests to send.
+    public var requests: Int
+    /// Parallel clients.
+    public var concurrency: Int
+
+    /// A probe load.
+    public init(api: String?, input: JSONValue?, healthPath: String, requests: Int, concurrency: Int) {
+        self.api = api
+        self.input = input
+        self.healthPath = healthPath
+        self.requests = requests
+        self.concurrency = concurrency
+    }
+}
+
+/// Asks a slot or an endpoint whether it works.
+public protocol Prober: Sendable {
+    /// Runs each smoke test in order.
+    func smoke(_ address: SlotAddress, checks: [SmokeTest], timeoutMs: Int) async -> [SmokeResult]
+    /// Latency and error figures from a short load.
+    func measure(_ address: SlotAddress, load: ProbeLoad) async -> Metrics
+    /// Whether `path` answers 200 within `timeoutMs`.
+    func isReady(_ address: SlotAddress, path: String, timeoutMs: Int) async -> Bool
+}
+
+/// The four ports of one runtime.
+public struct RuntimePorts: Sendable {
+    /// Slots.
+    public var slots: any SlotRuntime
+    /// The router.
+    public var router: any TrafficRouter
+    /// Models and bentos.
+    public var catalog: any ModelCatalog
+    /// Probes.
+    public var prober: any Prober
+
+    /// A runtime.
+    public init(slots: any SlotRuntime, router: any TrafficRouter, catalog: any ModelCatalog, prober: any Prober) {
+        self.slots = slots
+        self.router = router
+        self.catalog = catalog
+        self.prober = prober
+    }
+}
+
+extension RuntimePorts {
+    /// The local runtime: `bentoml serve` processes in blue/green slots under `home/slots`, the nginx router
+    /// under `home/router`, the BentoML store at `bentomlHome`, HTTP probes on the loopback interface.
+    public static func local(home: String, bentoml: String, bentomlHome: String, nginx: String) -> RuntimePorts {
+        RuntimePorts(slots: SlotManager(home: home, bentoml: bentoml, sharedBentoMLHome: bentomlHome),
+                     router: NginxRouter(home: home, nginx: nginx), catalog: LocalCatalog(home: bentomlHome), prober: HTTPProber())
+    }
+}

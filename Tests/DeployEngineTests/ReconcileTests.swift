@@ -1,0 +1,90 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import DeployCore
+import DeploymentStore
+import DeployRuntime
+import JSON
+import Testing
+import TestSupport
+@testable import DeployEngine
+
+/// An agent that died at each step of a rollout: the next agent's reconciliation finishes or interrupts it.
+@Suite struct ReconcileTests {
+    /// An owner tag on this host whose process is gone.
+    static let deadOwner = "\(Engine.hostName()):999999:0"
+
+    /// v1 live, then v2 left in `status` by a dead agent with its slot running.
+    func crashed(at status: DeploymentStatus, registryNamesIt: Bool = false) async throws -> (Harness, DeploymentRecord, DeploymentRecord) {
+        let h = Harness()
+        let v1 = try await h.deploy("v1")
+        let p = try await h.plan("v2")
+        let slot = try #require(p.slot)
+        let ref = SlotRef(modelName: "iris", environment: "qa", id: SlotID(rawValue: slot))
+        _ = try await h.slots.start(SlotLaunch(ref: ref, bentoTag: "svc:v2", version: "v2", preferredPort: 20_500))
+        var path: [DeploymentStatus] = [.deploying, .validating, .switching]
+        path = Array(path.prefix { $0 != status }) + [status]
+        var r = p
+        for to in path {
+            r = try h.store.transition(id: r.deploymentId, from: r.status, to: to,
+                                       changes: DeploymentChanges(owner: .some(Self.deadOwner)),
+                                       event: DeploymentEvent(deploymentId: r.deploymentId, at: h.clock.now(), step: "test", actor: "test", message: "->"))
+        }
+        if registryNamesIt {
+            var entry = try #require(try h.registry())
+            entry.previousVersion = entry.modelVersion
+            entry.previousDeploymentId = entry.deploymentId
+            entry.previousSlot = entry.slot
+            entry.modelVersion = "v2"
+            entry.deploymentId = r.deploymentId
+            entry.slot = slot
+            try h.store.setRegistry(entry)
+        }
+        return (h, v1, r)
+    }
+
+    @Test(arguments: [DeploymentStatus.deploying, .validating, .switching])
+    func anOrphanedRolloutIsInterrupted(_ status: DeploymentStatus) async throws {
+        let (h, v1, r) = try await crashed(at: status)
+        await h.engine.reconcile()
+        let after = try h.record(r.deploymentId)
+        #expect(after.status == .interrupted && after.owner == nil)
+        #expect(after.error?["reason"]?.stringValue == "interrupted" && after.error?["step"]?.stringValue == status.rawValue)
+        #expect(h.slots.running("iris", "qa") == [v1.slot!])
+        let entry = try h.registry()
+        #expect(h.router.serving("iris", "qa") == v1.slot && entry?.deploymentId == v1.deploymentId)
+    }
+
+    @Test func aSwitchWhoseRegistryWasWrittenIsFinished() async throws {
+        let (h, _, r) = try await crashed(at: .switching, registryNamesIt: true)
+        await h.engine.reconcile()
+        let after = try h.record(r.deploymentId)
+        #expect(after.status == .live && after.owner == nil)
+        #expect(try h.store.events(deploymentId: r.deploymentId).last?.step == "reconcile")
+        // The router is made to agree with the registry.
+        #expect(h.router.serving("iris", "qa") == r.slot)
+    }
+
+    @Test func aLiveOwnerIsLeftAlone() async throws {
+        let h = Harness()
+        _ = try await h.deploy("v1")
+        let p = try await h.plan("v2")
+        _ = try h.store.transition(id: p.deploymentId, from: .planned, to: .deploying,
+                                   changes: DeploymentChanges(owner: .some(h.engine.config.agentID)),
+                                   event: DeploymentEvent(deploymentId: p.deploymentId, at: h.clock.now(), step: "test", actor: "test", message: "->"))
+        await h.engine.reconcile()
+        #expect(try h.record(p.deploymentId).status == .deploying)
+    }
+
+    @Test func orphanedSlotsAreStopped() async throws {
+        let h = Harness()
+        let v1 = try await h.deploy("v1")
+        let stray = SlotRef(modelName: "other", environment: "qa", id: "blue")
+        _ = try await h.slots.start(SlotLaunch(ref: stray, bentoTag: "x:1", version: "1", preferredPort: 20_600))
+        await h.engine.reconcile()
+        #expect(h.slots.state.withLock { $0.slots[stray] } == nil)
+        #expect(h.slots.running("iris", "qa") == [v1.slot!])
+    }
+}
