@@ -1,0 +1,448 @@
+import Glibc
+import Synchronization
+
+/// What one `setBackends` call did.
+public struct HAProxyApplyResult: Sendable, Hashable {
+    /// The runtime steps applied, in order (empty when the route was (re)written by a reload instead).
+    public var steps: [HAProxyStep]
+    /// `true` when the endpoint was new or moved to another port: the config was regenerated and HAProxy
+    /// reloaded (frontends cannot be added at run time). Counters restart at a reload.
+    public var reloaded: Bool
+    /// From the call to the last runtime command answered (traffic follows the new weights), ms.
+    public var trafficMovedMs: Double
+    /// Time spent inside the router for this call, including persisting `routes.json`, ms.
+    public var elapsedMs: Double
+}
+
+/// The traffic router on HAProxy: started by the agent with its own config, pid file, admin socket and log
+/// socket under `home/router/`, as a daemon that outlives the agent. Each (model, environment) gets one
+/// frontend on its stable loopback port and one `roundrobin` backend whose servers are the model's slots.
+///
+/// Traffic changes (weights, servers added or removed, enable/disable) are runtime API commands over
+/// `router/haproxy.sock`, never a reload; only a new or moved endpoint needs a (seamless, `-x`) reload. The
+/// desired state lives in `router/routes.json`, rewritten atomically after every change, and the config is
+/// regenerated from it, so a restarted HAProxy serves the last weights set.
+public final class HAProxyRouter: Sendable {
+    /// The agent home; the router lives in `home/router`.
+    public let home: String
+    /// The haproxy executable.
+    public let haproxy: String
+    /// `home/router`.
+    public let prefix: String
+    /// How long a removed server may keep serving the requests it has before they are cut.
+    public let drainTimeoutMs: Int
+    /// Serializes changes within this process.
+    private let lock = Mutex<Void>(())
+    private let collector = Mutex<HAProxyLogCollector?>(nil)
+
+    /// A router rooted at `home/router`; nothing is touched until it is used.
+    public init(home: String, haproxy: String = "haproxy", drainTimeoutMs: Int = 30_000) {
+        self.home = home
+        self.haproxy = haproxy
+        self.prefix = home + "/router"
+        self.drainTimeoutMs = drainTimeoutMs
+    }
+
+    var configPath: String { prefix + "/haproxy.cfg" }
+    var pidPath: String { prefix + "/haproxy.pid" }
+    var socketPath: String { prefix + "/haproxy.sock" }
+    var logSocketPath: String { prefix + "/log.sock" }
+    var statePath: String { prefix + "/routes.json" }
+
+    // MARK: - public API
+
+    /// Starts HAProxy with the config regenerated from `routes.json` when routes exist and none is running
+    /// (killing stray HAProxy processes of this home first), and starts the request-log reader.
+    /// With no route there is nothing to serve and nothing is started.
+    /// - Throws: `router_state_invalid`, `router_config_invalid`, `haproxy_failed`, `io_failed`.
+    public func ensureRunning() async throws(RuntimeError) {
+        try await Blocking.run { () throws(RuntimeError) in
+            try self.lock.withLock { (_: inout Void) throws(RuntimeError) in try self.ensureRunningLocked() }
+        }
+    }
+
+    /// Makes (model, environment)'s endpoint on `port` serve exactly `backends` with their weights.
+    ///
+    /// Against the servers HAProxy has now, the changes are applied as runtime commands in a safe order (see
+    /// `HAProxyPlan.steps`): new servers added and enabled and weights raised before any weight is lowered,
+    /// removed servers disabled, drained and deleted last. If a command fails, the previous state is put back
+    /// (best effort) and `routes.json` keeps the previous state. A new endpoint, or one that moves to
+    /// another port, is written to the config and HAProxy is reloaded.
+    /// - Throws: `invalid_name`, `invalid_weights`, `port_in_use`, `router_state_invalid`,
+    ///   `router_config_invalid`, `haproxy_failed`, `io_failed`.
+    @discardableResult
+    public func setBackends(model: String, environment: String, port: Int,
+                            backends: [WeightedBackend]) async throws(RuntimeError) -> HAProxyApplyResult {
+        let route = HAProxyRoute(modelName: model, environment: environment, port: port, backends: backends)
+        try HAProxyConfig.validate(route)
+        return try await Blocking.run { () throws(RuntimeError) -> HAProxyApplyResult in
+            try self.lock.withLock { (_: inout Void) throws(RuntimeError) -> HAProxyApplyResult in
+                try self.setBackendsLocked(route)
+            }
+        }
+    }
+
+    /// The route of (model, environment) as last set (from `routes.json`); nil when there is none or the
+    /// state file is unreadable.
+    public func route(model: String, environment: String) -> HAProxyRoute? {
+        let id = RuntimeNames.routeIdentifier(modelName: model, environment: environment)
+        return (try? loadState())?.first { $0.identifier == id }
+    }
+
+    /// Every route as last set.
+    /// - Throws: `router_state_invalid`, `io_failed`.
+    public func routes() throws(RuntimeError) -> [HAProxyRoute] { try loadState() }
+
+    /// The servers of (model, environment) as the running HAProxy has them now.
+    /// - Throws: `invalid_name`, `haproxy_failed` (also when the router is not running).
+    public func runtimeServers(model: String, environment: String) async throws(RuntimeError) -> [HAProxyServerState] {
+        try RuntimeNames.check(model, "model name")
+        try RuntimeNames.check(environment, "environment")
+        let backend = "be_" + RuntimeNames.routeIdentifier(modelName: model, environment: environment)
+        return try await Blocking.run { () throws(RuntimeError) -> [HAProxyServerState] in
+            try self.serversState(backend)
+        }
+    }
+
+    /// Per-server traffic facts of (model, environment), see `TrafficStats` for where each number comes from.
+    /// - Parameter latencyWindowMs: the window (ending now) for `p95Ms`, `windowRequests` and `window5xx`.
+    /// - Throws: `invalid_name`, `route_not_found`, `haproxy_failed`.
+    public func trafficStats(model: String, environment: String,
+                             latencyWindowMs: Int = 60_000) async throws(RuntimeError) -> [TrafficStats] {
+        try RuntimeNames.check(model, "model name")
+        try RuntimeNames.check(environment, "environment")
+        guard let route = route(model: model, environment: environment) else {
+            throw RuntimeError(code: "route_not_found", message: "no route for \(model)/\(environment)")
+        }
+        return try await Blocking.run { () throws(RuntimeError) -> [TrafficStats] in
+            guard let pid = self.runningPid() else {
+                throw RuntimeError(code: "haproxy_failed", message: "the router is not running")
+            }
+            let servers = try self.serversState(route.backendName)
+            let rows = HAProxyParse.statRows(try HAProxySocket.send(self.socketPath, "show stat \(route.backendName) 4 -1"),
+                                             backend: route.backendName)
+            let since = monotonicMs() - Double(max(0, latencyWindowMs))
+            let log = self.collector.withLock { $0 }
+            let versions = Dictionary(route.backends.map { ($0.name, $0.version) }, uniquingKeysWith: { a, _ in a })
+            return servers.map { s in
+                let row = rows.first { $0["svname"] == s.name } ?? [:]
+                func n(_ k: String) -> Int { row[k].flatMap { Int($0) } ?? 0 }
+                let w = log?.window(backend: route.backendName, server: s.name, sinceMs: since) ?? (count: 0, errors5xx: 0, p95: nil)
+                return TrafficStats(backend: s.name, version: versions[s.name], weight: s.weight, enabled: s.enabled,
+                                    requests: n("lbtot"), responses2xx: n("hrsp_2xx"), responses4xx: n("hrsp_4xx"),
+                                    responses5xx: n("hrsp_5xx"), connectionErrors: n("econ"), responseErrors: n("eresp"),
+                                    currentSessions: n("scur"), averageResponseMs: n("rtime"), averageTotalMs: n("ttime"),
+                                    p95Ms: w.p95, windowRequests: w.count, window5xx: w.errors5xx, routerPid: pid)
+            }
+        }
+    }
+
+    /// Removes (model, environment)'s endpoint (config regenerated, HAProxy reloaded; stopped when it was the
+    /// last route). No route: nothing happens.
+    /// - Throws: `invalid_name`, `router_state_invalid`, `router_config_invalid`, `haproxy_failed`, `io_failed`.
+    public func removeRoute(model: String, environment: String) async throws(RuntimeError) {
+        try RuntimeNames.check(model, "model name")
+        try RuntimeNames.check(environment, "environment")
+        let id = RuntimeNames.routeIdentifier(modelName: model, environment: environment)
+        try await Blocking.run { () throws(RuntimeError) in
+            try self.lock.withLock { (_: inout Void) throws(RuntimeError) in
+                let routes = try self.loadState()
+                guard routes.contains(where: { $0.identifier == id }) else { return }
+                let rest = routes.filter { $0.identifier != id }
+                if rest.isEmpty {
+                    try self.writeState(rest)
+                    self.stopLocked()
+                    return
+                }
+                try self.rewriteAndReload(rest, previous: routes)
+                try self.writeState(rest)
+            }
+        }
+    }
+
+    /// Polls `GET /readyz` through the router on `port` until an answer carries `X-Model-Deployer-Slot: slot`.
+    /// - Returns: `true` when one did within `timeoutMs`.
+    public func verify(port: Int, expectSlot slot: String, timeoutMs: Int) async -> Bool {
+        let deadline = monotonicMs() + Double(timeoutMs)
+        while true {
+            let remaining = Int(deadline - monotonicMs())
+            if remaining <= 0 { return false }
+            if let r = try? await HTTPClient.request(method: "GET", port: port, path: "/readyz", timeoutMs: min(remaining, 2000)),
+               r.headers["x-model-deployer-slot"] == slot {
+                return true
+            }
+            if monotonicMs() + 10 >= deadline { return false }
+            await pause(milliseconds: 10)
+        }
+    }
+
+    /// `true` when the HAProxy named by the pid file runs with this router's config.
+    public func isRunning() -> Bool { runningPid() != nil }
+
+    /// Routes are configured but no HAProxy of this home serves them (crashed, killed, or a stale pid file).
+    public var needsRepair: Bool {
+        runningPid() == nil && ((try? loadState())?.isEmpty == false)
+    }
+
+    /// Stops HAProxy (soft stop, then SIGKILL after 5 s) and every stray HAProxy of this home, and the log
+    /// reader. `routes.json` is kept, so `ensureRunning` brings the same routes back.
+    public func stop() async {
+        await Blocking.run { self.lock.withLock { _ in self.stopLocked() } }
+        collector.withLock { c in
+            c?.stop()
+            c = nil
+        }
+    }
+
+    /// The pid of the running HAProxy (from the pid file, checked against /proc).
+    public func runningPid() -> Int32? {
+        guard let text = FileIO.readString(pidPath) else { return nil }
+        // After a reload the file names the new process first; older ones are soft-stopping.
+        for line in text.split(separator: "\n") {
+            guard let pid = Int32(line.trimmingSpaces), pid > 0, isOurs(pid) else { continue }
+            return pid
+        }
+        return nil
+    }
+
+    /// HAProxy processes started with this router's config that are not the running one. After a crash of
+    /// the one in the pid file (or a lost pid file) they may still hold the frontend ports.
+    public func strayProcesses() -> [Int32] {
+        let current = runningPid()
+        return ProcessTable.snapshot().compactMap { p in
+            guard p.pid != current, p.state != "Z", p.pid != getpid(), isOurs(p.pid) else { return nil }
+            return p.pid
+        }
+    }
+
+    // MARK: - internals
+
+    /// A live haproxy process whose arguments name this router's config file.
+    private func isOurs(_ pid: Int32) -> Bool {
+        guard ProcessLauncher.isAlive(pid: pid), let cmd = FileIO.readBytes("/proc/\(pid)/cmdline", limit: 8192) else { return false }
+        let args = cmd.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+        guard let argv0 = args.first, argv0.split(separator: "/").last?.hasPrefix("haproxy") == true else { return false }
+        return args.contains(configPath)
+    }
+
+    func loadState() throws(RuntimeError) -> [HAProxyRoute] {
+        guard FileIO.exists(statePath) else { return [] }
+        guard let bytes = FileIO.readBytes(statePath) else { throw .io("cannot read \(statePath): \(errnoString())") }
+        return try HAProxyConfig.decodeState(bytes)
+    }
+
+    private func writeState(_ routes: [HAProxyRoute]) throws(RuntimeError) {
+        try FileIO.writeAtomically(statePath, HAProxyConfig.encodeState(routes), mode: 0o600)
+    }
+
+    /// Writes the config and every route's map file (atomically, each).
+    private func writeConfig(_ routes: [HAProxyRoute]) throws(RuntimeError) {
+        try FileIO.makeDirectories(prefix + "/maps")
+        let text = try HAProxyConfig.render(prefix: prefix, routes: routes)
+        for r in routes {
+            try FileIO.writeAtomically(HAProxyConfig.mapPath(prefix: prefix, route: r), Array(HAProxyConfig.renderMap(r).utf8))
+        }
+        try FileIO.writeAtomically(configPath, Array(text.utf8), mode: 0o600)
+    }
+
+    private func run(_ args: [String]) throws(RuntimeError) -> (status: Int32, output: String) {
+        do {
+            return try ProcessLauncher.runSync(executable: haproxy, arguments: args,
+                                               environment: ProcessLauncher.currentEnvironment(), timeoutMs: 15_000)
+        } catch {
+            throw RuntimeError(code: "haproxy_failed", message: error.message)
+        }
+    }
+
+    private func checkConfig() throws(RuntimeError) {
+        let r = try run(["-c", "-q", "-f", configPath])
+        guard r.status == 0 else {
+            throw RuntimeError(code: "router_config_invalid", message: "haproxy -c failed: \(r.output.trimmingSpaces)")
+        }
+    }
+
+    /// Starts a daemon with the current config file; with `replacing`, it takes the listening sockets over
+    /// from that process (`-x`) and tells it to finish its connections and leave (`-sf`), so no connection is
+    /// refused in between.
+    private func startDaemon(replacing old: Int32?) throws(RuntimeError) {
+        var args = ["-D", "-f", configPath]
+        if let old { args += ["-x", socketPath, "-sf", String(old)] }
+        let r = try run(args)
+        guard r.status == 0 else {
+            throw RuntimeError(code: "haproxy_failed", message: "haproxy did not start: \(r.output.trimmingSpaces)")
+        }
+        let deadline = monotonicMs() + 5000
+        while monotonicMs() < deadline {
+            if let pid = runningPid(), pid != old, (try? HAProxySocket.send(socketPath, "show info", timeoutMs: 500))?.contains("Pid: \(pid)") == true {
+                return
+            }
+            usleep(5000)
+        }
+        throw RuntimeError(code: "haproxy_failed", message: "haproxy started but its runtime socket did not answer within 5 s")
+    }
+
+    private func startCollectorIfNeeded() throws(RuntimeError) {
+        try collector.withLock { (c: inout HAProxyLogCollector?) throws(RuntimeError) in
+            if c == nil { c = try HAProxyLogCollector(path: logSocketPath) }
+        }
+    }
+
+    /// Kills stray processes of this router and waits (up to 2 s) until they are gone.
+    private func killStrays() {
+        let strays = strayProcesses()
+        guard !strays.isEmpty else { return }
+        for pid in strays { kill(pid, SIGKILL) }
+        let deadline = monotonicMs() + 2000
+        while strays.contains(where: { ProcessLauncher.isAlive(pid: $0) }) && monotonicMs() < deadline { usleep(5000) }
+    }
+
+    private func ensureRunningLocked() throws(RuntimeError) {
+        try FileIO.makeDirectories(prefix + "/maps")
+        let routes = try loadState()
+        guard !routes.isEmpty else { return }
+        try startCollectorIfNeeded()
+        if runningPid() != nil { return }
+        killStrays()
+        try writeConfig(routes)
+        try checkConfig()
+        try startDaemon(replacing: nil)
+    }
+
+    /// Writes `routes` as config and maps and reloads (or starts) HAProxy; on failure the previous config is
+    /// written back.
+    private func rewriteAndReload(_ routes: [HAProxyRoute], previous: [HAProxyRoute]) throws(RuntimeError) {
+        do throws(RuntimeError) {
+            try writeConfig(routes)
+            try checkConfig()
+            try startDaemon(replacing: runningPid())
+        } catch {
+            // The running HAProxy never saw the new file; put the old one back for its next start.
+            try? writeConfig(previous)
+            throw error
+        }
+    }
+
+    private func serversState(_ backend: String) throws(RuntimeError) -> [HAProxyServerState] {
+        let text = try HAProxySocket.send(socketPath, "show servers state \(backend)")
+        guard text.contains("# be_id") else {
+            throw RuntimeError(code: "haproxy_failed", message: "show servers state \(backend): \(text.trimmingSpaces)")
+        }
+        return HAProxyParse.serversState(text, backend: backend)
+    }
+
+    private func setBackendsLocked(_ route: HAProxyRoute) throws(RuntimeError) -> HAProxyApplyResult {
+        let start = monotonicMs()
+        let routes = try loadState()
+        let previous = routes.first { $0.identifier == route.identifier }
+        if let other = routes.first(where: { $0.port == route.port && $0.identifier != route.identifier }) {
+            throw RuntimeError(code: "port_in_use", message: "router port \(route.port) already serves \(other.modelName)/\(other.environment)")
+        }
+        if previous?.port != route.port && !portIsFree(route.port) {
+            throw RuntimeError(code: "port_in_use", message: "router port \(route.port) is in use")
+        }
+        let next = routes.filter { $0.identifier != route.identifier } + [route]
+        try ensureRunningLocked()
+        guard let previous, previous.port == route.port, runningPid() != nil else {
+            // A frontend cannot be added or moved at run time: regenerate and reload (or start).
+            try FileIO.makeDirectories(prefix + "/maps")
+            try startCollectorIfNeeded()
+            try rewriteAndReload(next, previous: routes)
+            let applied = monotonicMs()
+            try writeState(next)
+            return HAProxyApplyResult(steps: [], reloaded: true, trafficMovedMs: applied - start, elapsedMs: monotonicMs() - start)
+        }
+        let current = try serversState(route.backendName)
+        let versions = Dictionary(previous.backends.map { ($0.name, $0.version) }, uniquingKeysWith: { a, _ in a })
+        let steps = HAProxyPlan.steps(current: current, currentVersions: versions, desired: route.backends)
+        do throws(RuntimeError) {
+            for step in steps { try apply(step, route: route) }
+        } catch {
+            restore(previous)
+            throw error
+        }
+        let applied = monotonicMs()
+        // Only the state is persisted here (one fsync): every start or reload regenerates the config and
+        // maps from it, so a restarted HAProxy serves these weights.
+        try writeState(next)
+        return HAProxyApplyResult(steps: steps, reloaded: false, trafficMovedMs: applied - start,
+                                  elapsedMs: monotonicMs() - start)
+    }
+
+    /// Puts `previous`'s servers back after a failed change (best effort: the caller reports the first error).
+    private func restore(_ previous: HAProxyRoute) {
+        guard let current = try? serversState(previous.backendName) else { return }
+        let steps = HAProxyPlan.steps(current: current, currentVersions: [:], desired: previous.backends)
+        for step in steps { try? apply(step, route: previous) }
+    }
+
+    private func apply(_ step: HAProxyStep, route: HAProxyRoute) throws(RuntimeError) {
+        let be = route.backendName
+        let map = HAProxyConfig.mapPath(prefix: prefix, route: route)
+        switch step {
+        case .add(let server, let port, let weight, let version):
+            try HAProxySocket.expect(socketPath, "add server \(be)/\(server) 127.0.0.1:\(port) weight \(weight)",
+                                     okAnswers: ["New server registered."])
+            try setMap(map, server, version)
+        case .setVersion(let server, let version):
+            try setMap(map, server, version)
+        case .setAddress(let server, let port):
+            let answer = try HAProxySocket.send(socketPath, "set server \(be)/\(server) addr 127.0.0.1 port \(port)")
+            guard answer.contains("changed") || answer.contains("no need to change") else {
+                throw RuntimeError(code: "haproxy_failed", message: "set server \(be)/\(server) addr was refused: \(answer.trimmingSpaces)")
+            }
+        case .setWeight(let server, let weight):
+            try HAProxySocket.expect(socketPath, "set server \(be)/\(server) weight \(weight)")
+        case .enable(let server):
+            try HAProxySocket.expect(socketPath, "enable server \(be)/\(server)")
+        case .disableDrainDelete(let server):
+            try HAProxySocket.expect(socketPath, "disable server \(be)/\(server)")
+            try drainAndDelete(be, server)
+            _ = try HAProxySocket.send(socketPath, "del map \(map) \(server)")
+        }
+    }
+
+    /// Points `server`'s key in the runtime map at `version` (adding the key when the map lacks it).
+    private func setMap(_ map: String, _ server: String, _ version: String) throws(RuntimeError) {
+        let answer = try HAProxySocket.send(socketPath, "set map \(map) \(server) \(version)").trimmingSpaces
+        if answer.isEmpty { return }
+        try HAProxySocket.expect(socketPath, "add map \(map) \(server) \(version)")
+    }
+
+    /// Waits until the disabled `server` has no session left (cutting what is left after `drainTimeoutMs`),
+    /// then deletes it. `del server` refuses while connections (idle ones too) remain, so it is retried.
+    private func drainAndDelete(_ be: String, _ server: String) throws(RuntimeError) {
+        let deadline = monotonicMs() + Double(drainTimeoutMs)
+        var cut = false
+        var lastAnswer = ""
+        while true {
+            let rows = HAProxyParse.statRows(try HAProxySocket.send(socketPath, "show stat \(be) 4 -1"), backend: be)
+            let sessions = rows.first { $0["svname"] == server }.flatMap { $0["scur"] }.flatMap { Int($0) } ?? 0
+            if sessions == 0 {
+                lastAnswer = try HAProxySocket.send(socketPath, "del server \(be)/\(server)").trimmingSpaces
+                if lastAnswer == "Server deleted." || lastAnswer == "No such server." { return }
+            }
+            if monotonicMs() >= deadline {
+                if cut {
+                    throw RuntimeError(code: "haproxy_failed", message: "del server \(be)/\(server) was refused: \(lastAnswer)")
+                }
+                _ = try HAProxySocket.send(socketPath, "shutdown sessions server \(be)/\(server)")
+                cut = true
+                continue
+            }
+            usleep(10_000)
+        }
+    }
+
+    private func stopLocked() {
+        let pids = ([runningPid()].compactMap { $0 }) + strayProcesses()
+        guard !pids.isEmpty else { return }
+        // SIGUSR1 is HAProxy's soft stop: stop accepting, finish what is in flight.
+        for pid in pids { kill(pid, SIGUSR1) }
+        var deadline = monotonicMs() + 5000
+        while pids.contains(where: { ProcessLauncher.isAlive(pid: $0) }) && monotonicMs() < deadline { usleep(10_000) }
+        for pid in pids where ProcessLauncher.isAlive(pid: pid) { kill(pid, SIGKILL) }
+        deadline = monotonicMs() + 2000
+        while pids.contains(where: { ProcessLauncher.isAlive(pid: $0) }) && monotonicMs() < deadline { usleep(5000) }
+        unlink(pidPath)
+    }
+}
