@@ -115,6 +115,8 @@ public final class HAProxyRouter: Sendable {
             throw RuntimeError(code: "route_not_found", message: "no route for \(model)/\(environment)")
         }
         return try await Blocking.run { () throws(RuntimeError) -> [TrafficStats] in
+            // A router object made after HAProxy was started (agent restarted) begins reading the log here.
+            try self.startCollectorIfNeeded()
             guard let pid = self.runningPid() else {
                 throw RuntimeError(code: "haproxy_failed", message: "the router is not running")
             }
@@ -205,8 +207,10 @@ public final class HAProxyRouter: Sendable {
         return nil
     }
 
-    /// HAProxy processes started with this router's config that are not the running one. After a crash of
-    /// the one in the pid file (or a lost pid file) they may still hold the frontend ports.
+    /// HAProxy processes started with this router's config that are not the running one: older generations
+    /// still finishing their connections after a reload, or, after a crash of the one in the pid file (or a
+    /// lost pid file), orphans that may still hold the frontend ports. Only the latter are killed, by
+    /// `ensureRunning` when no HAProxy of this home is running.
     public func strayProcesses() -> [Int32] {
         let current = runningPid()
         return ProcessTable.snapshot().compactMap { p in
@@ -351,7 +355,16 @@ public final class HAProxyRouter: Sendable {
             try writeState(next)
             return HAProxyApplyResult(steps: [], reloaded: true, trafficMovedMs: applied - start, elapsedMs: monotonicMs() - start)
         }
-        let current = try serversState(route.backendName)
+        let current: [HAProxyServerState]
+        do throws(RuntimeError) {
+            current = try serversState(route.backendName)
+        } catch {
+            // The running process does not know this backend (its config predates the state): reload.
+            try rewriteAndReload(next, previous: routes)
+            let applied = monotonicMs()
+            try writeState(next)
+            return HAProxyApplyResult(steps: [], reloaded: true, trafficMovedMs: applied - start, elapsedMs: monotonicMs() - start)
+        }
         let versions = Dictionary(previous.backends.map { ($0.name, $0.version) }, uniquingKeysWith: { a, _ in a })
         let steps = HAProxyPlan.steps(current: current, currentVersions: versions, desired: route.backends)
         do throws(RuntimeError) {
