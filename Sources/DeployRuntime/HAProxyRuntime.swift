@@ -178,9 +178,19 @@ public struct TrafficStats: Sendable, Hashable {
 final class HAProxyLogCollector: @unchecked Sendable {
     struct Sample { var atMs: Double; var status: Int; var totalMs: Int }
 
+    /// The last `capacity` samples of one server, overwritten in place once full.
+    struct Ring {
+        var items: [Sample] = []
+        var next = 0
+        mutating func append(_ s: Sample, capacity: Int) {
+            if items.count < capacity { items.append(s) } else { items[next] = s }
+            next = (next + 1) % capacity
+        }
+    }
+
     let path: String
     let capacity: Int
-    private let samples = Mutex<[String: [Sample]]>([:])
+    private let samples = Mutex<[String: Ring]>([:])
     private let stopped = Atomic<Bool>(false)
     private let fd: Int32
 
@@ -188,7 +198,7 @@ final class HAProxyLogCollector: @unchecked Sendable {
     /// - Throws: `io_failed` when the socket cannot be bound.
     init(path: String, capacity: Int = 8192) throws(RuntimeError) {
         self.path = path
-        self.capacity = capacity
+        self.capacity = max(1, capacity)
         let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw .io("log socket: \(errnoString())") }
         var addr = sockaddr_un()
@@ -248,14 +258,13 @@ final class HAProxyLogCollector: @unchecked Sendable {
         guard parts.count >= 4, let status = Int(parts[2]), let ta = Int(parts[3]), parts[1] != "<NOSRV>" else { return }
         let key = String(parts[0]) + "/" + String(parts[1])
         samples.withLock { all in
-            all[key, default: []].append(Sample(atMs: now, status: status, totalMs: max(0, ta)))
-            if all[key]!.count > capacity { all[key]!.removeFirst(all[key]!.count - capacity) }
+            all[key, default: Ring()].append(Sample(atMs: now, status: status, totalMs: max(0, ta)), capacity: capacity)
         }
     }
 
     /// Requests, 5xx answers and the nearest-rank p95 of `Ta` for `backend/server` since `sinceMs`.
     func window(backend: String, server: String, sinceMs: Double) -> (count: Int, errors5xx: Int, p95: Double?) {
-        let picked = samples.withLock { all in (all[backend + "/" + server] ?? []).filter { $0.atMs >= sinceMs } }
+        let picked = samples.withLock { all in (all[backend + "/" + server]?.items ?? []).filter { $0.atMs >= sinceMs } }
         guard !picked.isEmpty else { return (0, 0, nil) }
         let sorted = picked.map { Double($0.totalMs) }.sorted()
         return (picked.count, picked.filter { $0.status >= 500 }.count, Probes.percentile(sorted, 0.95))

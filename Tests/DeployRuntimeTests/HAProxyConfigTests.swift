@@ -251,6 +251,14 @@ import Testing
         #expect(w.errors5xx == 10)
         #expect(w.p95 == 95)
         #expect(c.window(backend: "be_x", server: "green", sinceMs: 0).p95 == nil)
+
+        // Only the newest `capacity` requests per server are kept: the slow oldest one is forgotten.
+        let small = try HAProxyLogCollector(path: dir.path + "/small.sock", capacity: 3)
+        defer { small.stop() }
+        for ta in [900, 1, 2, 3, 4] { small.record(ArraySlice(Array("be_x blue 200 \(ta)".utf8)), at: 1) }
+        let kept = small.window(backend: "be_x", server: "blue", sinceMs: 0)
+        #expect(kept.count == 3)
+        #expect(kept.p95 == 4)
     }
 }
 

@@ -115,6 +115,27 @@ struct HAProxyRouterTests {
         }
     }
 
+    @Test func tenWeightChangesUnderLoadKeepEveryClientConnectionAndLoseNothing() async throws {
+        try await withRouter(2) { router, servers, _ in
+            let port = freePort(preferred: nil)
+            try await router.setBackends(model: "iris", environment: "test", port: port, backends: backends(servers, [100, 0]))
+            let pid = router.runningPid()
+            let load = KeepAliveLoad(port: port, clients: 4)
+            await load.waitForRequests(200, after: load.snapshot())
+            for w in [90, 75, 50, 0, 100, 95, 50, 10, 0, 100] {
+                let change = try await router.setBackends(model: "iris", environment: "test", port: port,
+                                                          backends: backends(servers, [w, 100 - w]))
+                #expect(!change.reloaded)
+                await load.waitForRequests(200, after: load.snapshot())
+            }
+            let result = await load.stop()
+            #expect(result.failures == 0, "errors: \(result.errors)")
+            #expect(result.connects == 4, "each client kept its one connection: \(result.connects)")
+            #expect(result.slots["blue", default: 0] > 0 && result.slots["green", default: 0] > 0)
+            #expect(router.runningPid() == pid)
+        }
+    }
+
     @Test func addsAndRemovesAThirdBackendAtRunTime() async throws {
         try await withRouter(3, drainTimeoutMs: 5000) { router, servers, _ in
             let port = freePort(preferred: nil)
