@@ -200,7 +200,7 @@ do {
 
     // 3. Canary steps: share measured by the clients' answers and by the router's counters.
     print("\n## canary steps (\(stepRequests) requests per step, \(clients) keep-alive clients)")
-    print("| weight (canary) | client-counted share | router-counted share (lbtot) | failed |")
+    print("| weight (canary) | client-counted share | router-counted share (req_tot) | failed |")
     print("|---:|---:|---:|---:|")
     _ = try await set(100, 0)
     let steady = KeepAliveLoad(port: port, clients: clients)
@@ -252,7 +252,7 @@ do {
     let stats = try await router.trafficStats(model: "bench", environment: "prod", latencyWindowMs: 600_000)
     print("canary run: \(canaryTotal.requests) requests, \(canaryTotal.failures) failed, \(canaryTotal.connects) connections")
     for s in stats {
-        print("router stats since the reload \(s.backend): lbtot \(s.requests), 2xx \(s.responses2xx), 5xx \(s.responses5xx), rtime avg \(s.averageResponseMs) ms, ttime avg \(s.averageTotalMs) ms, p95 (request log, last 10 min) \(s.p95Ms.map { fmt($0, 0) } ?? "-") ms over \(s.windowRequests) logged")
+        print("router stats since the reload \(s.backend): requests (req_tot) \(s.requests), lbtot \(s.selections), retries \(s.retries + s.redispatches), 2xx \(s.responses2xx), 5xx \(s.responses5xx), rtime avg \(s.averageResponseMs) ms, ttime avg \(s.averageTotalMs) ms, p95 (request log, last 10 min) \(s.p95Ms.map { fmt($0, 0) } ?? "-") ms over \(s.windowRequests) logged")
     }
 } catch {
     FileHandleStderr.write("haproxy-bench failed: \(error)\n")

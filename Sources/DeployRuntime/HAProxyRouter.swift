@@ -29,14 +29,21 @@ public final class HAProxyRouter: Sendable {
     public let haproxy: String
     /// `home/router`.
     public let prefix: String
-    /// How long a removed server may keep serving the requests it has before they are cut.
+    /// How long a removed server may keep serving the requests it has before they are cut (a cut request
+    /// is resent to another server by `retry-on empty-response` when its body fitted HAProxy's buffer).
     public let drainTimeoutMs: Int
     /// Serializes changes within this process.
     private let lock = Mutex<Void>(())
     private let collector = Mutex<HAProxyLogCollector?>(nil)
 
+    /// `haproxy` when it is on PATH, else Debian's /usr/sbin/haproxy (sbin is often not on a user's PATH).
+    public static var defaultExecutable: String {
+        if (try? ProcessLauncher.resolve("haproxy")) != nil { return "haproxy" }
+        return access("/usr/sbin/haproxy", X_OK) == 0 ? "/usr/sbin/haproxy" : "haproxy"
+    }
+
     /// A router rooted at `home/router`; nothing is touched until it is used.
-    public init(home: String, haproxy: String = "haproxy", drainTimeoutMs: Int = 30_000) {
+    public init(home: String, haproxy: String = HAProxyRouter.defaultExecutable, drainTimeoutMs: Int = 30_000) {
         self.home = home
         self.haproxy = haproxy
         self.prefix = home + "/router"
@@ -131,7 +138,8 @@ public final class HAProxyRouter: Sendable {
                 func n(_ k: String) -> Int { row[k].flatMap { Int($0) } ?? 0 }
                 let w = log?.window(backend: route.backendName, server: s.name, sinceMs: since) ?? (count: 0, errors5xx: 0, p95: nil)
                 return TrafficStats(backend: s.name, version: versions[s.name], weight: s.weight, enabled: s.enabled,
-                                    requests: n("lbtot"), responses2xx: n("hrsp_2xx"), responses4xx: n("hrsp_4xx"),
+                                    requests: n("req_tot"), selections: n("lbtot"),
+                                    retries: n("wretr"), redispatches: n("wredis"), responses2xx: n("hrsp_2xx"), responses4xx: n("hrsp_4xx"),
                                     responses5xx: n("hrsp_5xx"), connectionErrors: n("econ"), responseErrors: n("eresp"),
                                     currentSessions: n("scur"), averageResponseMs: n("rtime"), averageTotalMs: n("ttime"),
                                     p95Ms: w.p95, windowRequests: w.count, window5xx: w.errors5xx, routerPid: pid)

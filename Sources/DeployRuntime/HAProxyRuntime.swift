@@ -103,7 +103,7 @@ enum HAProxyParse {
 
 /// Per-server traffic facts of one route, from the router on real traffic.
 ///
-/// Counters (`requests`, `responses*`, errors) come from HAProxy's `show stat` and count since the HAProxy
+/// Counters (`requests`, `selections`, `responses*`, errors, retries) come from HAProxy's `show stat` and count since the HAProxy
 /// process `routerPid` started: they restart from 0 when the router is restarted or reloaded (a route added
 /// or removed), so compare two snapshots only when their `routerPid` is the same. `averageResponseMs` and
 /// `averageTotalMs` are HAProxy's averages over the server's last 1,024 requests. `p95Ms` is computed by the
@@ -118,8 +118,16 @@ public struct TrafficStats: Sendable, Hashable {
     public var weight: Int
     /// `false` while in maintenance (disabled / not yet enabled / draining).
     public var enabled: Bool
-    /// Times the load balancer chose this server (`lbtot`), retries included.
+    /// HTTP requests sent to this server (`req_tot`).
     public var requests: Int
+    /// Times the load balancer chose this server (`lbtot`); above `requests` when connection attempts
+    /// failed and were retried elsewhere.
+    public var selections: Int
+    /// Retries of a request on this server after a failed attempt (`wretr`), and requests moved from it to
+    /// another server (`wredis`): failures the client did not see.
+    public var retries: Int
+    /// See `retries`.
+    public var redispatches: Int
     /// Responses with a 2xx status (`hrsp_2xx`).
     public var responses2xx: Int
     /// Responses with a 4xx status (`hrsp_4xx`).
@@ -147,7 +155,8 @@ public struct TrafficStats: Sendable, Hashable {
     public var routerPid: Int32
 
     /// Creates a stats value.
-    public init(backend: String, version: String?, weight: Int, enabled: Bool, requests: Int, responses2xx: Int,
+    public init(backend: String, version: String?, weight: Int, enabled: Bool, requests: Int, selections: Int,
+                retries: Int, redispatches: Int, responses2xx: Int,
                 responses4xx: Int, responses5xx: Int, connectionErrors: Int, responseErrors: Int, currentSessions: Int,
                 averageResponseMs: Int, averageTotalMs: Int, p95Ms: Double?, windowRequests: Int, window5xx: Int,
                 routerPid: Int32) {
@@ -156,6 +165,9 @@ public struct TrafficStats: Sendable, Hashable {
         self.weight = weight
         self.enabled = enabled
         self.requests = requests
+        self.selections = selections
+        self.retries = retries
+        self.redispatches = redispatches
         self.responses2xx = responses2xx
         self.responses4xx = responses4xx
         self.responses5xx = responses5xx
