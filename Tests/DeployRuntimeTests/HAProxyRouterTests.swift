@@ -65,6 +65,40 @@ struct HAProxyRouterTests {
         }
     }
 
+    @Test func theGoldenConfigPassesHAProxysOwnCheck() throws {
+        let haproxy = try #require(HAProxyTestEnv.haproxy, "haproxy is missing and CI=true: install haproxy (scripts/setup.sh)")
+        let route = HAProxyConfigTests().route
+        let dir = try TempDir("hacfg")
+        defer { dir.remove() }
+        let prefix = dir.path + "/router"
+        try TempDir.write(HAProxyConfig.mapPath(prefix: prefix, route: route), HAProxyConfig.renderMap(route))
+        try TempDir.write(prefix + "/haproxy.cfg", try HAProxyConfig.render(prefix: prefix, routes: [route]))
+        let r = try ProcessLauncher.runSync(executable: haproxy, arguments: ["-c", "-f", prefix + "/haproxy.cfg"],
+                                            environment: ProcessLauncher.currentEnvironment(), timeoutMs: 10_000)
+        #expect(r.status == 0, "\(r.output)")
+        #expect(!r.output.contains("WARNING"), "\(r.output)")
+    }
+
+    @Test func withoutRoutesNothingRunsAndNothingNeedsRepair() async throws {
+        try await withRouter(0) { router, _, home in
+            try await router.ensureRunning()
+            #expect(!router.isRunning())
+            #expect(!router.needsRepair)
+            #expect(try router.routes().isEmpty)
+            // A state file that is not ours is reported, never silently replaced.
+            try TempDir.write(home.path + "/router/routes.json", "{\"format\":9}")
+            await #expect(throws: RuntimeError.self) { try await router.ensureRunning() }
+            do {
+                try await router.setBackends(model: "iris", environment: "test", port: freePort(preferred: nil), backends: [
+                    WeightedBackend(name: "blue", port: 1, weight: 1, version: "v")])
+                Issue.record("setBackends accepted a home whose routes.json is unreadable")
+            } catch {
+                #expect((error as? RuntimeError)?.code == "router_state_invalid")
+            }
+            #expect(FileIO.readString(home.path + "/router/routes.json") == "{\"format\":9}")
+        }
+    }
+
     @Test func weightsSplitNinetyTenOnOneKeepAliveConnection() async throws {
         try await withRouter(2) { router, servers, home in
             let port = freePort(preferred: nil)
