@@ -239,20 +239,20 @@ do {
     print("add + enable: \(fmt(added.elapsedMs)) ms; c-3 then served \(fmt(withThird.sharePercent("c-3"), 1)) % at weight 50 of 150")
     print("disable + drain + del: \(fmt(removed.elapsedMs)) ms; c-3 served \(extraTotal.subtracting(r0).slots["c-3", default: 0]) requests afterwards")
     print("requests \(extraTotal.requests), failed \(extraTotal.failures) \(extraTotal.errors.isEmpty ? "" : "\(extraTotal.errors)"), connections \(extraTotal.connects)")
-    // 5. A second endpoint added (the one change that reloads HAProxy) while the first one is under load.
+    // 5. A second endpoint added (it gets an HAProxy process of its own) while the first one is under load.
     let reloadLoad = KeepAliveLoad(port: port, clients: clients)
     await reloadLoad.waitForRequests(500, after: reloadLoad.snapshot())
     let second = try await router.setBackends(model: "bench", environment: "staging", port: freePort(preferred: nil), backends: [
         WeightedBackend(name: "blue", port: stable.port, weight: 100, version: "v1")])
     await reloadLoad.waitForRequests(1500, after: reloadLoad.snapshot())
     let reloadTotal = await reloadLoad.stop()
-    print("\n## a second endpoint added (seamless reload, -x) while the first is under load")
-    print("reload: \(fmt(second.elapsedMs)) ms; requests \(reloadTotal.requests), failed \(reloadTotal.failures) \(reloadTotal.errors.isEmpty ? "" : "\(reloadTotal.errors)"), TCP connections opened \(reloadTotal.connects) by \(clients) clients")
+    print("\n## a second endpoint added (its own HAProxy process) while the first is under load")
+    print("second endpoint started: \(fmt(second.elapsedMs)) ms; first endpoint: requests \(reloadTotal.requests), failed \(reloadTotal.failures) \(reloadTotal.errors.isEmpty ? "" : "\(reloadTotal.errors)"), TCP connections opened \(reloadTotal.connects) by \(clients) clients")
 
     let stats = try await router.trafficStats(model: "bench", environment: "prod", latencyWindowMs: 600_000)
     print("canary run: \(canaryTotal.requests) requests, \(canaryTotal.failures) failed, \(canaryTotal.connects) connections")
     for s in stats {
-        print("router stats since the reload \(s.backend): requests (req_tot) \(s.requests), lbtot \(s.selections), retries \(s.retries + s.redispatches), 2xx \(s.responses2xx), 5xx \(s.responses5xx), rtime avg \(s.averageResponseMs) ms, ttime avg \(s.averageTotalMs) ms, p95 (request log, last 10 min) \(s.p95Ms.map { fmt($0, 0) } ?? "-") ms over \(s.windowRequests) logged")
+        print("router stats \(s.backend): requests (req_tot) \(s.requests), lbtot \(s.selections), retries \(s.retries + s.redispatches), 2xx \(s.responses2xx), 5xx \(s.responses5xx), rtime avg \(s.averageResponseMs) ms, ttime avg \(s.averageTotalMs) ms, p95 (request log, last 10 min) \(s.p95Ms.map { fmt($0, 0) } ?? "-") ms over \(s.windowRequests) logged")
     }
 } catch {
     FileHandleStderr.write("haproxy-bench failed: \(error)\n")

@@ -3,25 +3,28 @@ import Synchronization
 
 /// What one `setBackends` call did.
 public struct HAProxyApplyResult: Sendable, Hashable {
-    /// The runtime steps applied, in order (empty when the route was (re)written by a reload instead).
+    /// The runtime steps applied, in order (empty when the endpoint's process was started instead).
     public var steps: [HAProxyStep]
-    /// `true` when the endpoint was new or moved to another port: the config was regenerated and HAProxy
-    /// reloaded (frontends cannot be added at run time). Counters restart at a reload.
-    public var reloaded: Bool
+    /// `true` when the endpoint was new, moved to another port or had no working process: its own HAProxy
+    /// process was (re)started with a config written from the desired state (frontends cannot be added at
+    /// run time; no other endpoint's process is touched). Its counters start from 0.
+    public var startedProcess: Bool
     /// From the call to the last runtime command answered (traffic follows the new weights), ms.
     public var trafficMovedMs: Double
     /// Time spent inside the router for this call, including persisting `routes.json`, ms.
     public var elapsedMs: Double
 }
 
-/// The traffic router on HAProxy: started by the agent with its own config, pid file, admin socket and log
-/// socket under `home/router/`, as a daemon that outlives the agent. Each (model, environment) gets one
-/// frontend on its stable loopback port and one `roundrobin` backend whose servers are the model's slots.
+/// The traffic router on HAProxy: started by the agent under `home/router/`, one daemon per (model,
+/// environment) endpoint (`ep-<port>.cfg`, `.pid`, `.sock` admin socket; `log.sock` shared), outliving the
+/// agent. Each endpoint's process has one frontend on its stable loopback port and one `roundrobin` backend
+/// whose servers are the model's slots. One process per endpoint (about 7.5 MB each) means adding or
+/// removing an endpoint starts or stops a process and never reloads one that carries traffic.
 ///
-/// Traffic changes (weights, servers added or removed, enable/disable) are runtime API commands over
-/// `router/haproxy.sock`, never a reload; only a new or moved endpoint needs a (seamless, `-x`) reload. The
-/// desired state lives in `router/routes.json`, rewritten atomically after every change, and the config is
-/// regenerated from it, so a restarted HAProxy serves the last weights set.
+/// Traffic changes (weights, servers added or removed, enable/disable) are runtime API commands over the
+/// endpoint's socket, never a reload. The desired state lives in `router/routes.json`, rewritten atomically
+/// after every change; a process's config is written from it when the process starts, so a restarted
+/// HAProxy serves the last weights set.
 public final class HAProxyRouter: Sendable {
     /// The agent home; the router lives in `home/router`.
     public let home: String
@@ -50,17 +53,17 @@ public final class HAProxyRouter: Sendable {
         self.drainTimeoutMs = drainTimeoutMs
     }
 
-    var configPath: String { prefix + "/haproxy.cfg" }
-    var pidPath: String { prefix + "/haproxy.pid" }
-    var socketPath: String { prefix + "/haproxy.sock" }
+    func files(_ route: HAProxyRoute) -> (config: String, pid: String, socket: String) {
+        HAProxyConfig.processFiles(prefix: prefix, port: route.port)
+    }
     var logSocketPath: String { prefix + "/log.sock" }
     var statePath: String { prefix + "/routes.json" }
 
     // MARK: - public API
 
-    /// Starts HAProxy with the config regenerated from `routes.json` when routes exist and none is running
-    /// (killing stray HAProxy processes of this home first), and starts the request-log reader.
-    /// With no route there is nothing to serve and nothing is started.
+    /// Starts the HAProxy of every endpoint in `routes.json` that has none running (killing stray HAProxy
+    /// processes of this home first: orphans of a lost pid file, or of endpoints no longer wanted), and
+    /// starts the request-log reader. With no route there is nothing to serve and nothing is started.
     /// - Throws: `router_state_invalid`, `router_config_invalid`, `haproxy_failed`, `io_failed`.
     public func ensureRunning() async throws(RuntimeError) {
         try await Blocking.run { () throws(RuntimeError) in
@@ -73,8 +76,8 @@ public final class HAProxyRouter: Sendable {
     /// Against the servers HAProxy has now, the changes are applied as runtime commands in a safe order (see
     /// `HAProxyPlan.steps`): new servers added and enabled and weights raised before any weight is lowered,
     /// removed servers disabled, drained and deleted last. If a command fails, the previous state is put back
-    /// (best effort) and `routes.json` keeps the previous state. A new endpoint, or one that moves to
-    /// another port, is written to the config and HAProxy is reloaded.
+    /// (best effort) and `routes.json` keeps the previous state. A new endpoint gets its own HAProxy
+    /// process; one that moves to another port has its process replaced (the old port stops answering).
     /// - Throws: `invalid_name`, `invalid_weights`, `port_in_use`, `router_state_invalid`,
     ///   `router_config_invalid`, `haproxy_failed`, `io_failed`.
     @discardableResult
@@ -101,13 +104,15 @@ public final class HAProxyRouter: Sendable {
     public func routes() throws(RuntimeError) -> [HAProxyRoute] { try loadState() }
 
     /// The servers of (model, environment) as the running HAProxy has them now.
-    /// - Throws: `invalid_name`, `haproxy_failed` (also when the router is not running).
+    /// - Throws: `invalid_name`, `route_not_found`, `haproxy_failed` (also when its process is not running).
     public func runtimeServers(model: String, environment: String) async throws(RuntimeError) -> [HAProxyServerState] {
         try RuntimeNames.check(model, "model name")
         try RuntimeNames.check(environment, "environment")
-        let backend = "be_" + RuntimeNames.routeIdentifier(modelName: model, environment: environment)
+        guard let route = route(model: model, environment: environment) else {
+            throw RuntimeError(code: "route_not_found", message: "no route for \(model)/\(environment)")
+        }
         return try await Blocking.run { () throws(RuntimeError) -> [HAProxyServerState] in
-            try self.serversState(backend)
+            try self.serversState(route)
         }
     }
 
@@ -124,11 +129,11 @@ public final class HAProxyRouter: Sendable {
         return try await Blocking.run { () throws(RuntimeError) -> [TrafficStats] in
             // A router object made after HAProxy was started (agent restarted) begins reading the log here.
             try self.startCollectorIfNeeded()
-            guard let pid = self.runningPid() else {
-                throw RuntimeError(code: "haproxy_failed", message: "the router is not running")
+            guard let pid = self.runningPid(route) else {
+                throw RuntimeError(code: "haproxy_failed", message: "the router of \(model)/\(environment) is not running")
             }
-            let servers = try self.serversState(route.backendName)
-            let rows = HAProxyParse.statRows(try HAProxySocket.send(self.socketPath, "show stat \(route.backendName) 4 -1"),
+            let servers = try self.serversState(route)
+            let rows = HAProxyParse.statRows(try HAProxySocket.send(self.files(route).socket, "show stat \(route.backendName) 4 -1"),
                                              backend: route.backendName)
             let since = monotonicMs() - Double(max(0, latencyWindowMs))
             let log = self.collector.withLock { $0 }
@@ -147,9 +152,9 @@ public final class HAProxyRouter: Sendable {
         }
     }
 
-    /// Removes (model, environment)'s endpoint (config regenerated, HAProxy reloaded; stopped when it was the
-    /// last route). No route: nothing happens.
-    /// - Throws: `invalid_name`, `router_state_invalid`, `router_config_invalid`, `haproxy_failed`, `io_failed`.
+    /// Removes (model, environment)'s endpoint: its HAProxy process finishes the requests in flight and stops
+    /// (killed after 5 s); no other endpoint is touched. No route: nothing happens.
+    /// - Throws: `invalid_name`, `router_state_invalid`, `io_failed`.
     public func removeRoute(model: String, environment: String) async throws(RuntimeError) {
         try RuntimeNames.check(model, "model name")
         try RuntimeNames.check(environment, "environment")
@@ -157,15 +162,11 @@ public final class HAProxyRouter: Sendable {
         try await Blocking.run { () throws(RuntimeError) in
             try self.lock.withLock { (_: inout Void) throws(RuntimeError) in
                 let routes = try self.loadState()
-                guard routes.contains(where: { $0.identifier == id }) else { return }
-                let rest = routes.filter { $0.identifier != id }
-                if rest.isEmpty {
-                    try self.writeState(rest)
-                    self.stopLocked()
-                    return
-                }
-                try self.rewriteAndReload(rest, previous: routes)
-                try self.writeState(rest)
+                guard let gone = routes.first(where: { $0.identifier == id }) else { return }
+                try self.writeState(routes.filter { $0.identifier != id })
+                self.stopProcesses([self.runningPid(gone)].compactMap { $0 })
+                let f = self.files(gone)
+                for path in [f.pid, f.config, HAProxyConfig.mapPath(prefix: self.prefix, route: gone)] { unlink(path) }
             }
         }
     }
@@ -186,55 +187,71 @@ public final class HAProxyRouter: Sendable {
         }
     }
 
-    /// `true` when the HAProxy named by the pid file runs with this router's config.
-    public func isRunning() -> Bool { runningPid() != nil }
+    /// `true` when some HAProxy process of this home is running.
+    public func isRunning() -> Bool { !ourProcesses().isEmpty }
 
-    /// Routes are configured but no HAProxy of this home serves them (crashed, killed, or a stale pid file).
+    /// Some endpoint in `routes.json` has no HAProxy serving it (crashed, killed, or a lost pid file).
     public var needsRepair: Bool {
-        runningPid() == nil && ((try? loadState())?.isEmpty == false)
+        guard let routes = try? loadState() else { return false }
+        return routes.contains { runningPid($0) == nil }
     }
 
-    /// Stops HAProxy (soft stop, then SIGKILL after 5 s) and every stray HAProxy of this home, and the log
-    /// reader. `routes.json` is kept, so `ensureRunning` brings the same routes back.
+    /// Stops every HAProxy process of this home (soft stop, SIGKILL after 5 s) and the log reader.
+    /// `routes.json` is kept, so `ensureRunning` brings the same endpoints back.
     public func stop() async {
-        await Blocking.run { self.lock.withLock { _ in self.stopLocked() } }
+        await Blocking.run {
+            self.lock.withLock { _ in
+                self.stopProcesses(self.ourProcesses())
+                for name in FileIO.list(self.prefix) where name.hasPrefix("ep-") && name.hasSuffix(".pid") {
+                    unlink(self.prefix + "/" + name)
+                }
+            }
+        }
         collector.withLock { c in
             c?.stop()
             c = nil
         }
     }
 
-    /// The pid of the running HAProxy (from the pid file, checked against /proc).
-    public func runningPid() -> Int32? {
-        guard let text = FileIO.readString(pidPath) else { return nil }
-        // After a reload the file names the new process first; older ones are soft-stopping.
+    /// The pid of the HAProxy serving (model, environment), from its pid file checked against /proc.
+    public func runningPid(model: String, environment: String) -> Int32? {
+        route(model: model, environment: environment).flatMap { runningPid($0) }
+    }
+
+    func runningPid(_ route: HAProxyRoute) -> Int32? {
+        let f = files(route)
+        guard let text = FileIO.readString(f.pid) else { return nil }
         for line in text.split(separator: "\n") {
-            guard let pid = Int32(line.trimmingSpaces), pid > 0, isOurs(pid) else { continue }
+            guard let pid = Int32(line.trimmingSpaces), pid > 0, configArgument(of: pid) == f.config else { continue }
             return pid
         }
         return nil
     }
 
-    /// HAProxy processes started with this router's config that are not the running one: older generations
-    /// still finishing their connections after a reload, or, after a crash of the one in the pid file (or a
-    /// lost pid file), orphans that may still hold the frontend ports. Only the latter are killed, by
-    /// `ensureRunning` when no HAProxy of this home is running.
+    /// HAProxy processes of this home that serve no endpoint of `routes.json` through its pid file: orphans
+    /// of a lost pid file or a crash, or processes of endpoints removed or moved. They may hold ports a
+    /// wanted endpoint needs; `ensureRunning` kills them before it starts anything.
     public func strayProcesses() -> [Int32] {
-        let current = runningPid()
-        return ProcessTable.snapshot().compactMap { p in
-            guard p.pid != current, p.state != "Z", p.pid != getpid(), isOurs(p.pid) else { return nil }
-            return p.pid
-        }
+        let wanted = Set(((try? loadState()) ?? []).compactMap { runningPid($0) })
+        return ourProcesses().filter { !wanted.contains($0) }
     }
 
     // MARK: - internals
 
-    /// A live haproxy process whose arguments name this router's config file.
-    private func isOurs(_ pid: Int32) -> Bool {
-        guard ProcessLauncher.isAlive(pid: pid), let cmd = FileIO.readBytes("/proc/\(pid)/cmdline", limit: 8192) else { return false }
+    /// The `ep-*.cfg` of this home that a live haproxy process was started with; nil for any other process.
+    private func configArgument(of pid: Int32) -> String? {
+        guard ProcessLauncher.isAlive(pid: pid), let cmd = FileIO.readBytes("/proc/\(pid)/cmdline", limit: 8192) else { return nil }
         let args = cmd.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
-        guard let argv0 = args.first, argv0.split(separator: "/").last?.hasPrefix("haproxy") == true else { return false }
-        return args.contains(configPath)
+        guard let argv0 = args.first, argv0.split(separator: "/").last?.hasPrefix("haproxy") == true else { return nil }
+        return args.first { $0.hasPrefix(prefix + "/ep-") && $0.hasSuffix(".cfg") && !$0.dropFirst(prefix.count + 1).contains("/") }
+    }
+
+    /// Every live HAProxy process started with a config of this home.
+    private func ourProcesses() -> [Int32] {
+        ProcessTable.snapshot().compactMap { p in
+            guard p.state != "Z", p.pid != getpid(), configArgument(of: p.pid) != nil else { return nil }
+            return p.pid
+        }
     }
 
     func loadState() throws(RuntimeError) -> [HAProxyRoute] {
@@ -247,14 +264,12 @@ public final class HAProxyRouter: Sendable {
         try FileIO.writeAtomically(statePath, HAProxyConfig.encodeState(routes), mode: 0o600)
     }
 
-    /// Writes the config and every route's map file (atomically, each).
-    private func writeConfig(_ routes: [HAProxyRoute]) throws(RuntimeError) {
+    /// Writes `route`'s config and map file (atomically, each).
+    private func writeConfig(_ route: HAProxyRoute) throws(RuntimeError) {
         try FileIO.makeDirectories(prefix + "/maps")
-        let text = try HAProxyConfig.render(prefix: prefix, routes: routes)
-        for r in routes {
-            try FileIO.writeAtomically(HAProxyConfig.mapPath(prefix: prefix, route: r), Array(HAProxyConfig.renderMap(r).utf8))
-        }
-        try FileIO.writeAtomically(configPath, Array(text.utf8), mode: 0o600)
+        let text = try HAProxyConfig.render(prefix: prefix, route: route)
+        try FileIO.writeAtomically(HAProxyConfig.mapPath(prefix: prefix, route: route), Array(HAProxyConfig.renderMap(route).utf8))
+        try FileIO.writeAtomically(files(route).config, Array(text.utf8), mode: 0o600)
     }
 
     private func run(_ args: [String]) throws(RuntimeError) -> (status: Int32, output: String) {
@@ -266,26 +281,24 @@ public final class HAProxyRouter: Sendable {
         }
     }
 
-    private func checkConfig() throws(RuntimeError) {
-        let r = try run(["-c", "-q", "-f", configPath])
-        guard r.status == 0 else {
-            throw RuntimeError(code: "router_config_invalid", message: "haproxy -c failed: \(r.output.trimmingSpaces)")
+    /// Writes `route`'s config, checks it with `haproxy -c` and starts its daemon; returns once the process
+    /// named in its pid file answers on its runtime socket.
+    private func startProcess(_ route: HAProxyRoute) throws(RuntimeError) {
+        try writeConfig(route)
+        let f = files(route)
+        unlink(f.pid)
+        let check = try run(["-c", "-q", "-f", f.config])
+        guard check.status == 0 else {
+            throw RuntimeError(code: "router_config_invalid", message: "haproxy -c failed: \(check.output.trimmingSpaces)")
         }
-    }
-
-    /// Starts a daemon with the current config file; with `replacing`, it takes the listening sockets over
-    /// from that process (`-x`) and tells it to finish its connections and leave (`-sf`), so no connection is
-    /// refused in between.
-    private func startDaemon(replacing old: Int32?) throws(RuntimeError) {
-        var args = ["-D", "-f", configPath]
-        if let old { args += ["-x", socketPath, "-sf", String(old)] }
-        let r = try run(args)
+        let r = try run(["-D", "-f", f.config])
         guard r.status == 0 else {
             throw RuntimeError(code: "haproxy_failed", message: "haproxy did not start: \(r.output.trimmingSpaces)")
         }
         let deadline = monotonicMs() + 5000
         while monotonicMs() < deadline {
-            if let pid = runningPid(), pid != old, (try? HAProxySocket.send(socketPath, "show info", timeoutMs: 500))?.contains("Pid: \(pid)") == true {
+            if let pid = runningPid(route),
+               (try? HAProxySocket.send(f.socket, "show info", timeoutMs: 500))?.contains("Pid: \(pid)") == true {
                 return
             }
             usleep(5000)
@@ -299,47 +312,27 @@ public final class HAProxyRouter: Sendable {
         }
     }
 
-    /// Kills stray processes of this router and waits (up to 2 s) until they are gone.
-    private func killStrays() {
-        let strays = strayProcesses()
-        guard !strays.isEmpty else { return }
-        for pid in strays { kill(pid, SIGKILL) }
-        let deadline = monotonicMs() + 2000
-        while strays.contains(where: { ProcessLauncher.isAlive(pid: $0) }) && monotonicMs() < deadline { usleep(5000) }
-    }
-
     private func ensureRunningLocked() throws(RuntimeError) {
         try FileIO.makeDirectories(prefix + "/maps")
         let routes = try loadState()
-        guard !routes.isEmpty else { return }
-        try startCollectorIfNeeded()
-        if runningPid() != nil { return }
-        killStrays()
-        try writeConfig(routes)
-        try checkConfig()
-        try startDaemon(replacing: nil)
-    }
-
-    /// Writes `routes` as config and maps and reloads (or starts) HAProxy; on failure the previous config is
-    /// written back.
-    private func rewriteAndReload(_ routes: [HAProxyRoute], previous: [HAProxyRoute]) throws(RuntimeError) {
-        do throws(RuntimeError) {
-            try writeConfig(routes)
-            try checkConfig()
-            try startDaemon(replacing: runningPid())
-        } catch {
-            // The running HAProxy never saw the new file; put the old one back for its next start.
-            try? writeConfig(previous)
-            throw error
+        let down = routes.filter { runningPid($0) == nil }
+        guard !down.isEmpty || routes.isEmpty else { return }
+        if !routes.isEmpty { try startCollectorIfNeeded() }
+        let strays = strayProcesses()
+        if !strays.isEmpty {
+            for pid in strays { kill(pid, SIGKILL) }
+            let deadline = monotonicMs() + 2000
+            while strays.contains(where: { ProcessLauncher.isAlive(pid: $0) }) && monotonicMs() < deadline { usleep(5000) }
         }
+        for route in down { try startProcess(route) }
     }
 
-    private func serversState(_ backend: String) throws(RuntimeError) -> [HAProxyServerState] {
-        let text = try HAProxySocket.send(socketPath, "show servers state \(backend)")
+    private func serversState(_ route: HAProxyRoute) throws(RuntimeError) -> [HAProxyServerState] {
+        let text = try HAProxySocket.send(files(route).socket, "show servers state \(route.backendName)")
         guard text.contains("# be_id") else {
-            throw RuntimeError(code: "haproxy_failed", message: "show servers state \(backend): \(text.trimmingSpaces)")
+            throw RuntimeError(code: "haproxy_failed", message: "show servers state \(route.backendName): \(text.trimmingSpaces)")
         }
-        return HAProxyParse.serversState(text, backend: backend)
+        return HAProxyParse.serversState(text, backend: route.backendName)
     }
 
     private func setBackendsLocked(_ route: HAProxyRoute) throws(RuntimeError) -> HAProxyApplyResult {
@@ -354,24 +347,30 @@ public final class HAProxyRouter: Sendable {
         }
         let next = routes.filter { $0.identifier != route.identifier } + [route]
         try ensureRunningLocked()
-        guard let previous, previous.port == route.port, runningPid() != nil else {
-            // A frontend cannot be added or moved at run time: regenerate and reload (or start).
-            try FileIO.makeDirectories(prefix + "/maps")
+        func replaceProcess(_ old: HAProxyRoute?) throws(RuntimeError) -> HAProxyApplyResult {
             try startCollectorIfNeeded()
-            try rewriteAndReload(next, previous: routes)
+            if let old {
+                stopProcesses([runningPid(old)].compactMap { $0 })
+                if old.port != route.port { for path in [files(old).pid, files(old).config] { unlink(path) } }
+            }
+            do throws(RuntimeError) {
+                try startProcess(route)
+            } catch {
+                if let old { try? startProcess(old) }
+                throw error
+            }
             let applied = monotonicMs()
             try writeState(next)
-            return HAProxyApplyResult(steps: [], reloaded: true, trafficMovedMs: applied - start, elapsedMs: monotonicMs() - start)
+            return HAProxyApplyResult(steps: [], startedProcess: true, trafficMovedMs: applied - start, elapsedMs: monotonicMs() - start)
         }
+        // A frontend cannot be added or moved at run time: the endpoint gets a process of its own.
+        guard let previous, previous.port == route.port else { return try replaceProcess(previous) }
         let current: [HAProxyServerState]
         do throws(RuntimeError) {
-            current = try serversState(route.backendName)
+            current = try serversState(previous)
         } catch {
-            // The running process does not know this backend (its config predates the state): reload.
-            try rewriteAndReload(next, previous: routes)
-            let applied = monotonicMs()
-            try writeState(next)
-            return HAProxyApplyResult(steps: [], reloaded: true, trafficMovedMs: applied - start, elapsedMs: monotonicMs() - start)
+            // Its process does not answer or lacks the backend: replace it.
+            return try replaceProcess(previous)
         }
         let versions = Dictionary(previous.backends.map { ($0.name, $0.version) }, uniquingKeysWith: { a, _ in a })
         let steps = HAProxyPlan.steps(current: current, currentVersions: versions, desired: route.backends)
@@ -382,16 +381,16 @@ public final class HAProxyRouter: Sendable {
             throw error
         }
         let applied = monotonicMs()
-        // Only the state is persisted here (one fsync): every start or reload regenerates the config and
-        // maps from it, so a restarted HAProxy serves these weights.
+        // Only the state is persisted here (one fsync): a process start writes its config and map from it,
+        // so a restarted HAProxy serves these weights.
         try writeState(next)
-        return HAProxyApplyResult(steps: steps, reloaded: false, trafficMovedMs: applied - start,
+        return HAProxyApplyResult(steps: steps, startedProcess: false, trafficMovedMs: applied - start,
                                   elapsedMs: monotonicMs() - start)
     }
 
     /// Puts `previous`'s servers back after a failed change (best effort: the caller reports the first error).
     private func restore(_ previous: HAProxyRoute) {
-        guard let current = try? serversState(previous.backendName) else { return }
+        guard let current = try? serversState(previous) else { return }
         let steps = HAProxyPlan.steps(current: current, currentVersions: [:], desired: previous.backends)
         for step in steps { try? apply(step, route: previous) }
     }
@@ -399,13 +398,14 @@ public final class HAProxyRouter: Sendable {
     private func apply(_ step: HAProxyStep, route: HAProxyRoute) throws(RuntimeError) {
         let be = route.backendName
         let map = HAProxyConfig.mapPath(prefix: prefix, route: route)
+        let socketPath = files(route).socket
         switch step {
         case .add(let server, let port, let weight, let version):
             try HAProxySocket.expect(socketPath, "add server \(be)/\(server) 127.0.0.1:\(port) weight \(weight)",
                                      okAnswers: ["New server registered."])
-            try setMap(map, server, version)
+            try setMap(socketPath, map, server, version)
         case .setVersion(let server, let version):
-            try setMap(map, server, version)
+            try setMap(socketPath, map, server, version)
         case .setAddress(let server, let port):
             let answer = try HAProxySocket.send(socketPath, "set server \(be)/\(server) addr 127.0.0.1 port \(port)")
             guard answer.contains("changed") || answer.contains("no need to change") else {
@@ -417,13 +417,13 @@ public final class HAProxyRouter: Sendable {
             try HAProxySocket.expect(socketPath, "enable server \(be)/\(server)")
         case .disableDrainDelete(let server):
             try HAProxySocket.expect(socketPath, "disable server \(be)/\(server)")
-            try drainAndDelete(be, server)
+            try drainAndDelete(socketPath, be, server)
             _ = try HAProxySocket.send(socketPath, "del map \(map) \(server)")
         }
     }
 
     /// Points `server`'s key in the runtime map at `version` (adding the key when the map lacks it).
-    private func setMap(_ map: String, _ server: String, _ version: String) throws(RuntimeError) {
+    private func setMap(_ socketPath: String, _ map: String, _ server: String, _ version: String) throws(RuntimeError) {
         let answer = try HAProxySocket.send(socketPath, "set map \(map) \(server) \(version)").trimmingSpaces
         if answer.isEmpty { return }
         try HAProxySocket.expect(socketPath, "add map \(map) \(server) \(version)")
@@ -431,7 +431,7 @@ public final class HAProxyRouter: Sendable {
 
     /// Waits until the disabled `server` has no session left (cutting what is left after `drainTimeoutMs`),
     /// then deletes it. `del server` refuses while connections (idle ones too) remain, so it is retried.
-    private func drainAndDelete(_ be: String, _ server: String) throws(RuntimeError) {
+    private func drainAndDelete(_ socketPath: String, _ be: String, _ server: String) throws(RuntimeError) {
         let deadline = monotonicMs() + Double(drainTimeoutMs)
         var cut = false
         var lastAnswer = ""
@@ -454,16 +454,14 @@ public final class HAProxyRouter: Sendable {
         }
     }
 
-    private func stopLocked() {
-        let pids = ([runningPid()].compactMap { $0 }) + strayProcesses()
+    /// Soft-stops `pids` (SIGUSR1: stop accepting, finish what is in flight), SIGKILLs what is left after 5 s.
+    private func stopProcesses(_ pids: [Int32]) {
         guard !pids.isEmpty else { return }
-        // SIGUSR1 is HAProxy's soft stop: stop accepting, finish what is in flight.
         for pid in pids { kill(pid, SIGUSR1) }
         var deadline = monotonicMs() + 5000
         while pids.contains(where: { ProcessLauncher.isAlive(pid: $0) }) && monotonicMs() < deadline { usleep(10_000) }
         for pid in pids where ProcessLauncher.isAlive(pid: pid) { kill(pid, SIGKILL) }
         deadline = monotonicMs() + 2000
         while pids.contains(where: { ProcessLauncher.isAlive(pid: $0) }) && monotonicMs() < deadline { usleep(5000) }
-        unlink(pidPath)
     }
 }

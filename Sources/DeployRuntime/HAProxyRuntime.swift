@@ -103,12 +103,13 @@ enum HAProxyParse {
 
 /// Per-server traffic facts of one route, from the router on real traffic.
 ///
-/// Counters (`requests`, `selections`, `responses*`, errors, retries) come from HAProxy's `show stat` and count since the HAProxy
-/// process `routerPid` started: they restart from 0 when the router is restarted or reloaded (a route added
-/// or removed), so compare two snapshots only when their `routerPid` is the same. `averageResponseMs` and
-/// `averageTotalMs` are HAProxy's averages over the server's last 1,024 requests. `p95Ms` is computed by the
-/// agent from HAProxy's request log (one datagram per request to `router/log.sock`, read by the agent while
-/// it runs), over the requests that ended in the window asked for.
+/// Counters (`requests`, `selections`, `responses*`, errors, retries) come from HAProxy's `show stat` and
+/// count since the endpoint's HAProxy process `routerPid` started: they restart from 0 when that process is
+/// restarted (repair, or the endpoint moved to another port), so compare two snapshots only when their
+/// `routerPid` is the same. `averageResponseMs` and `averageTotalMs` are HAProxy's averages over the
+/// server's last 1,024 requests. `p95Ms` is computed by the agent from HAProxy's request log (one datagram
+/// per request to `router/log.sock`, read by the agent while it runs; the last 8,192 requests per server are
+/// kept), over the requests that ended in the window asked for.
 public struct TrafficStats: Sendable, Hashable {
     /// Server (slot) name.
     public var backend: String
