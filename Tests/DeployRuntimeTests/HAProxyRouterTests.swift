@@ -327,7 +327,7 @@ struct HAProxyRouterTests {
                 do {
                     try await router.setBackends(model: model, environment: env, port: p ?? port, backends: bs ?? backends(servers, [1, 1]))
                     return nil
-                } catch { return (error as? RuntimeError)?.code ?? "\(error)" }
+                } catch { return error.code }
             }
             #expect(await code("Iris") == "invalid_name")
             #expect(await code("iris", "a b") == "invalid_name")
