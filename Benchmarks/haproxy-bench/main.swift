@@ -200,23 +200,30 @@ do {
 
     // 3. Canary steps: share measured by the clients' answers and by the router's counters.
     print("\n## canary steps (\(stepRequests) requests per step, \(clients) keep-alive clients)")
-    print("| weight (canary) | client-counted share | router-counted share (req_tot) | failed |")
-    print("|---:|---:|---:|---:|")
+    print("| weight (canary) | client-counted share | router-counted share (req_tot) | failed | request-log lines / router requests | canary p95 / stable p95 (log) |")
+    print("|---:|---:|---:|---:|---:|---:|")
     _ = try await set(100, 0)
     let steady = KeepAliveLoad(port: port, clients: clients)
     for w in [5, 25, 50, 100] {
         _ = try await set(100 - w, w)
         let s0 = steady.snapshot()
         let st0 = try await router.trafficStats(model: "bench", environment: "prod")
+        let stepStart = clock.now
         await steady.waitForRequests(stepRequests, after: s0)
         let s1 = steady.snapshot()
-        let st1 = try await router.trafficStats(model: "bench", environment: "prod")
+        // Let the log reader take the last datagrams of the step before counting them.
+        try await Task.sleep(for: .milliseconds(100))
+        let st1 = try await router.trafficStats(model: "bench", environment: "prod",
+                                                latencyWindowMs: Int(ms(clock.now - stepStart).rounded(.up)))
         let d = s1.subtracting(s0)
         func lb(_ stats: [TrafficStats], _ name: String) -> Int { stats.first { $0.backend == name }?.requests ?? 0 }
         let g = lb(st1, "green") - lb(st0, "green")
         let b = lb(st1, "blue") - lb(st0, "blue")
         let routerShare = g + b == 0 ? 0 : Double(g) * 100 / Double(g + b)
-        print("| \(w) % | \(fmt(d.sharePercent("green"), 1)) % | \(fmt(routerShare, 1)) % | \(d.failures) |")
+        let logged = st1.map(\.windowRequests).reduce(0, +)
+        let counted = st1.map(\.requests).reduce(0, +) - st0.map(\.requests).reduce(0, +)
+        func p95(_ name: String) -> String { st1.first { $0.backend == name }?.p95Ms.map { fmt($0, 0) + " ms" } ?? "-" }
+        print("| \(w) % | \(fmt(d.sharePercent("green"), 1)) % | \(fmt(routerShare, 1)) % | \(d.failures) | \(logged) / \(counted) | \(p95("green")) / \(p95("blue")) |")
     }
     let canaryTotal = await steady.stop()
 

@@ -16,7 +16,8 @@ public struct HAProxyApplyResult: Sendable, Hashable {
 }
 
 /// The traffic router on HAProxy: started by the agent under `home/router/`, one daemon per (model,
-/// environment) endpoint (`ep-<port>.cfg`, `.pid`, `.sock` admin socket; `log.sock` shared), outliving the
+/// environment) endpoint (`ep-<port>.cfg`, `.pid`, `.sock` admin socket; request logs to the agent on a
+/// loopback UDP port kept in `log.port`), outliving the
 /// agent. Each endpoint's process has one frontend on its stable loopback port and one `roundrobin` backend
 /// whose servers are the model's slots. One process per endpoint (about 7.5 MB each) means adding or
 /// removing an endpoint starts or stops a process and never reloads one that carries traffic.
@@ -56,7 +57,7 @@ public final class HAProxyRouter: Sendable {
     func files(_ route: HAProxyRoute) -> (config: String, pid: String, socket: String) {
         HAProxyConfig.processFiles(prefix: prefix, port: route.port)
     }
-    var logSocketPath: String { prefix + "/log.sock" }
+    var logPortPath: String { prefix + "/log.port" }
     var statePath: String { prefix + "/routes.json" }
 
     // MARK: - public API
@@ -265,9 +266,9 @@ public final class HAProxyRouter: Sendable {
     }
 
     /// Writes `route`'s config and map file (atomically, each).
-    private func writeConfig(_ route: HAProxyRoute) throws(RuntimeError) {
+    private func writeConfig(_ route: HAProxyRoute, logPort: Int) throws(RuntimeError) {
         try FileIO.makeDirectories(prefix + "/maps")
-        let text = try HAProxyConfig.render(prefix: prefix, route: route)
+        let text = try HAProxyConfig.render(prefix: prefix, route: route, logPort: logPort)
         try FileIO.writeAtomically(HAProxyConfig.mapPath(prefix: prefix, route: route), Array(HAProxyConfig.renderMap(route).utf8))
         try FileIO.writeAtomically(files(route).config, Array(text.utf8), mode: 0o600)
     }
@@ -284,7 +285,10 @@ public final class HAProxyRouter: Sendable {
     /// Writes `route`'s config, checks it with `haproxy -c` and starts its daemon; returns once the process
     /// named in its pid file answers on its runtime socket.
     private func startProcess(_ route: HAProxyRoute) throws(RuntimeError) {
-        try writeConfig(route)
+        guard let logPort = collector.withLock({ $0?.port }) else {
+            throw RuntimeError(code: "haproxy_failed", message: "the request-log reader is not running")
+        }
+        try writeConfig(route, logPort: logPort)
         let f = files(route)
         unlink(f.pid)
         let check = try run(["-c", "-q", "-f", f.config])
@@ -308,7 +312,19 @@ public final class HAProxyRouter: Sendable {
 
     private func startCollectorIfNeeded() throws(RuntimeError) {
         try collector.withLock { (c: inout HAProxyLogCollector?) throws(RuntimeError) in
-            if c == nil { c = try HAProxyLogCollector(path: logSocketPath) }
+            guard c == nil else { return }
+            // The same port as before when it is free: running HAProxy processes keep sending there.
+            let previous = FileIO.readString(logPortPath).flatMap { Int($0.trimmingSpaces) }
+            let started = try HAProxyLogCollector(preferredPort: previous)
+            if started.port != previous {
+                do throws(RuntimeError) {
+                    try FileIO.writeAtomically(logPortPath, Array("\(started.port)\n".utf8))
+                } catch {
+                    started.stop()
+                    throw error
+                }
+            }
+            c = started
         }
     }
 

@@ -108,8 +108,8 @@ enum HAProxyParse {
 /// restarted (repair, or the endpoint moved to another port), so compare two snapshots only when their
 /// `routerPid` is the same. `averageResponseMs` and `averageTotalMs` are HAProxy's averages over the
 /// server's last 1,024 requests. `p95Ms` is computed by the agent from HAProxy's request log (one datagram
-/// per request to `router/log.sock`, read by the agent while it runs; the last 8,192 requests per server are
-/// kept), over the requests that ended in the window asked for.
+/// per request to a loopback UDP port, recorded in `router/log.port`, read by the agent while it runs; the last
+/// 8,192 requests per server are kept), over the requests that ended in the window asked for.
 public struct TrafficStats: Sendable, Hashable {
     /// Server (slot) name.
     public var backend: String
@@ -184,10 +184,12 @@ public struct TrafficStats: Sendable, Hashable {
     }
 }
 
-/// Reads HAProxy's request log from a UNIX datagram socket (`log <prefix>/log.sock format raw`, log-format
+/// Reads HAProxy's request log from a loopback UDP port (`log 127.0.0.1:<port> format raw`, log-format
 /// `%b %s %ST %Ta`) on its own thread and keeps the last `capacity` requests per (backend, server), so
-/// percentiles over a recent window cost no file I/O. While no collector runs HAProxy's datagrams are
-/// dropped by the kernel; HAProxy itself never blocks on them.
+/// percentiles over a recent window cost no file I/O. UDP rather than a UNIX datagram socket: a UNIX
+/// datagram receiver queues at most `net.unix.max_dgram_qlen` messages (10 here), so lines were lost
+/// whenever the reader thread waited for a core; a UDP socket queues up to its 4 MiB receive buffer.
+/// While no collector runs HAProxy's datagrams are dropped by the kernel; HAProxy never blocks on them.
 final class HAProxyLogCollector: @unchecked Sendable {
     struct Sample { var atMs: Double; var status: Int; var totalMs: Int }
 
@@ -201,34 +203,39 @@ final class HAProxyLogCollector: @unchecked Sendable {
         }
     }
 
-    let path: String
+    /// The UDP port on 127.0.0.1 the collector listens on.
+    let port: Int
     let capacity: Int
     private let samples = Mutex<[String: Ring]>([:])
     private let stopped = Atomic<Bool>(false)
     private let fd: Int32
 
-    /// Binds `path` (replacing a stale socket file) and starts reading.
-    /// - Throws: `io_failed` when the socket cannot be bound.
-    init(path: String, capacity: Int = 8192) throws(RuntimeError) {
-        self.path = path
+    /// Binds 127.0.0.1:`preferredPort` (any free port when it is nil or taken) and starts reading.
+    /// - Throws: `io_failed` when no port can be bound.
+    init(preferredPort: Int?, capacity: Int = 8192) throws(RuntimeError) {
         self.capacity = max(1, capacity)
-        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw .io("log socket: \(errnoString())") }
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { close(fd); throw .io("log socket path too long: \(path)") }
-        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
-            for (i, b) in bytes.enumerated() { raw[i] = b }
-            raw[bytes.count] = 0
+        func bindUDP(_ port: Int) -> Int32? {
+            let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard fd >= 0 else { return nil }
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_port = in_port_t(UInt16(port)).bigEndian
+            addr.sin_addr.s_addr = in_addr_t(0x7f00_0001).bigEndian
+            let rc = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            if rc != 0 { close(fd); return nil }
+            return fd
         }
-        unlink(path)
-        let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard rc == 0 else { let e = errnoString(); close(fd); throw .io("cannot bind \(path): \(e)") }
-        chmod(path, 0o600)
-        // A bigger receive buffer absorbs bursts while the reader thread waits for a core.
+        var bound: Int32? = nil
+        if let p = preferredPort, (1024...65535).contains(p) { bound = bindUDP(p) }
+        if bound == nil { bound = bindUDP(0) }
+        guard let fd = bound else { throw .io("cannot bind a UDP port on 127.0.0.1 for the request log: \(errnoString())") }
+        var addr = sockaddr_in()
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        port = Int(UInt16(bigEndian: addr.sin_port))
+        // A big receive buffer absorbs bursts while the reader thread waits for a core.
         var size: Int32 = 4 << 20
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(4))
         var tv = timeval(tv_sec: 0, tv_usec: 200_000)
@@ -249,10 +256,9 @@ final class HAProxyLogCollector: @unchecked Sendable {
         }
     }
 
-    /// Stops the reader (within 200 ms) and removes the socket file.
+    /// Stops the reader; its port is released within 200 ms.
     func stop() {
-        if stopped.exchange(true, ordering: .relaxed) { return }
-        unlink(path)
+        stopped.store(true, ordering: .relaxed)
     }
 
     private func readLoop() {

@@ -73,7 +73,7 @@ struct HAProxyRouterTests {
         let prefix = dir.path + "/router"
         try TempDir.write(HAProxyConfig.mapPath(prefix: prefix, route: route), HAProxyConfig.renderMap(route))
         let config = HAProxyConfig.processFiles(prefix: prefix, port: route.port).config
-        try TempDir.write(config, try HAProxyConfig.render(prefix: prefix, route: route))
+        try TempDir.write(config, try HAProxyConfig.render(prefix: prefix, route: route, logPort: 51000))
         let r = try ProcessLauncher.runSync(executable: haproxy, arguments: ["-c", "-f", config],
                                             environment: ProcessLauncher.currentEnvironment(), timeoutMs: 10_000)
         #expect(r.status == 0, "\(r.output)")
