@@ -247,14 +247,14 @@ do {
     print("disable + drain + del: \(fmt(removed.elapsedMs)) ms; c-3 served \(extraTotal.subtracting(r0).slots["c-3", default: 0]) requests afterwards")
     print("requests \(extraTotal.requests), failed \(extraTotal.failures) \(extraTotal.errors.isEmpty ? "" : "\(extraTotal.errors)"), connections \(extraTotal.connects)")
     // 5. A second endpoint added (it gets an HAProxy process of its own) while the first one is under load.
-    let reloadLoad = KeepAliveLoad(port: port, clients: clients)
-    await reloadLoad.waitForRequests(500, after: reloadLoad.snapshot())
+    let otherLoad = KeepAliveLoad(port: port, clients: clients)
+    await otherLoad.waitForRequests(500, after: otherLoad.snapshot())
     let second = try await router.setBackends(model: "bench", environment: "staging", port: freePort(preferred: nil), backends: [
         WeightedBackend(name: "blue", port: stable.port, weight: 100, version: "v1")])
-    await reloadLoad.waitForRequests(1500, after: reloadLoad.snapshot())
-    let reloadTotal = await reloadLoad.stop()
+    await otherLoad.waitForRequests(1500, after: otherLoad.snapshot())
+    let otherTotal = await otherLoad.stop()
     print("\n## a second endpoint added (its own HAProxy process) while the first is under load")
-    print("second endpoint started: \(fmt(second.elapsedMs)) ms; first endpoint: requests \(reloadTotal.requests), failed \(reloadTotal.failures) \(reloadTotal.errors.isEmpty ? "" : "\(reloadTotal.errors)"), TCP connections opened \(reloadTotal.connects) by \(clients) clients")
+    print("second endpoint started: \(fmt(second.elapsedMs)) ms; first endpoint: requests \(otherTotal.requests), failed \(otherTotal.failures) \(otherTotal.errors.isEmpty ? "" : "\(otherTotal.errors)"), TCP connections opened \(otherTotal.connects) by \(clients) clients")
 
     let stats = try await router.trafficStats(model: "bench", environment: "prod", latencyWindowMs: 600_000)
     print("canary run: \(canaryTotal.requests) requests, \(canaryTotal.failures) failed, \(canaryTotal.connects) connections")
