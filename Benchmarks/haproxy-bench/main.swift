@@ -267,3 +267,5 @@ do {
     exit(1)
 }
 await router.stop()
+// The home held only this run's router files.
+_ = try? await ProcessLauncher.run(executable: "rm", arguments: ["-rf", "--", home], timeout: .seconds(10))
