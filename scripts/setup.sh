@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what model-deployer needs on a Debian 12 machine and builds it. Idempotent: a second run
 # only checks. Used by the README's two commands (scripts/demo.sh, scripts/test.sh) and by CI.
-#   apt: nginx, postgresql, libpq-dev, libsqlite3-dev, jq, curl, etcd-server, openssl
+#   apt: nginx, haproxy, postgresql, libpq-dev, libsqlite3-dev, jq, curl, etcd-server, openssl
 #   venv (<repo>/.venv): bentoml, scikit-learn, uv, mcp, langgraph, ... and clients/python
 #   swift: a release build with the Swift runtime linked statically (fast cold start)
 set -euo pipefail
@@ -11,6 +11,7 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 need_apt=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need_apt+=(postgresql)
 [ -f /usr/include/postgresql/libpq-fe.h ] || need_apt+=(libpq-dev)
 [ -f /usr/include/sqlite3.h ] || need_apt+=(libsqlite3-dev)
