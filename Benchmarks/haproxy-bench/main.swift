@@ -141,8 +141,8 @@ let router = HAProxyRouter(home: home, haproxy: haproxy)
 let port = freePort(preferred: nil)
 func set(_ stableWeight: Int, _ canaryWeight: Int) async throws -> HAProxyApplyResult {
     try await router.setBackends(model: "bench", environment: "prod", port: port, backends: [
-        WeightedBackend(name: "blue", port: stable.port, weight: stableWeight, version: "v1"),
-        WeightedBackend(name: "green", port: canary.port, weight: canaryWeight, version: "v2"),
+        HAProxyServer(name: "blue", port: stable.port, weight: stableWeight, version: "v1"),
+        HAProxyServer(name: "green", port: canary.port, weight: canaryWeight, version: "v2"),
     ])
 }
 
@@ -231,10 +231,10 @@ do {
     let third = Backend(id: 3)
     let extra = KeepAliveLoad(port: port, clients: clients)
     await extra.waitForRequests(500, after: extra.snapshot())
-    let both = [WeightedBackend(name: "blue", port: stable.port, weight: 50, version: "v1"),
-                WeightedBackend(name: "green", port: canary.port, weight: 50, version: "v2")]
+    let both = [HAProxyServer(name: "blue", port: stable.port, weight: 50, version: "v1"),
+                HAProxyServer(name: "green", port: canary.port, weight: 50, version: "v2")]
     let added = try await router.setBackends(model: "bench", environment: "prod", port: port,
-                                             backends: both + [WeightedBackend(name: "c-3", port: third.port, weight: 50, version: "v3")])
+                                             backends: both + [HAProxyServer(name: "c-3", port: third.port, weight: 50, version: "v3")])
     let a0 = extra.snapshot()
     await extra.waitForRequests(1500, after: a0)
     let withThird = extra.snapshot().subtracting(a0)
@@ -250,7 +250,7 @@ do {
     let otherLoad = KeepAliveLoad(port: port, clients: clients)
     await otherLoad.waitForRequests(500, after: otherLoad.snapshot())
     let second = try await router.setBackends(model: "bench", environment: "staging", port: freePort(preferred: nil), backends: [
-        WeightedBackend(name: "blue", port: stable.port, weight: 100, version: "v1")])
+        HAProxyServer(name: "blue", port: stable.port, weight: 100, version: "v1")])
     await otherLoad.waitForRequests(1500, after: otherLoad.snapshot())
     let otherTotal = await otherLoad.stop()
     print("\n## a second endpoint added (its own HAProxy process) while the first is under load")

@@ -100,6 +100,12 @@ public enum BakeVerdict {
         return .healthy
     }
 
+    /// One bake window in words, against its limits: what a person watching the bake sees each window.
+    public static func windowSummary(baseline: Metrics, observed: Metrics, policy: RollbackPolicy) -> String {
+        "error rate \(percent(observed.errorRate)) (limit \(percent(errorRateThreshold(baseline: baseline, policy: policy)))), "
+            + "p95 \(ms(observed.p95Ms)) (limit \(ms(latencyThreshold(baseline: baseline, policy: policy))))"
+    }
+
     private static func percent(_ x: Double) -> String { "\(fmt((x * 10000).rounded() / 100))%" }
     private static func ms(_ x: Double) -> String { "\(fmt((x * 10).rounded() / 10)) ms" }
 }

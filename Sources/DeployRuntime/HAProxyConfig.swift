@@ -1,7 +1,7 @@
 import JSON
 
 /// One server of a weighted route: a slot process listening on a loopback port.
-public struct WeightedBackend: Sendable, Hashable {
+public struct HAProxyServer: Sendable, Hashable {
     /// The slot id; it is the HAProxy server name and the `X-Model-Deployer-Slot` answer header
     /// (`^[a-z0-9][a-z0-9_.-]{0,62}$`, e.g. `blue`, `green`, `c-1a2b3c`).
     public var name: String
@@ -30,10 +30,10 @@ public struct HAProxyRoute: Sendable, Hashable {
     /// The stable endpoint's port (HAProxy listens on 127.0.0.1:port).
     public var port: Int
     /// The servers, in the order they were given.
-    public var backends: [WeightedBackend]
+    public var backends: [HAProxyServer]
 
     /// Creates a route value.
-    public init(modelName: String, environment: String, port: Int, backends: [WeightedBackend]) {
+    public init(modelName: String, environment: String, port: Int, backends: [HAProxyServer]) {
         self.modelName = modelName
         self.environment = environment
         self.port = port
@@ -192,13 +192,13 @@ public enum HAProxyConfig {
                   let port = item["port"]?.intValue, let backends = item["backends"]?.arrayValue else {
                 throw bad("a route lacks model, environment, port or backends")
             }
-            var bs: [WeightedBackend] = []
+            var bs: [HAProxyServer] = []
             for b in backends {
                 guard let name = b["name"]?.stringValue, let bp = b["port"]?.intValue, let w = b["weight"]?.intValue,
                       let v = b["version"]?.stringValue, let bpi = Int(exactly: bp), let wi = Int(exactly: w) else {
                     throw bad("a backend of \(model)/\(env) lacks name, port, weight or version")
                 }
-                bs.append(WeightedBackend(name: name, port: bpi, weight: wi, version: v))
+                bs.append(HAProxyServer(name: name, port: bpi, weight: wi, version: v))
             }
             guard let pi = Int(exactly: port) else { throw bad("port of \(model)/\(env) is out of range") }
             let route = HAProxyRoute(modelName: model, environment: env, port: pi, backends: bs)
@@ -255,7 +255,7 @@ public enum HAProxyPlan {
     /// 3. weights that fall;
     /// 4. servers no longer wanted are disabled, drained and deleted last.
     public static func steps(current: [HAProxyServerState], currentVersions: [String: String],
-                             desired: [WeightedBackend]) -> [HAProxyStep] {
+                             desired: [HAProxyServer]) -> [HAProxyStep] {
         let byName = Dictionary(current.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         let wanted = Set(desired.map(\.name))
         var raise: [HAProxyStep] = []

@@ -83,7 +83,7 @@ public final class HAProxyRouter: Sendable {
     ///   `router_config_invalid`, `haproxy_failed`, `io_failed`.
     @discardableResult
     public func setBackends(model: String, environment: String, port: Int,
-                            backends: [WeightedBackend]) async throws(RuntimeError) -> HAProxyApplyResult {
+                            backends: [HAProxyServer]) async throws(RuntimeError) -> HAProxyApplyResult {
         let route = HAProxyRoute(modelName: model, environment: environment, port: port, backends: backends)
         try HAProxyConfig.validate(route)
         return try await Blocking.run { () throws(RuntimeError) -> HAProxyApplyResult in

@@ -86,7 +86,13 @@ struct Harness {
         h.updates.list.withLock { $0 = [] }
         let start = h.clock.now()
         let v2 = try await h.deploy("v2")
-        #expect(h.steps() == ["execute", "start_slot", "readiness", "smoke_tests", "baseline", "switch", "register", "bake", "done"])
+        // One progress update per bake window, with its metrics against the limits, in order.
+        let steps = h.steps()
+        #expect(Array(steps.prefix(8)) == ["execute", "start_slot", "readiness", "smoke_tests", "baseline", "switch", "register", "bake"])
+        #expect(steps.last == "done" && steps.dropFirst(8).dropLast().allSatisfy { $0 == "bake" } && steps.count > 10)
+        let windows = h.updates.list.withLock { $0 }.filter { $0.step == "bake" && $0.message.hasPrefix("bake window:") }
+        #expect(windows.count == steps.count - 9)  // every "bake" after the first (its start) is a window
+        #expect(zip(windows, windows.dropFirst()).allSatisfy { $0.percent <= $1.percent })
         let events = try h.store.events(deploymentId: v2.deploymentId)
         #expect(events.contains { $0.step == "bake" && $0.message.hasPrefix("bake passed") })
         // The bake's windows ran on the engine's clock: its 2 s passed without waiting for them.

@@ -5,8 +5,8 @@ import Testing
 /// The pure parts of the HAProxy router: validation, config and state rendering, command ordering, parsers.
 @Suite struct HAProxyConfigTests {
     let route = HAProxyRoute(modelName: "iris.v", environment: "prod", port: 18080, backends: [
-        WeightedBackend(name: "blue", port: 39001, weight: 90, version: "iris_classifier:v1"),
-        WeightedBackend(name: "c-1a2b", port: 39002, weight: 10, version: "iris_classifier:v2"),
+        HAProxyServer(name: "blue", port: 39001, weight: 90, version: "iris_classifier:v1"),
+        HAProxyServer(name: "c-1a2b", port: 39002, weight: 10, version: "iris_classifier:v2"),
     ])
 
     @Test func rendersTheGoldenConfig() throws {
@@ -106,7 +106,7 @@ import Testing
 
     @Test func stateRoundTripsAndRefusesTamperedFiles() throws {
         let other = HAProxyRoute(modelName: "a", environment: "b", port: 1234,
-                                 backends: [WeightedBackend(name: "green", port: 2000, weight: 256, version: "v")])
+                                 backends: [HAProxyServer(name: "green", port: 2000, weight: 256, version: "v")])
         let bytes = HAProxyConfig.encodeState([route, other])
         #expect(try HAProxyConfig.decodeState(bytes).sorted { $0.identifier < $1.identifier } == [other, route])
         for text in ["", "{", "{\"format\":2,\"routes\":[]}", "{\"format\":1}",
@@ -143,9 +143,9 @@ import Testing
         let current = [HAProxyServerState(name: "blue", port: 1, weight: 100, enabled: true),
                        HAProxyServerState(name: "green", port: 2, weight: 0, enabled: true),
                        HAProxyServerState(name: "old", port: 3, weight: 5, enabled: true)]
-        let desired = [WeightedBackend(name: "blue", port: 1, weight: 0, version: "v1"),
-                       WeightedBackend(name: "green", port: 2, weight: 100, version: "v2"),
-                       WeightedBackend(name: "c-9", port: 4, weight: 20, version: "v3")]
+        let desired = [HAProxyServer(name: "blue", port: 1, weight: 0, version: "v1"),
+                       HAProxyServer(name: "green", port: 2, weight: 100, version: "v2"),
+                       HAProxyServer(name: "c-9", port: 4, weight: 20, version: "v3")]
         let steps = HAProxyPlan.steps(current: current, currentVersions: ["blue": "v1", "green": "v2", "old": "v0"], desired: desired)
         #expect(steps == [
             .setWeight(server: "green", weight: 100),
@@ -166,13 +166,13 @@ import Testing
     @Test func planIsEmptyWhenNothingChangesAndHandlesDisabledAndMovedServers() {
         let current = [HAProxyServerState(name: "blue", port: 1, weight: 50, enabled: true),
                        HAProxyServerState(name: "green", port: 2, weight: 50, enabled: false)]
-        let same = [WeightedBackend(name: "blue", port: 1, weight: 50, version: "v1")]
+        let same = [HAProxyServer(name: "blue", port: 1, weight: 50, version: "v1")]
         #expect(HAProxyPlan.steps(current: [current[0]], currentVersions: ["blue": "v1"], desired: same).isEmpty)
         // A disabled server that is wanted again: its weight is set before it is enabled; a moved one is
         // re-addressed; a changed version label is updated before traffic grows.
         let steps = HAProxyPlan.steps(current: current, currentVersions: ["blue": "v1", "green": "v1"], desired: [
-            WeightedBackend(name: "blue", port: 1, weight: 10, version: "v1"),
-            WeightedBackend(name: "green", port: 7, weight: 40, version: "v2"),
+            HAProxyServer(name: "blue", port: 1, weight: 10, version: "v1"),
+            HAProxyServer(name: "green", port: 7, weight: 40, version: "v2"),
         ])
         #expect(steps == [.setVersion(server: "green", version: "v2"), .setAddress(server: "green", port: 7),
                           .setWeight(server: "green", weight: 40), .enable(server: "green"),
@@ -194,7 +194,7 @@ import Testing
                 return out
             }
             let current = pick()
-            let desired = pick().map { WeightedBackend(name: $0.name, port: $0.port, weight: $0.weight, version: "v") }
+            let desired = pick().map { HAProxyServer(name: $0.name, port: $0.port, weight: $0.weight, version: "v") }
             guard desired.contains(where: { $0.weight > 0 }) else { continue }
             let steps = HAProxyPlan.steps(current: current, currentVersions: [:], desired: desired)
             let sim = Self.simulate(current, steps)

@@ -58,10 +58,10 @@ struct HAProxyRouterTests {
         }
     }
 
-    func backends(_ servers: [TestHTTPServer], _ weights: [Int]) -> [WeightedBackend] {
+    func backends(_ servers: [TestHTTPServer], _ weights: [Int]) -> [HAProxyServer] {
         let names = ["blue", "green", "c-3"]
         return zip(servers, weights).enumerated().map { i, sw in
-            WeightedBackend(name: names[i], port: sw.0.port, weight: sw.1, version: "v\(i + 1)")
+            HAProxyServer(name: names[i], port: sw.0.port, weight: sw.1, version: "v\(i + 1)")
         }
     }
 
@@ -91,7 +91,7 @@ struct HAProxyRouterTests {
             await #expect(throws: RuntimeError.self) { try await router.ensureRunning() }
             do {
                 try await router.setBackends(model: "iris", environment: "test", port: freePort(preferred: nil), backends: [
-                    WeightedBackend(name: "blue", port: 1, weight: 1, version: "v")])
+                    HAProxyServer(name: "blue", port: 1, weight: 1, version: "v")])
                 Issue.record("setBackends accepted a home whose routes.json is unreadable")
             } catch {
                 #expect((error as? RuntimeError)?.code == "router_state_invalid")
@@ -212,14 +212,14 @@ struct HAProxyRouterTests {
             defer { slow.close() }
             let port = freePort(preferred: nil)
             try await router.setBackends(model: "iris", environment: "test", port: port, backends: [
-                WeightedBackend(name: "blue", port: servers[0].port, weight: 0, version: "v1"),
-                WeightedBackend(name: "c-3", port: slow.port, weight: 100, version: "v3")])
+                HAProxyServer(name: "blue", port: servers[0].port, weight: 0, version: "v1"),
+                HAProxyServer(name: "c-3", port: slow.port, weight: 100, version: "v3")])
             let inFlight = Task { () -> HTTPResponse? in
                 try? await HTTPClient.request(method: "POST", port: port, path: "/predict", body: Array("{}".utf8), timeoutMs: 10_000)
             }
             while slow.accepted == 0 { try await Task.sleep(for: .milliseconds(5)) }
             let change = try await router.setBackends(model: "iris", environment: "test", port: port, backends: [
-                WeightedBackend(name: "blue", port: servers[0].port, weight: 100, version: "v1")])
+                HAProxyServer(name: "blue", port: servers[0].port, weight: 100, version: "v1")])
             #expect(change.steps == [.setWeight(server: "blue", weight: 100), .disableDrainDelete(server: "c-3")])
             // Answered by c-3 itself: had c-3 been deleted (its session cut) first, the request would have been
             // resent to blue (see the next test).
@@ -238,8 +238,8 @@ struct HAProxyRouterTests {
             defer { slow.close() }
             let port = freePort(preferred: nil)
             try await router.setBackends(model: "iris", environment: "test", port: port, backends: [
-                WeightedBackend(name: "blue", port: servers[0].port, weight: 0, version: "v1"),
-                WeightedBackend(name: "c-3", port: slow.port, weight: 100, version: "v3")])
+                HAProxyServer(name: "blue", port: servers[0].port, weight: 0, version: "v1"),
+                HAProxyServer(name: "c-3", port: slow.port, weight: 100, version: "v3")])
             let inFlight = Task { () -> String in
                 do {
                     let r = try await HTTPClient.request(method: "POST", port: port, path: "/predict", body: Array("{}".utf8), timeoutMs: 10_000)
@@ -248,7 +248,7 @@ struct HAProxyRouterTests {
             }
             while slow.accepted == 0 { try await Task.sleep(for: .milliseconds(5)) }
             try await router.setBackends(model: "iris", environment: "test", port: port, backends: [
-                WeightedBackend(name: "blue", port: servers[0].port, weight: 100, version: "v1")])
+                HAProxyServer(name: "blue", port: servers[0].port, weight: 100, version: "v1")])
             let state = try await router.runtimeServers(model: "iris", environment: "test")
             #expect(state.map(\.name) == ["blue"])
             #expect(slow.answered == 0, "the slow server had not answered when it was deleted")
@@ -323,7 +323,7 @@ struct HAProxyRouterTests {
     @Test func refusesBadNamesAndPortsBeforeTouchingAnything() async throws {
         try await withRouter(2) { router, servers, home in
             let port = freePort(preferred: nil)
-            func code(_ model: String = "iris", _ env: String = "test", _ p: Int? = nil, bs: [WeightedBackend]? = nil) async -> String? {
+            func code(_ model: String = "iris", _ env: String = "test", _ p: Int? = nil, bs: [HAProxyServer]? = nil) async -> String? {
                 do {
                     try await router.setBackends(model: model, environment: env, port: p ?? port, backends: bs ?? backends(servers, [1, 1]))
                     return nil
@@ -333,10 +333,10 @@ struct HAProxyRouterTests {
             #expect(await code("iris", "a b") == "invalid_name")
             #expect(await code("iris", "test", 0) == "invalid_name")
             #expect(await code("iris", "test", 65536) == "invalid_name")
-            #expect(await code(bs: [WeightedBackend(name: "blue;x", port: servers[0].port, weight: 1, version: "v")]) == "invalid_name")
-            #expect(await code(bs: [WeightedBackend(name: "blue", port: servers[0].port, weight: 1, version: "v\"1")]) == "invalid_name")
-            #expect(await code(bs: [WeightedBackend(name: "blue", port: 0, weight: 1, version: "v")]) == "invalid_name")
-            #expect(await code(bs: [WeightedBackend(name: "blue", port: servers[0].port, weight: 300, version: "v")]) == "invalid_weights")
+            #expect(await code(bs: [HAProxyServer(name: "blue;x", port: servers[0].port, weight: 1, version: "v")]) == "invalid_name")
+            #expect(await code(bs: [HAProxyServer(name: "blue", port: servers[0].port, weight: 1, version: "v\"1")]) == "invalid_name")
+            #expect(await code(bs: [HAProxyServer(name: "blue", port: 0, weight: 1, version: "v")]) == "invalid_name")
+            #expect(await code(bs: [HAProxyServer(name: "blue", port: servers[0].port, weight: 300, version: "v")]) == "invalid_weights")
             #expect(await code(bs: backends(servers, [0, 0])) == "invalid_weights")
             #expect(!router.isRunning())
             #expect(!FileIO.exists(home.path + "/router/routes.json"))
@@ -345,7 +345,7 @@ struct HAProxyRouterTests {
             #expect(await code() == nil)
             #expect(await code("other", "test", port) == "port_in_use")
             let taken = servers[1].port
-            #expect(await code("other", "test", taken, bs: [WeightedBackend(name: "blue", port: servers[0].port, weight: 1, version: "v")]) == "port_in_use")
+            #expect(await code("other", "test", taken, bs: [HAProxyServer(name: "blue", port: servers[0].port, weight: 1, version: "v")]) == "port_in_use")
             let names = try router.routes().map(\.modelName)
             #expect(names == ["iris"])
         }

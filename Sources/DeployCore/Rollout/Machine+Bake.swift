@@ -35,6 +35,11 @@ extension Machine {
         }
         var strikes = 0
         var actions: [RolloutAction] = []
+        if let baseline = s.baseline {
+            // Every window is reported with its limits, so the bake is no black box to whoever runs it.
+            let summary = BakeVerdict.windowSummary(baseline: baseline, observed: observed, policy: s.plan.rollback)
+            actions.append(.report(.bake, "bake window: \(summary)", bakeProgress(s)))
+        }
         if let baseline = s.baseline,
             case .rollback(let reason, let message) = BakeVerdict.evaluate(baseline: baseline, observed: observed, policy: s.plan.rollback)
         {
@@ -49,6 +54,15 @@ extension Machine {
         }
         actions.append(.measureBake(afterMs: bakeIntervalMs))
         return Decision(status: .live, actions: actions, step: .bake, message: "baking", bakeStrikes: strikes)
+    }
+
+    /// How far through the bake `s.now` is, as progress between the bake's start and the next step's.
+    static func bakeProgress(_ s: Snapshot) -> Double {
+        let start = Step.bake.progress
+        let span = max(0, Step.done.progress - start - 1)
+        guard let end = s.bakeEndsAt, s.plan.rollback.bakeSeconds > 0 else { return start }
+        let left = max(0, min(1, end.timeIntervalSince(s.now) / Double(s.plan.rollback.bakeSeconds)))
+        return start + span * (1 - left)
     }
 
     static func bakeFailed(_ s: Snapshot, _ f: Failure, noted: [RolloutAction] = []) -> Decision {
