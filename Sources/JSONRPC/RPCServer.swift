@@ -87,8 +87,17 @@ public final class RPCServer: Sendable {
         var requests: [WireID: InFlight] = [:]
         var anonymous: [UInt64: Task<Void, Never>?] = [:]
         var nextAnonymous: UInt64 = 0
-        var isEmpty: Bool { requests.isEmpty && anonymous.isEmpty }
+        /// Large frames being parsed off the reader thread.
+        var parsing = 0
+        /// Cancellations that named no known request while large frames were being parsed: the request
+        /// may be in one of them, and is cancelled as soon as it starts (`true` = answer -32800).
+        var earlyCancels: [JSONValue: Bool] = [:]
+        var isEmpty: Bool { requests.isEmpty && anonymous.isEmpty && parsing == 0 }
     }
+
+    /// Frames at least this large are parsed on a thread of their own, so that the reader goes on and a
+    /// `ping` (or any request) behind a 20 MB plan is answered at once, not after its parse.
+    public static let offThreadFrameBytes = 1 << 20
 
     /// - Parameters:
     ///   - input: the descriptor requests come from (stdin).
@@ -190,6 +199,9 @@ public final class RPCServer: Sendable {
                 }
                 guard let event else { break }
                 switch event {
+                case .frame(let range) where range.count >= Self.offThreadFrameBytes:
+                    handleOffThread(Array(reader.buffer[range]))
+                    bigFrame = true
                 case .frame(let range):
                     reader.buffer.withUnsafeBufferPointer { b in
                         handleFrame(UnsafeBufferPointer(rebasing: b[range]))
@@ -218,7 +230,37 @@ public final class RPCServer: Sendable {
             // The stream ended inside a frame: say so, as for any frame that cannot be parsed.
             sendError(.parseError("input ended inside a frame"), id: .null, flush: true)
         }
+        // Frames still being parsed were read before the end: they are served like the others.
+        while inFlight.withLock({ $0.parsing > 0 }) { usleep(1000) }
         sink.flush()
+    }
+
+    /// Parses and dispatches a large frame on a thread of its own (the reader goes on with the next one).
+    /// Its answer may come after those of later frames, which JSON-RPC allows.
+    private func handleOffThread(_ bytes: [UInt8]) {
+        inFlight.withLock { $0.parsing += 1 }
+        let job = OffThreadFrame(server: self, bytes: bytes)
+        let raw = Unmanaged.passRetained(job).toOpaque()
+        var thread = pthread_t()
+        let rc = pthread_create(&thread, nil, { raw in
+            Unmanaged<OffThreadFrame>.fromOpaque(raw!).takeRetainedValue().run()
+            return nil
+        }, raw)
+        if rc == 0 {
+            pthread_detach(thread)
+        } else {
+            Unmanaged<OffThreadFrame>.fromOpaque(raw).takeRetainedValue().run()  // no thread to be had: inline
+        }
+    }
+
+    fileprivate func finishOffThread(_ bytes: [UInt8]) {
+        bytes.withUnsafeBufferPointer { handleFrame($0) }
+        sink.flush()
+        inFlight.withLock { t in
+            t.parsing -= 1
+            if t.parsing == 0 { t.earlyCancels = [:] }
+        }
+        releaseFreedMemory()
     }
 
     // MARK: - Dispatch
@@ -370,10 +412,11 @@ public final class RPCServer: Sendable {
     ) {
         let id = call.id!
         let ctx = RequestContext(id: id.jsonValue, method: call.method, progressToken: call.params?["_meta"]?["progressToken"], sink: sink, server: self)
-        let duplicate = inFlight.withLock { t -> Bool in
-            if t.requests[id] != nil { return true }
-            t.requests[id] = InFlight(task: nil, cancelAnswer: nil)
-            return false
+        let (duplicate, cancelledEarly) = inFlight.withLock { t -> (Bool, Bool?) in
+            if t.requests[id] != nil { return (true, nil) }
+            let early = t.earlyCancels.removeValue(forKey: id.jsonValue)
+            t.requests[id] = InFlight(task: nil, cancelAnswer: early)
+            return (false, early)
         }
         if duplicate {
             deliver(Self.answer(id: id, result: .failure(.invalidRequest("a request with id \(id.text) is still in flight", reason: "duplicate_id"))))
@@ -391,6 +434,7 @@ public final class RPCServer: Sendable {
         inFlight.withLock { t in
             if t.requests[id] != nil { t.requests[id]!.task = task }
         }
+        if cancelledEarly != nil { task.cancel() }
     }
 
     static func invoke(
@@ -499,7 +543,11 @@ public final class RPCServer: Sendable {
             // The cancel notification's own params lost the id's text; match by value when the text differs.
             var key = WireID(id)
             if t.requests[key] == nil, let same = t.requests.keys.first(where: { $0.matches(id) }) { key = same }
-            guard t.requests[key] != nil else { return nil }
+            guard t.requests[key] != nil else {
+                // Maybe in a large frame still being parsed: remember it (bounded) for when it starts.
+                if t.parsing > 0, t.earlyCancels.count < 10_000 { t.earlyCancels[id] = answer }
+                return nil
+            }
             t.requests[key]!.cancelAnswer = answer
             return t.requests[key]!.task
         }
@@ -540,6 +588,17 @@ public final class RPCServer: Sendable {
         out.append(UInt8(ascii: "}"))
         return out
     }
+}
+
+/// A large frame handed to a thread of its own.
+private final class OffThreadFrame {
+    let server: RPCServer
+    let bytes: [UInt8]
+    init(server: RPCServer, bytes: [UInt8]) {
+        self.server = server
+        self.bytes = bytes
+    }
+    func run() { server.finishOffThread(bytes) }
 }
 
 private final class ReaderBox {

@@ -598,3 +598,30 @@ def test_termination_signals_shut_down_cleanly(spawn_agent, framing, sig):
     agent.proc.send_signal(sig)
     assert agent.wait(timeout=15) == 0, f"{sig.name} must end the agent with its clean shutdown (exit 0)"
     assert f"{sig.name}: finishing in-flight work" in agent.stderr_tail()
+
+
+# -- large frames do not hold up the small ones ------------------------------------------------------
+def _big_query(rid: str) -> dict:
+    # About 16 MB of params (a real plan with large smoke-test inputs looks like this to the reader).
+    return {"jsonrpc": "2.0", "id": rid, "method": "history.query",
+            "params": {"model_name": "iris", "padding": [[5.1, 3.5, 1.4, 0.2]] * 700_000}}
+
+
+def test_a_ping_behind_a_large_frame_is_answered_first(spawn_agent, framing):
+    agent = spawn_agent(framing=framing)
+    agent.send(_big_query("big"))
+    agent.send(ping("small"))
+    first, second = agent.recv(timeout=60), agent.recv(timeout=60)
+    # The large frame is parsed on a thread of its own; the reader answers the ping meanwhile.
+    assert first == ok("small"), first
+    assert second["id"] == "big" and second["error"]["code"] == -32602 and second["error"]["data"]["field"] == "padding"
+
+
+def test_a_cancel_that_overtakes_a_large_request_still_reaches_it(spawn_agent, framing):
+    agent = spawn_agent(framing=framing)
+    agent.send(_big_query("big"))
+    agent.send({"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": "big"}})
+    answer = agent.recv(timeout=60)
+    assert answer["id"] == "big" and answer["error"]["code"] == -32800, answer
+    agent.send(ping(2))
+    assert agent.recv() == ok(2)
