@@ -50,6 +50,8 @@ TEST_POLICY = {
             "bake_seconds": 1,
             "keep_warm_seconds": 5,
         },
+        # No gate, and the previous version stays warm long enough for a test to look at it (and kill it).
+        "clientwarm": {"gates": [], "bake_seconds": 1, "keep_warm_seconds": 600},
     }
 }
 
@@ -229,3 +231,51 @@ def teardown_home(home: Path) -> None:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def slot_pids(home: Path, slot: str) -> list[int]:
+    """Processes running for `slot` (blue or green) of any deployment under `home`: the slot manager puts
+    MODEL_DEPLOYER_SLOT=<home>/slots/.../<slot> in the environment of the process tree it starts."""
+    wanted_prefix = f"MODEL_DEPLOYER_SLOT={home}/slots/".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        for variable in environ.split(b"\0"):
+            if variable.startswith(wanted_prefix) and variable.rsplit(b"/", 1)[-1] == slot.encode():
+                found.append(int(entry.name))
+                break
+    return found
+
+
+def kill_slot(home: Path, slot: str) -> list[int]:
+    """SIGKILLs the processes of `slot` under `home` and waits until they are gone (or only zombies).
+
+    Returns the pids killed; fails the test if there were none (the slot was not running)."""
+    import signal
+    import time
+
+    pids = slot_pids(home, slot)
+    assert pids, f"no process runs for slot {slot} under {home}"
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def running(pid: int) -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return False
+        return state != "Z"
+
+    deadline = time.monotonic() + 30  # a guard against hanging, not a measurement
+    while any(running(pid) for pid in pids):
+        assert time.monotonic() < deadline, f"slot {slot} processes survived SIGKILL: {pids}"
+        time.sleep(0.05)
+    return pids

@@ -16,7 +16,7 @@ import pytest
 SHELL = Path(__file__).resolve().parents[1]
 DEPLOYCTL = str(SHELL / "deployctl")
 COMPLETION = SHELL / "deployctl.bash-completion"
-COMMANDS = ("plan", "approve", "execute", "deploy", "rollback", "status", "history", "ping", "call")
+COMMANDS = ("plan", "approve", "execute", "deploy", "rollback", "status", "ls", "history", "ping", "call")
 EXIT_OK, EXIT_USAGE, EXIT_DOMAIN = 0, 1, 3
 
 

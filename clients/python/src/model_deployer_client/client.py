@@ -20,7 +20,9 @@ from .types import (
     ApproveResult,
     Deployment,
     ExecuteResult,
+    FollowResult,
     HistoryResult,
+    LiveRow,
     PlanResult,
     RollbackResult,
     StatusResult,
@@ -651,6 +653,55 @@ class DeployerClient:
         if isinstance(result, dict) and isinstance(result.get("deployment"), dict):
             result = {**result, "deployment": with_int_error_code(result["deployment"])}
         return cast(StatusResult, result)
+
+    async def follow(
+        self,
+        deployment_id: str,
+        after_seq: int = 0,
+        on_progress: ProgressCallback | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> FollowResult:
+        """``deploy.follow``: waits until the deployment's rollout has ended, wherever it runs.
+
+        Any agent process sharing this client's ledger may plan, approve, execute and bake the deployment;
+        each of its ledger events after ``after_seq`` reaches ``on_progress`` (a ``deploy.progress``
+        params dict, like :meth:`execute`'s) as it is recorded. Returns once the deployment is terminal
+        (``failed``, ``rolled_back``, ``rejected``, ...) or live with its bake over; it keeps waiting while
+        the deployment waits at a gate. A failed deployment is returned, not raised.
+
+        Args:
+            deployment_id: the deployment to follow.
+            after_seq: skip events up to this sequence number (a previous result's ``last_seq`` resumes).
+            on_progress: receives each event as progress; may be a coroutine function.
+            timeout: give up after this many seconds: the request is cancelled on the agent
+                (``$/cancelRequest``) and ``TimeoutError`` is raised. Cancelling the awaiting task does
+                the same.
+
+        Raises:
+            DeployerError: ``deployment_not_found`` (-32001), ``invalid_params`` (-32602) or
+                ``ledger_unavailable`` (-32007).
+        """
+        result = await self.call(
+            "deploy.follow",
+            {"deployment_id": deployment_id, "after_seq": after_seq},
+            on_progress=on_progress,
+            progress_for=deployment_id,
+            timeout=timeout,
+        )
+        if isinstance(result, dict) and isinstance(result.get("deployment"), dict):
+            result = {**result, "deployment": with_int_error_code(result["deployment"])}
+        return cast(FollowResult, result)
+
+    async def live(self, model_name: str | None = None, environment: str | None = None) -> list[LiveRow]:
+        """``deploy.list``: what is live now, one row per (model, environment), optionally filtered.
+
+        Each row says whether the live slot runs (``slot_alive``) and whether the endpoint answers through
+        the router (``endpoint_alive``) at the time of the call, the warm ``standby`` (with its own
+        ``alive``) or ``None``, and the rollout ``in_flight`` or ``None``.
+        """
+        result = await self.call("deploy.list", _params(model_name=model_name, environment=environment))
+        return cast(list[LiveRow], result["live"])
 
     async def history(
         self,

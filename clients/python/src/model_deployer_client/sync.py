@@ -133,6 +133,15 @@ class SyncDeployerClient:
         """See :meth:`DeployerClient.status`."""
         return self._run(self.aio.status(deployment_id))
 
+    def follow(self, deployment_id: str, after_seq: int = 0, on_progress: Any = None, **kwargs: Any) -> Any:
+        """See :meth:`DeployerClient.follow` (``on_progress`` runs on the client's loop thread). Blocks until
+        the rollout has ended; Ctrl-C cancels the follow on the agent."""
+        return self._run(self.aio.follow(deployment_id, after_seq, on_progress, **kwargs))
+
+    def live(self, model_name: str | None = None, environment: str | None = None) -> Any:
+        """See :meth:`DeployerClient.live`."""
+        return self._run(self.aio.live(model_name, environment))
+
     def history(self, **filters: Any) -> Any:
         """See :meth:`DeployerClient.history`."""
         return self._run(self.aio.history(**filters))

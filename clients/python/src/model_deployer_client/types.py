@@ -219,6 +219,58 @@ class HistoryResult(TypedDict):
     next_cursor: str | None
 
 
+class FollowResult(TypedDict):
+    """Result of ``deploy.follow``: the deployment once its rollout has ended."""
+
+    deployment: Deployment
+    last_seq: int
+    """The last event sequence number sent; pass it as ``after_seq`` to resume following."""
+
+
+class LiveStandby(TypedDict):
+    """The warm previous version of a live row (the one-call rollback target)."""
+
+    model_version: str
+    deployment_id: str | None
+    slot: str
+    alive: bool
+    """Whether the standby slot's process runs now."""
+
+
+class LiveInFlight(TypedDict):
+    """A rollout in flight for a live row's model and environment."""
+
+    deployment_id: str
+    status: DeploymentStatus
+    model_version: str
+    requested_by: NotRequired[str]
+
+
+class LiveRow(TypedDict):
+    """One (model, environment) with a live version, as ``deploy.list`` reports it."""
+
+    model_name: str
+    environment: str
+    model_version: str
+    deployment_id: str
+    endpoint_url: str
+    slot: str
+    slot_alive: bool
+    """Whether the live slot's process runs now."""
+    endpoint_alive: bool
+    """Whether the stable endpoint answers through the router now."""
+    standby: LiveStandby | None
+    in_flight: LiveInFlight | None
+    since: str
+    """When the registry last changed for this pair (RFC 3339)."""
+
+
+class ListResult(TypedDict):
+    """Result of ``deploy.list``."""
+
+    live: list[LiveRow]
+
+
 def parse_timestamp(value: str | datetime | None) -> datetime | None:
     """Parses an RFC 3339 timestamp of the agent (``2026-11-29T12:00:00.123Z``) into an aware datetime."""
     if value is None or isinstance(value, datetime):
