@@ -31,8 +31,9 @@ public struct LiveSummary: Sendable {
 /// One poll of a deployment being followed.
 public struct FollowPoll: Sendable {
     public var record: DeploymentRecord
-    /// Events after the seq asked for, oldest first.
-    public var events: [DeploymentEvent]
+    /// Events after the seq asked for, oldest first, each with the deployment's status once it happened
+    /// (a note carries no status of its own: it takes the one in effect then, not the one now).
+    public var events: [(event: DeploymentEvent, status: DeploymentStatus)]
     /// The deployment reached an end: a terminal status, live with its bake over, or its owner gone.
     public var done: Bool
 }
@@ -63,7 +64,13 @@ extension Engine {
         await reconcileOnce()
         let r = try record(deploymentId)
         let all = try ledger { () throws(StoreError) in try store.events(deploymentId: deploymentId) }
-        return FollowPoll(record: r, events: all.filter { $0.seq > afterSeq }, done: followIsOver(r, events: all))
+        var status = r.status
+        var out: [(event: DeploymentEvent, status: DeploymentStatus)] = []
+        for (i, e) in all.enumerated() {
+            if let to = e.toStatus { status = to } else if i == 0 { status = r.status }
+            if e.seq > afterSeq { out.append((e, status)) }
+        }
+        return FollowPoll(record: r, events: out, done: followIsOver(r, events: all))
     }
 
     /// Whether a follower has seen the whole rollout. A live deployment is over once its bake is: the bake

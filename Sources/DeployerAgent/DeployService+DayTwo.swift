@@ -62,10 +62,9 @@ extension DeployService {
         while true {
             let seq = lastSeq
             let poll = try await call { (e) async throws(EngineError) in try await e.followPoll(deploymentId: id, afterSeq: seq) }
-            for ev in poll.events {
-                let status = ev.toStatus ?? poll.record.status
+            for (ev, status) in poll.events {
                 var percent = Self.followPercent(status)
-                if poll.done, ev.seq == poll.events.last?.seq { percent = 100 }
+                if poll.done, ev.seq == poll.events.last?.event.seq { percent = 100 }
                 let params: JSONValue = [
                     "deployment_id": .string(id), "status": .string(status.rawValue), "step": .string(ev.step),
                     "message": .string(ev.message), "progress": .double(percent), "at": .string(RFC3339.format(ev.at)),

@@ -55,6 +55,9 @@ def test_follow_sees_a_rollout_executed_by_another_agent(deployer):
     for step in ("execute", "switch"):
         assert step in steps, steps
     assert seen[-1]["params"]["progress"] == 100
+    # Each event carries the status in effect when it happened, so progress never goes back.
+    values = [n["params"]["progress"] for n in seen]
+    assert values == sorted(values), [(n["params"]["step"], n["params"]["status"], n["params"]["progress"]) for n in seen]
     assert live_answer(out["endpoint_url"]) == [EXPECT["v2"][0]]
     # Resuming after the last event sends nothing more and answers at once.
     again = watcher.request("deploy.follow", {"deployment_id": did, "after_seq": answer["result"]["last_seq"]})
