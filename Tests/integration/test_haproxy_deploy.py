@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -102,3 +103,14 @@ def test_blue_green_and_rollback_on_haproxy_lose_no_request(deployer):
     [route] = json.loads((router / "routes.json").read_text())["routes"]
     assert [(b["name"], b["version"], b["weight"]) for b in route["backends"]] == \
         [(v1["slot"], version(deployer.tags, "v1"), 256)], route
+
+
+@pytest.mark.parametrize("args,env,expected", [
+    (["--router", "envoy"], {}, "--router must be one of nginx, haproxy (got 'envoy')"),
+    ([], {"MODEL_DEPLOYER_ROUTER": "HAProxy"}, "MODEL_DEPLOYER_ROUTER must be one of nginx, haproxy (got 'HAProxy')"),
+])
+def test_an_unknown_router_stops_serve_with_exit_2(agent_bin, agent_env, args, env, expected):
+    p = subprocess.run([str(agent_bin), "serve", *args], env={**agent_env, **env}, input=b"", capture_output=True, timeout=30)
+    assert p.returncode == 2, p
+    assert p.stdout == b""
+    assert expected in p.stderr.decode(), p.stderr
