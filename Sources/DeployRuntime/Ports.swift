@@ -191,7 +191,8 @@ public protocol TrafficRouter: Sendable {
     /// Starts the router when it is not running (and writes what it needs first).
     func ensureRunning() async throws(RuntimeError)
     /// Makes `route` the routing of its endpoint (all or nothing: on failure the previous one stays).
-    /// - Throws: `port_in_use`, `weights_unsupported`, `router_config_invalid`, `nginx_failed`, ...
+    /// - Throws: `port_in_use`, `weights_unsupported`, `invalid_weights`, `router_config_invalid`, `nginx_failed`,
+    ///   `haproxy_failed`, ...
     func apply(_ route: RouteSpec) async throws(RuntimeError)
     /// Waits until the endpoint on `listenPort` answers from `slot`; `false` after `timeoutMs`.
     func verify(listenPort: Int, serving slot: SlotID, timeoutMs: Int) async -> Bool
@@ -281,11 +282,25 @@ public struct RuntimePorts: Sendable {
     }
 }
 
+/// Which router the local runtime puts in front of its slots.
+public enum RouterKind: String, Sendable, Hashable, CaseIterable {
+    /// nginx: one upstream per endpoint, switched by reload (no weighted split).
+    case nginx
+    /// HAProxy: weighted servers changed by runtime commands, per-server counters.
+    case haproxy
+}
+
 extension RuntimePorts {
-    /// The local runtime: `bentoml serve` processes in blue/green slots under `home/slots`, the nginx router
-    /// under `home/router`, the BentoML store at `bentomlHome`, HTTP probes on the loopback interface.
-    public static func local(home: String, bentoml: String, bentomlHome: String, nginx: String) -> RuntimePorts {
-        RuntimePorts(slots: SlotManager(home: home, bentoml: bentoml, sharedBentoMLHome: bentomlHome),
-                     router: NginxRouter(home: home, nginx: nginx), catalog: LocalCatalog(home: bentomlHome), prober: HTTPProber())
+    /// The local runtime: `bentoml serve` processes in blue/green slots under `home/slots`, the router
+    /// (nginx by default, or HAProxy) under `home/router`, the BentoML store at `bentomlHome`, HTTP probes
+    /// on the loopback interface.
+    public static func local(home: String, bentoml: String, bentomlHome: String, nginx: String,
+                             router: RouterKind = .nginx, haproxy: String = HAProxyRouter.defaultExecutable) -> RuntimePorts {
+        let traffic: any TrafficRouter = switch router {
+        case .nginx: NginxRouter(home: home, nginx: nginx)
+        case .haproxy: HAProxyTrafficRouter(home: home, haproxy: haproxy)
+        }
+        return RuntimePorts(slots: SlotManager(home: home, bentoml: bentoml, sharedBentoMLHome: bentomlHome),
+                            router: traffic, catalog: LocalCatalog(home: bentomlHome), prober: HTTPProber())
     }
 }

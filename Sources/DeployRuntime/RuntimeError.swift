@@ -2,7 +2,8 @@
 ///
 /// Codes in use: `spawn_failed`, `command_timeout`, `port_in_use`, `router_config_invalid`, `nginx_failed`,
 /// `http_timeout`, `connection_refused`, `http_failed`, `model_not_found`, `bento_not_found`, `slot_busy`,
-/// `invalid_name`, `io_failed`, `store_invalid`.
+/// `invalid_name`, `io_failed`, `store_invalid`, `weights_unsupported` (nginx asked for a split); from the HAProxy
+/// router: `haproxy_failed`, `invalid_weights`, `route_not_found`, `router_state_invalid`.
 public struct RuntimeError: Error, Sendable, Hashable, CustomStringConvertible {
     /// Stable reason string, safe to put on the wire and to match on.
     public var code: String

@@ -23,6 +23,10 @@ public struct ServeOptions: Sendable, Equatable {
     public var bentoml: String?
     /// The `nginx` executable (`MODEL_DEPLOYER_NGINX`, else found on PATH or /usr/sbin).
     public var nginx: String?
+    /// The router in front of the slots (`--router`, `MODEL_DEPLOYER_ROUTER`; default nginx).
+    public var router: RouterKind = .nginx
+    /// The `haproxy` executable (`MODEL_DEPLOYER_HAPROXY`, else found on PATH or /usr/sbin); used with `--router haproxy`.
+    public var haproxy: String?
 
     public init() {}
 }
@@ -63,6 +67,10 @@ public enum CLI {
         o.databaseURL = environment["MODEL_DEPLOYER_DATABASE_URL"].flatMap { $0.isEmpty ? nil : $0 }
         o.bentoml = environment["MODEL_DEPLOYER_BENTOML"].flatMap { $0.isEmpty ? nil : $0 }
         o.nginx = environment["MODEL_DEPLOYER_NGINX"].flatMap { $0.isEmpty ? nil : $0 }
+        o.haproxy = environment["MODEL_DEPLOYER_HAPROXY"].flatMap { $0.isEmpty ? nil : $0 }
+        // Checked after the flags: a valid --router overrides a bad variable.
+        var routerChoice: (source: String, value: String)? = environment["MODEL_DEPLOYER_ROUTER"]
+            .flatMap { $0.isEmpty ? nil : ("MODEL_DEPLOYER_ROUTER", $0) }
         if let l = environment["MODEL_DEPLOYER_LOG_LEVEL"], let level = LogLevel(name: l) { o.logLevel = level }
         var i = 0
         func value(_ flag: String) -> Result<String, CLIError> {
@@ -82,6 +90,8 @@ public enum CLI {
                 case "--policy": o.policyPath = try value(name).get()
                 case "--bentoml": o.bentoml = try value(name).get()
                 case "--nginx": o.nginx = try value(name).get()
+                case "--haproxy": o.haproxy = try value(name).get()
+                case "--router": routerChoice = try (name, value(name).get())
                 case "--log-level":
                     let v = try value(name).get()
                     guard let l = LogLevel(name: v) else {
@@ -102,6 +112,13 @@ public enum CLI {
                 return .usageError(error.message)
             }
             i += 1
+        }
+        if let choice = routerChoice {
+            let (source, v) = choice
+            guard let kind = RouterKind(rawValue: v) else {
+                return .usageError("\(source) must be one of \(RouterKind.allCases.map(\.rawValue).joined(separator: ", ")) (got '\(v)')")
+            }
+            o.router = kind
         }
         return .serve(o)
     }
@@ -128,6 +145,10 @@ public enum CLI {
                   --policy FILE           approval policy JSON (default <home>/policy.json if present)
                   --bentoml PATH          bentoml executable (env MODEL_DEPLOYER_BENTOML; default: PATH)
                   --nginx PATH            nginx executable (env MODEL_DEPLOYER_NGINX; default: PATH, /usr/sbin)
+                  --router KIND           nginx | haproxy: the router in front of the slots
+                                          (env MODEL_DEPLOYER_ROUTER; default nginx)
+                  --haproxy PATH          haproxy executable for --router haproxy (env MODEL_DEPLOYER_HAPROXY;
+                                          default: PATH, /usr/sbin)
                   --log-level LEVEL       debug | info | warning | error | off (default info)
                   --max-frame-bytes N     largest accepted frame (default 67108864)
                   --mcp-allow-approve     list deploy_approve to MCP clients (off by default)

@@ -62,12 +62,15 @@ final class DeployService: Sendable {
         }
         let bentoml = options.bentoml ?? (try? ProcessLauncher.resolve("bentoml")) ?? "bentoml"
         let nginx = options.nginx ?? (try? ProcessLauncher.resolve("nginx")) ?? (access("/usr/sbin/nginx", X_OK) == 0 ? "/usr/sbin/nginx" : "nginx")
+        let haproxy = options.haproxy ?? HAProxyRouter.defaultExecutable
         let bentomlHome = env["BENTOML_HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? ((env["HOME"] ?? "/root") + "/bentoml")
         let config = EngineConfig(home: home, bentoml: bentoml, bentomlHome: bentomlHome, nginx: nginx, agentID: Engine.makeAgentID())
         let logger = self.logger
         logger.info("engine ready", ["home": .string(home), "ledger": .string(options.databaseURL == nil ? "sqlite" : "postgres"),
-                                     "bentoml": .string(bentoml), "bentoml_home": .string(bentomlHome), "nginx": .string(nginx)])
-        let runtime = RuntimePorts.local(home: home, bentoml: bentoml, bentomlHome: bentomlHome, nginx: nginx)
+                                     "bentoml": .string(bentoml), "bentoml_home": .string(bentomlHome), "nginx": .string(nginx),
+                                     "router": .string(options.router.rawValue), "haproxy": .string(haproxy)])
+        let runtime = RuntimePorts.local(home: home, bentoml: bentoml, bentomlHome: bentomlHome, nginx: nginx,
+                                         router: options.router, haproxy: haproxy)
         let engine = Engine(config: config, store: store, policy: policy, runtime: runtime, storedCode: ErrorMapping.storedCode,
                             log: { msg, fields in logger.debug(msg, fields) })
         engine.watchRouter()
