@@ -20,7 +20,7 @@ extension Engine {
         let outcome: String
         do throws(RuntimeError) {
             try await router.ensureRunning()
-            outcome = "the router was down (its nginx master was gone); restarted it with its \(routes.count) route(s)"
+            outcome = "the router was down (its process was gone); restarted it with its \(routes.count) route(s)"
         } catch {
             outcome = "the router is down and could not be restarted: \(error.code): \(error.message)"
         }
