@@ -93,6 +93,9 @@ struct Harness {
         let windows = h.updates.list.withLock { $0 }.filter { $0.step == "bake" && $0.message.hasPrefix("bake window:") }
         #expect(windows.count == steps.count - 9)  // every "bake" after the first (its start) is a window
         #expect(zip(windows, windows.dropFirst()).allSatisfy { $0.percent <= $1.percent })
+        // And each is in the ledger, for followers.
+        let noted = try h.store.events(deploymentId: v2.deploymentId).filter { $0.step == "bake" && $0.message.hasPrefix("bake window:") }
+        #expect(noted.map(\.message) == windows.map(\.message))
         let events = try h.store.events(deploymentId: v2.deploymentId)
         #expect(events.contains { $0.step == "bake" && $0.message.hasPrefix("bake passed") })
         // The bake's windows ran on the engine's clock: its 2 s passed without waiting for them.

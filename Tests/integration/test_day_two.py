@@ -94,3 +94,23 @@ def test_mcp_tools_list_the_known_environments_and_say_who_approves(deployer):
     bad = agent.request("tools/call", {"name": "deploy_plan", "arguments": {
         "model_name": MODEL, "model_version": "latest", "environment": "moon", "requested_by": "agent"}})["result"]
     assert bad["isError"] is True and bad["structuredContent"]["error"]["reason"] == "unknown_environment"
+
+
+def test_follow_sees_each_bake_window(deployer):
+    deployer.deploy("v1", "bake")
+    plan = deployer.plan("v2", "bake")["result"]             # the "bake" environment bakes for 25 s
+    did = plan["deployment_id"]
+    watcher = deployer.spawn_agent(env=deployer.env)
+    watcher.send({"jsonrpc": "2.0", "id": "follow", "method": "deploy.follow", "params": {"deployment_id": did}})
+    out = deployer.call("deploy.execute", {"deployment_id": did})["result"]
+    assert out["status"] == "live", out.get("error")
+    answer = watcher.wait_response("follow", timeout=120)
+    assert answer["result"]["deployment"]["status"] == "live"
+    windows = [n["params"] for n in watcher.notifications
+               if n.get("method") == "deploy.progress" and n["params"]["message"].startswith("bake window:")]
+    assert len(windows) >= 3, windows
+    for w in windows:
+        assert w["step"] == "bake" and "(limit " in w["message"] and "p95" in w["message"]
+    # The bake's end follows its windows.
+    steps = [n["params"]["message"] for n in watcher.notifications if n.get("method") == "deploy.progress"]
+    assert any(m.startswith("bake passed") for m in steps[steps.index(windows[-1]["message"]):]), steps[-5:]

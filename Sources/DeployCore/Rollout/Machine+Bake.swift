@@ -36,9 +36,11 @@ extension Machine {
         var strikes = 0
         var actions: [RolloutAction] = []
         if let baseline = s.baseline {
-            // Every window is reported with its limits, so the bake is no black box to whoever runs it.
-            let summary = BakeVerdict.windowSummary(baseline: baseline, observed: observed, policy: s.plan.rollback)
-            actions.append(.report(.bake, "bake window: \(summary)", bakeProgress(s)))
+            // Every window is reported with its limits, and kept in the ledger, so the bake is no black box
+            // to whoever runs it or follows it from another process (deploy.follow reads the ledger).
+            let summary = "bake window: " + BakeVerdict.windowSummary(baseline: baseline, observed: observed, policy: s.plan.rollback)
+            actions.append(.note(.bake, summary))
+            actions.append(.report(.bake, summary, bakeProgress(s)))
         }
         if let baseline = s.baseline,
             case .rollback(let reason, let message) = BakeVerdict.evaluate(baseline: baseline, observed: observed, policy: s.plan.rollback)
