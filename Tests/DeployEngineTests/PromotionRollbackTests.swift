@@ -101,7 +101,9 @@ import TestSupport
         let entry = try #require(try h.registry())
         #expect(entry.slot == v1.slot && entry.modelVersion == "v1")
         #expect(h.steps().last == "rollback")
-        let notes = try h.store.events(deploymentId: v2.deploymentId).filter { $0.step == "bake" }.map(\.message)
-        #expect(notes.filter { $0.hasPrefix("bake window") }.count == 2)
+        let notes = try h.store.events(deploymentId: v2.deploymentId).filter { $0.step == "bake_window" }.map(\.message)
+        // Two windows, each noted with its figures, and each over the limit (the second fails the bake).
+        #expect(notes.filter { $0.hasPrefix("bake window:") }.count == 2)
+        #expect(notes.filter { $0.hasPrefix("bake window ") && $0.contains("over the limit") }.count == 2)
     }
 }

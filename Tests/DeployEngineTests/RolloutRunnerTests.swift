@@ -89,12 +89,12 @@ struct Harness {
         // One progress update per bake window, with its metrics against the limits, in order.
         let steps = h.steps()
         #expect(Array(steps.prefix(8)) == ["execute", "start_slot", "readiness", "smoke_tests", "baseline", "switch", "register", "bake"])
-        #expect(steps.last == "done" && steps.dropFirst(8).dropLast().allSatisfy { $0 == "bake" } && steps.count > 10)
-        let windows = h.updates.list.withLock { $0 }.filter { $0.step == "bake" && $0.message.hasPrefix("bake window:") }
-        #expect(windows.count == steps.count - 9)  // every "bake" after the first (its start) is a window
+        #expect(steps.last == "done" && steps.dropFirst(8).dropLast().allSatisfy { $0 == "bake_window" } && steps.count > 10)
+        let windows = h.updates.list.withLock { $0 }.filter { $0.step == "bake_window" }
+        #expect(windows.count == steps.count - 9 && windows.allSatisfy { $0.message.hasPrefix("bake window:") })
         #expect(zip(windows, windows.dropFirst()).allSatisfy { $0.percent <= $1.percent })
         // And each is in the ledger, for followers.
-        let noted = try h.store.events(deploymentId: v2.deploymentId).filter { $0.step == "bake" && $0.message.hasPrefix("bake window:") }
+        let noted = try h.store.events(deploymentId: v2.deploymentId).filter { $0.step == "bake_window" }
         #expect(noted.map(\.message) == windows.map(\.message))
         let events = try h.store.events(deploymentId: v2.deploymentId)
         #expect(events.contains { $0.step == "bake" && $0.message.hasPrefix("bake passed") })

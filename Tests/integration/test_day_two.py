@@ -110,7 +110,7 @@ def test_follow_sees_each_bake_window(deployer):
                if n.get("method") == "deploy.progress" and n["params"]["message"].startswith("bake window:")]
     assert len(windows) >= 3, windows
     for w in windows:
-        assert w["step"] == "bake" and "(limit " in w["message"] and "p95" in w["message"]
+        assert w["step"] == "bake_window" and "(limit " in w["message"] and "p95" in w["message"]
     # The bake's end follows its windows.
     steps = [n["params"]["message"] for n in watcher.notifications if n.get("method") == "deploy.progress"]
     assert any(m.startswith("bake passed") for m in steps[steps.index(windows[-1]["message"]):]), steps[-5:]

@@ -39,14 +39,14 @@ extension Machine {
             // Every window is reported with its limits, and kept in the ledger, so the bake is no black box
             // to whoever runs it or follows it from another process (deploy.follow reads the ledger).
             let summary = "bake window: " + BakeVerdict.windowSummary(baseline: baseline, observed: observed, policy: s.plan.rollback)
-            actions.append(.note(.bake, summary))
-            actions.append(.report(.bake, summary, bakeProgress(s)))
+            actions.append(.note(.bakeWindow, summary))
+            actions.append(.report(.bakeWindow, summary, bakeProgress(s)))
         }
         if let baseline = s.baseline,
             case .rollback(let reason, let message) = BakeVerdict.evaluate(baseline: baseline, observed: observed, policy: s.plan.rollback)
         {
             strikes = s.bakeStrikes + 1
-            actions.append(.note(.bake, "bake window \(strikes) of \(bakeStrikesToFail) over the limit: \(message)"))
+            actions.append(.note(.bakeWindow, "bake window \(strikes) of \(bakeStrikesToFail) over the limit: \(message)"))
             if strikes >= bakeStrikesToFail {
                 return bakeFailed(s, Failure(reason, step: .bake, message), noted: actions)
             }

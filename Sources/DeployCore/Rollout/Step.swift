@@ -13,6 +13,8 @@ public enum Step: String, Sendable, Hashable, CaseIterable {
     case switchTraffic = "switch"
     case register
     case bake
+    /// One analysis window of the bake (its figures against the limits). The bake's end is a `bake` event.
+    case bakeWindow = "bake_window"
     case retirePrevious = "retire_previous"
     case done
     case reconcile
@@ -34,7 +36,7 @@ public enum Step: String, Sendable, Hashable, CaseIterable {
         case .promotionGate, .validate: return 65
         case .switchTraffic: return 75
         case .register: return 85
-        case .bake: return 90
+        case .bake, .bakeWindow: return 90
         case .retirePrevious: return 95
         case .done, .reconcile, .rollback, .expire: return 100
         }

@@ -44,10 +44,10 @@ import Testing
         #expect(first.bakeStrikes == 1 && first.status == .live)
         s.bakeStrikes = first.bakeStrikes
         let healthy = bake(s, errorRate: 0)
-        #expect(healthy.bakeStrikes == 0 && healthy.actions.map(T.kind) == ["note", "report:bake", "measureBake"])
+        #expect(healthy.bakeStrikes == 0 && healthy.actions.map(T.kind) == ["note", "report:bake_window", "measureBake"])
         #expect(healthy.actions.last == .measureBake(afterMs: Machine.bakeIntervalMs))
         // Each window is noted in the ledger and reported, with its limits.
-        guard case .note(.bake, let noted)? = healthy.actions.first, case .report(.bake, let message, let percent)? = healthy.actions.dropFirst().first else {
+        guard case .note(.bakeWindow, let noted)? = healthy.actions.first, case .report(.bakeWindow, let message, let percent)? = healthy.actions.dropFirst().first else {
             Issue.record("no bake window report")
             return
         }
@@ -101,7 +101,7 @@ import Testing
         var s = T.snapshot(.live)
         s.now = Date(timeIntervalSince1970: 100)
         let d = bake(s, errorRate: 0)
-        #expect(d.step == .done && d.actions.map(T.kind) == ["note", "report:bake", "note", "scheduleRetire", "report:done"])
+        #expect(d.step == .done && d.actions.map(T.kind) == ["note", "report:bake_window", "note", "scheduleRetire", "report:done"])
         #expect(d.progress == 100)
     }
 
