@@ -56,7 +56,12 @@ extension Engine {
     /// Makes the router agree with the registry, and retires a warm slot past its keep-warm time.
     func reconcileRoute(_ entry: RegistryEntry) async {
         let ref = slotRef(entry, entry.slot)
-        let record = try? store.deployment(id: entry.deploymentId)
+        let record: DeploymentRecord??
+        do { record = .some(try store.deployment(id: entry.deploymentId)) } catch {
+            // The route is still repaired; only its event cannot be written to a ledger that does not answer.
+            log("the live deployment cannot be read while reconciling its route", ["deployment_id": .string(entry.deploymentId), "error": .string(error.message)])
+            record = nil
+        }
         if let state = await slots.state(ref), state.alive {
             let primary = await router.route(modelName: entry.modelName, environment: entry.environment)?.primary
             await attempt("start the router") { () throws(RuntimeError) in try await router.ensureRunning() }

@@ -26,9 +26,16 @@ extension Engine {
         }
         log(outcome, [:])
         for route in routes {
-            guard let entry = try? store.registry(modelName: route.modelName, environment: route.environment),
-                let r = try? store.deployment(id: entry.deploymentId)
-            else { continue }
+            let served: DeploymentRecord?
+            do {
+                served = try store.registry(modelName: route.modelName, environment: route.environment)
+                    .flatMap { entry throws(StoreError) in try store.deployment(id: entry.deploymentId) }
+            } catch {
+                log("the router repair is not recorded: the ledger did not answer",
+                    ["model_name": .string(route.modelName), "environment": .string(route.environment), "error": .string(error.message)])
+                continue
+            }
+            guard let r = served else { continue }
             note(r, step: "router_repair", message: outcome)
         }
         return true
