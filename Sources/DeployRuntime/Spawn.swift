@@ -219,7 +219,7 @@ public enum ProcessLauncher {
 
     // MARK: - internals
 
-    private static func spawn(path: String, arguments: [String], environment: [String: String],
+    static func spawn(path: String, arguments: [String], environment: [String: String],
                               fileActions fa: inout posix_spawn_file_actions_t, flags: Int32) throws(RuntimeError) -> Int32 {
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)

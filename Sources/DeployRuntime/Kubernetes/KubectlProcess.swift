@@ -45,25 +45,9 @@ enum CommandRunner {
         posix_spawn_file_actions_adddup2(&fa, pipes[2].w, 2)
         // Nothing else of ours leaks into kubectl (descriptors opened by other threads included).
         _ = closeFrom?(&fa, 3)
-        var attr = posix_spawnattr_t()
-        posix_spawnattr_init(&attr)
-        defer { posix_spawnattr_destroy(&attr) }
-        var defaults = sigset_t()
-        sigfillset(&defaults)
-        sigdelset(&defaults, SIGKILL)
-        sigdelset(&defaults, SIGSTOP)
-        posix_spawnattr_setsigdefault(&attr, &defaults)
-        var mask = sigset_t()
-        sigemptyset(&mask)
-        posix_spawnattr_setsigmask(&attr, &mask)
-        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
-        posix_spawnattr_setpgroup(&attr, 0)
-        let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
-        let envp: [UnsafeMutablePointer<CChar>?] = environment.sorted { $0.key < $1.key }.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer { for p in argv { free(p) }; for p in envp { free(p) } }
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, path, &fa, &attr, argv, envp)
-        guard rc == 0 else { throw .spawnFailed("posix_spawn \(path): \(errnoString(rc))") }
+        // Own process group, default signal handling: the same spawn as every other process of ours.
+        let pid = try ProcessLauncher.spawn(path: path, arguments: arguments, environment: environment, fileActions: &fa,
+                                      flags: Int32(POSIX_SPAWN_SETPGROUP))
         // The child has its copies; closing ours lets EOF arrive.
         close(pipes[0].r); pipes[0].r = -1
         close(pipes[1].w); pipes[1].w = -1
