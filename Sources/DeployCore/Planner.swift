@@ -112,8 +112,11 @@ public enum Planner {
         // Slot and ports.
         let slot = input.live?.slot.other ?? .blue
         let slotPort = slotPort(model: input.modelName, environment: env, slot: slot, unavailable: input.host.unavailablePorts)
-        let routerPort = input.live.flatMap { port(of: $0.endpointURL) } ?? routerPort(model: input.modelName, environment: env)
-        if let live = input.live {
+        let routerPort = input.live.flatMap { port(of: $0.endpointURL) } ?? input.policy.runtime.kubernetes?.servicePort
+            ?? routerPort(model: input.modelName, environment: env)
+        if let k = input.policy.runtime.kubernetes {
+            reasons.append(kubernetesSentence(input, k, memoryMB: resources.memoryMB, cpu: resources.cpu, gpu: resources.gpu))
+        } else if let live = input.live {
             reasons.append("\(input.modelVersion) starts in slot \(slot.rawValue) on port \(slotPort) beside \(live.version) in slot \(live.slot.rawValue); the endpoint \(live.endpointURL) stays the same")
         } else {
             reasons.append("\(input.modelVersion) starts in slot \(slot.rawValue) on port \(slotPort); the router serves it on port \(routerPort)")
@@ -164,7 +167,9 @@ public enum Planner {
             metadata: input.model.metadata, declaredResources: input.bento.resources, apis: input.bento.apis,
             host: HostCheck(
                 freeMemoryMB: input.host.freeMemoryMB, cpuCount: input.host.cpuCount, gpuCount: input.host.gpuCount, fits: true,
-                message: "this host has \(input.host.freeMemoryMB) MiB free and \(input.host.cpuCount) CPUs for an estimated \(resources.memoryMB) MiB: one more slot fits"))
+                message: input.policy.runtime.kubernetes != nil
+                    ? "not checked against this host: the cluster's scheduler places the Pods (\(resources.memoryMB) MiB requested per Pod)"
+                    : "this host has \(input.host.freeMemoryMB) MiB free and \(input.host.cpuCount) CPUs for an estimated \(resources.memoryMB) MiB: one more slot fits"))
 
         return .success(DeploymentPlan(
             modelName: input.modelName, modelVersion: input.modelVersion, environment: env, bentoTag: input.bentoTag,
@@ -266,7 +271,9 @@ public enum Planner {
         let gpu = input.requirements.gpu ?? declaredGPU ?? 0
         let host = input.host
         var check: Result<Void, PlanRefusal> = .success(())
-        if host.freeMemoryMB < memory {
+        if input.policy.runtime.kubernetes != nil {
+            // The Pods run in the cluster: its scheduler decides where they fit, not this host's free memory.
+        } else if host.freeMemoryMB < memory {
             check = .failure(PlanRefusal(
                 reason: "insufficient_resources",
                 message: "\(input.modelName):\(input.modelVersion) needs an estimated \(memory) MiB for one more slot but this host has \(host.freeMemoryMB) MiB free"))

@@ -70,6 +70,8 @@ public struct EnvironmentPolicy: Sendable, Hashable {
     public var requireSmokeTests = false
     /// Whether requests and approvals here must carry an SSH signature (off unless the policy file says so).
     public var signatures: SignatureRequirement = .off
+    /// Where versions run: on this machine (default) or in a Kubernetes cluster.
+    public var runtime: RuntimeSetting = .local
 
     /// A policy; unspecified fields take the staging defaults.
     public init(
@@ -142,6 +144,8 @@ public struct EnvironmentPolicy: Sendable, Hashable {
             "latency_floor_ms": .double(latencyFloorMs),
             "require_smoke_tests": .bool(requireSmokeTests),
             "signatures": signatures.toJSON(),
+            "runtime": .string(runtime.kind),
+            "kubernetes": runtime.kubernetes?.toJSON() ?? .null,
         ])
     }
 }
@@ -223,6 +227,7 @@ public struct ApprovalPolicy: Sendable, Hashable {
         "error_rate_factor", "latency_factor", "startup_deadline_seconds", "min_error_rate", "latency_floor_ms",
         "require_smoke_tests",
         "signatures",
+        "runtime", "kubernetes",
     ]
 
     /// Parses a policy file's JSON, merged over ``defaults``.
@@ -309,9 +314,29 @@ public struct ApprovalPolicy: Sendable, Hashable {
                 p.latencyFloorMs = v
             }
             if let sig = try e.optionalObject("signatures") { p.signatures = try signatureRequirement(sig) }
+            p.runtime = try runtimeSetting(e, current: p.runtime)
             result.environments[name] = p
         }
         return result
+    }
+
+    /// `runtime` (`local` or `kubernetes`) and, for `kubernetes`, its `kubernetes` object.
+    private static func runtimeSetting(_ e: ObjectReader, current: RuntimeSetting) throws(JSONShapeError) -> RuntimeSetting {
+        let kind = try e.optionalString("runtime") ?? current.kind
+        switch kind {
+        case "local":
+            if e.value("kubernetes") != nil {
+                throw JSONShapeError(path: e.at("kubernetes"), message: "is only read with runtime \"kubernetes\" (runtime is \"local\")")
+            }
+            return .local
+        case "kubernetes":
+            guard let k = try e.optionalObject("kubernetes") else {
+                throw JSONShapeError(path: e.at("kubernetes"), message: "is required with runtime \"kubernetes\" (namespace and image at least)")
+            }
+            return .kubernetes(try KubernetesSettings.parse(k))
+        default:
+            throw JSONShapeError(path: e.at("runtime"), message: "unknown runtime \(Names.quoted(kind)) (expected \"local\" or \"kubernetes\")")
+        }
     }
 
     private static func signatureRequirement(_ o: ObjectReader) throws(JSONShapeError) -> SignatureRequirement {

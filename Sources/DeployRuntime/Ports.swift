@@ -69,6 +69,10 @@ public struct SlotLaunch: Hashable, Sendable {
     public var version: String
     /// The port the plan chose; a runtime that finds it taken takes another and says so in ``RunningSlot``.
     public var preferredPort: Int
+    /// The ledger's deployment id (a Kubernetes runtime labels its objects with it; empty: not known).
+    public var deploymentID = ""
+    /// What the plan asks for per copy (a Kubernetes runtime puts it in the Pods' resources).
+    public var requirements: PlanRequirements?
 
     /// A launch request.
     public init(ref: SlotRef, bentoTag: String, version: String, preferredPort: Int) {
@@ -208,11 +212,19 @@ public protocol TrafficRouter: Sendable {
     func listenPort(preferred: Int, modelName: String, environment: String) async -> Int
     /// Per-backend traffic counters, `nil` for a router that keeps none.
     func stats(modelName: String, environment: String) async -> [BackendStats]?
+    /// Where a prober reaches the endpoint listening on `listenPort` (the loopback port for a local router).
+    func endpointAddress(listenPort: Int, modelName: String, environment: String) -> SlotAddress
+    /// The endpoint's URL as the registry records it.
+    func endpointURL(listenPort: Int, modelName: String, environment: String) -> String
 }
 
 extension TrafficRouter {
     /// Routers without counters.
     public func stats(modelName: String, environment: String) async -> [BackendStats]? { nil }
+    /// A local router listens on the loopback interface.
+    public func endpointAddress(listenPort: Int, modelName: String, environment: String) -> SlotAddress { SlotAddress(port: listenPort) }
+    /// `http://127.0.0.1:PORT`.
+    public func endpointURL(listenPort: Int, modelName: String, environment: String) -> String { "http://127.0.0.1:\(listenPort)" }
 }
 
 /// The models and bentos that can be deployed, as the core's facts.
@@ -272,6 +284,9 @@ public struct RuntimePorts: Sendable {
     public var catalog: any ModelCatalog
     /// Probes.
     public var prober: any Prober
+    /// Ports of environments that run elsewhere (a Kubernetes cluster), by environment name; every other
+    /// environment uses these ports.
+    public var environments: [String: RuntimePorts] = [:]
 
     /// A runtime.
     public init(slots: any SlotRuntime, router: any TrafficRouter, catalog: any ModelCatalog, prober: any Prober) {
@@ -279,6 +294,11 @@ public struct RuntimePorts: Sendable {
         self.router = router
         self.catalog = catalog
         self.prober = prober
+    }
+
+    /// The ports of `environment`: its own when it has some, else these.
+    public func ports(for environment: String) -> RuntimePorts {
+        environments[environment] ?? self
     }
 }
 

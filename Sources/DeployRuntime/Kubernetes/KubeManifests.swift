@@ -89,10 +89,13 @@ public struct KubeVersionSpec: Sendable, Hashable {
     public var deploymentID: String
     /// Pod resources.
     public var resources: KubeResources
+    /// The engine's slot it runs in (the Deployment's `model-deployer/slot` label), nil outside the engine.
+    public var slot: String?
 
     /// A version spec.
     public init(modelName: String, environment: String, version: String, bentoTag: String, deploymentID: String,
-                resources: KubeResources) {
+                resources: KubeResources, slot: String? = nil) {
+        self.slot = slot
         self.modelName = modelName
         self.environment = environment
         self.version = version
@@ -130,6 +133,12 @@ public enum KubeManifests {
         var labels = commonLabels(modelName: spec.modelName, environment: spec.environment)
         for (k, v) in selector { labels[k] = .string(v) }
         labels[KubeNames.deploymentIDLabel] = .string(spec.deploymentID)
+        var objectLabels = labels
+        if let slot = spec.slot {
+            guard KubeNames.isLabelValue(slot), !slot.isEmpty else { throw .invalidName("slot '\(slot)' is not a label value") }
+            // On the Deployment only: the Pod template (and so the ReplicaSet) does not change with the slot.
+            objectLabels[KubeNames.slotLabel] = .string(slot)
+        }
         let annotations: JSONValue = .object([
             modelAnnotation: .string(spec.modelName), environmentAnnotation: .string(spec.environment),
             versionAnnotation: .string(spec.version), bentoTagAnnotation: .string(spec.bentoTag),
@@ -156,7 +165,7 @@ public enum KubeManifests {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
             "metadata": ["name": .string(name), "namespace": .string(target.namespace),
-                         "labels": .object(labels), "annotations": annotations],
+                         "labels": .object(objectLabels), "annotations": annotations],
             "spec": .object([
                 "replicas": .integer(target.replicas),
                 "progressDeadlineSeconds": .integer(target.progressDeadlineSeconds),

@@ -22,6 +22,9 @@ public enum KubeNames {
     public static let managedByLabel = "app.kubernetes.io/managed-by"
     /// Label on Services: `active` (the stable endpoint) or `preview` (the version being rolled out).
     public static let roleLabel = "model-deployer/role"
+    /// Label on Deployments: the engine's slot (`blue`, `green`) the version runs in; removed when the
+    /// slot is stopped (the Deployment stays, at 0 replicas, for history and a later redeploy).
+    public static let slotLabel = "model-deployer/slot"
     /// Value of `managedByLabel` on everything the agent creates.
     public static let managedByValue = "model-deployer"
 
@@ -90,7 +93,7 @@ public enum KubeNames {
     }
 
     /// Throws `invalid_name` unless the three parts are valid model-deployer identities.
-    static func checkIdentity(modelName: String, environment: String, version: String) throws(RuntimeError) {
+    public static func checkIdentity(modelName: String, environment: String, version: String) throws(RuntimeError) {
         try RuntimeNames.check(modelName, "model name")
         try RuntimeNames.check(environment, "environment")
         guard RuntimeNames.isValidVersion(version) else {

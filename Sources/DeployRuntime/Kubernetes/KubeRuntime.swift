@@ -172,21 +172,66 @@ public struct KubeRuntime: Sendable {
     }
 
     /// Rollback is the same switch in the other direction: back to `previousVersion`, conditional on the
-    /// Service still selecting `from`. The previous Deployment must still have replicas (keep-warm).
-    /// - Throws: `kube_not_warm` when `previousVersion` has no available replica, else as `route`.
+    /// Service still selecting `from`. One kubectl call (the conditional JSON patch): the previous
+    /// Deployment is still scaled up while it is kept warm, so nothing needs scaling or reading first. The
+    /// caller knows whether it is warm (the engine's registry and keep-warm time; ``availableReplicas(modelName:environment:version:)``
+    /// reads it from the cluster when in doubt).
+    /// - Throws: as `route`.
     public func rollback(modelName: String, environment: String, from current: String,
                          to previousVersion: String) async throws(RuntimeError) -> KubeSwitch {
-        let dep = try KubeNames.deploymentName(modelName: modelName, environment: environment, version: previousVersion)
+        try await route(modelName: modelName, environment: environment, to: previousVersion, expecting: current)
+    }
+
+    /// The available replicas of `version`'s Deployment (0 when it was scaled down after keep-warm).
+    /// - Throws: `kube_not_found` (no such Deployment), `kube_not_owned`, kubectl errors.
+    public func availableReplicas(modelName: String, environment: String, version: String) async throws(RuntimeError) -> Int {
+        let dep = try KubeNames.deploymentName(modelName: modelName, environment: environment, version: version)
         guard let obj = try await kubectl.get("deployment", dep) else {
-            throw RuntimeError(code: "kube_not_found", message: "deployment \(dep) of \(previousVersion) is gone; nothing to roll back to")
+            throw RuntimeError(code: "kube_not_found", message: "deployment \(dep) of \(version) is gone")
         }
         try requireOwned(obj, modelName: modelName, environment: environment)
-        let available = obj["status"]?["availableReplicas"]?.intValue ?? 0
-        guard available > 0 else {
-            throw RuntimeError(code: "kube_not_warm",
-                               message: "deployment \(dep) of \(previousVersion) has no available replica (scaled down after keep-warm?)")
+        guard (obj["spec"]?["replicas"]?.intValue ?? 0) > 0 else { return 0 }
+        return Int(obj["status"]?["availableReplicas"]?.intValue ?? 0)
+    }
+
+    /// Points the stable Service at `version` in one kubectl call whatever it selects now: the JSON patch's
+    /// `test` operations still make the API server refuse a Service that is not ours. For a caller that
+    /// already holds the lock on the switch (the engine's ledger: one rollout per model and environment).
+    /// - Throws: `kube_not_found` (no Service), `kube_not_owned`, kubectl errors.
+    public func routeOwned(modelName: String, environment: String, to version: String) async throws(RuntimeError) -> KubeSwitch {
+        try KubeNames.checkIdentity(modelName: modelName, environment: environment, version: version)
+        let service = try KubeNames.serviceName(modelName: modelName, environment: environment)
+        let start = monotonicMs()
+        var ops = ownershipTests(modelName: modelName, environment: environment)
+        let selector = KubeNames.selector(modelName: modelName, environment: environment, version: version)
+        ops.append(["op": "replace", "path": "/spec/selector", "value": .object(selector.mapValues { .string($0) })])
+        let stored: JSONValue
+        do {
+            stored = try await kubectl.jsonPatch("service", service, ops)
+        } catch where error.code == "kube_invalid_object" {
+            // A failed `test`: say whose Service it is.
+            guard let now = try await kubectl.get("service", service) else {
+                throw RuntimeError(code: "kube_not_found", message: "service \(service) does not exist in \(target.namespace)")
+            }
+            try requireOwned(now, modelName: modelName, environment: environment)
+            throw error
         }
-        return try await route(modelName: modelName, environment: environment, to: previousVersion, expecting: current)
+        guard versionSelected(by: stored) == KubeNames.labelValue(version) else {
+            throw RuntimeError(code: "kube_bad_response", message: "service \(service) does not select \(version) after the patch")
+        }
+        return KubeSwitch(service: service, previousVersion: nil, version: version, elapsedMs: monotonicMs() - start)
+    }
+
+    /// Creates the stable Service of (model, environment) selecting `version` when it does not exist.
+    public func ensureStableService(modelName: String, environment: String, version: String) async throws(RuntimeError) {
+        try await ensureService(modelName: modelName, environment: environment, version: version, preview: false)
+    }
+
+    private func ownershipTests(modelName: String, environment: String) -> [JSONValue] {
+        let owned = KubeManifests.commonLabels(modelName: modelName, environment: environment)
+        return [KubeNames.managedByLabel, KubeNames.modelLabel, KubeNames.environmentLabel].map { key in
+            ["op": "test", "path": .string("/metadata/labels/" + pointerEscaped(key)), "value": owned[key] ?? .null]
+        }
     }
 
     /// `true` when the stable Service selects `version` now.
@@ -285,7 +330,12 @@ public struct KubeRuntime: Sendable {
                      body: JSONValue? = nil) async throws(RuntimeError) -> [UInt8] {
         let svc = preview ? try KubeNames.previewServiceName(modelName: modelName, environment: environment)
                           : try KubeNames.serviceName(modelName: modelName, environment: environment)
-        let raw = try proxyPath(service: svc, path: path)
+        return try await call(service: svc, path: path, body: body)
+    }
+
+    /// Calls `path` of the Service named `service` through the API server's service proxy.
+    public func call(service: String, path: String, body: JSONValue? = nil) async throws(RuntimeError) -> [UInt8] {
+        let raw = try proxyPath(service: service, path: path)
         if let body { return try await kubectl.rawPost(raw, body: body.jsonBytes) }
         return try await kubectl.rawGet(raw)
     }
@@ -297,6 +347,11 @@ public struct KubeRuntime: Sendable {
                               deadlineSeconds: Double = 10, intervalMs: Int = 100) async throws(RuntimeError) -> Bool {
         let svc = preview ? try KubeNames.previewServiceName(modelName: modelName, environment: environment)
                           : try KubeNames.serviceName(modelName: modelName, environment: environment)
+        return try await waitEndpoints(service: svc, deadlineSeconds: deadlineSeconds, intervalMs: intervalMs)
+    }
+
+    /// Waits until the Service named `service` has a ready endpoint address.
+    public func waitEndpoints(service svc: String, deadlineSeconds: Double = 10, intervalMs: Int = 100) async throws(RuntimeError) -> Bool {
         let start = monotonicMs()
         while true {
             let ep = try await kubectl.get("endpoints", svc)
@@ -311,10 +366,21 @@ public struct KubeRuntime: Sendable {
     /// `endpointsDeadlineSeconds` for the Service to have a ready endpoint first.
     public func smoke(modelName: String, environment: String, preview: Bool, checks: [SmokeCheck],
                       endpointsDeadlineSeconds: Double = 10) async -> [SmokeResult] {
+        let svc: String
+        do throws(RuntimeError) {
+            svc = preview ? try KubeNames.previewServiceName(modelName: modelName, environment: environment)
+                          : try KubeNames.serviceName(modelName: modelName, environment: environment)
+        } catch {
+            return checks.map { SmokeResult(api: $0.api, passed: false, status: nil, latencyMs: 0, answer: nil, message: error.description) }
+        }
+        return await smoke(service: svc, checks: checks, endpointsDeadlineSeconds: endpointsDeadlineSeconds)
+    }
+
+    /// Smoke tests against the Service named `service` through the service proxy.
+    public func smoke(service: String, checks: [SmokeCheck], endpointsDeadlineSeconds: Double = 10) async -> [SmokeResult] {
         var results: [SmokeResult] = []
         do throws(RuntimeError) {
-            if try await !waitEndpoints(modelName: modelName, environment: environment, preview: preview,
-                                        deadlineSeconds: endpointsDeadlineSeconds) {
+            if try await !waitEndpoints(service: service, deadlineSeconds: endpointsDeadlineSeconds) {
                 return checks.map { SmokeResult(api: $0.api, passed: false, status: nil, latencyMs: 0, answer: nil,
                                                 message: "the Service has no ready endpoint after \(Int(endpointsDeadlineSeconds)) s") }
             }
@@ -324,8 +390,7 @@ public struct KubeRuntime: Sendable {
         for check in checks {
             let start = monotonicMs()
             do throws(RuntimeError) {
-                let bytes = try await call(modelName: modelName, environment: environment, preview: preview,
-                                           path: String(check.api), body: check.input)
+                let bytes = try await call(service: service, path: String(check.api), body: check.input)
                 let ms = monotonicMs() - start
                 let answer = try? JSONValue.parse(bytes)
                 if let expect = check.expect {
@@ -380,10 +445,7 @@ public struct KubeRuntime: Sendable {
         var ops: [JSONValue] = []
         var before: String? = expecting
         if let expecting {
-            let owned = KubeManifests.commonLabels(modelName: modelName, environment: environment)
-            for key in [KubeNames.managedByLabel, KubeNames.modelLabel, KubeNames.environmentLabel] {
-                ops.append(["op": "test", "path": .string("/metadata/labels/" + pointerEscaped(key)), "value": owned[key] ?? .null])
-            }
+            ops = ownershipTests(modelName: modelName, environment: environment)
             ops.append(["op": "test", "path": .string("/spec/selector/" + pointerEscaped(KubeNames.versionLabel)),
                         "value": .string(KubeNames.labelValue(expecting))])
         } else {
@@ -417,18 +479,18 @@ public struct KubeRuntime: Sendable {
     }
 
     /// JSON-pointer escaping of one path segment (RFC 6901): `~` -> `~0`, `/` -> `~1`.
-    private func pointerEscaped(_ key: String) -> String {
+    func pointerEscaped(_ key: String) -> String {
         key.replacingOccurrences("~", "~0").replacingOccurrences("/", "~1")
     }
 
     /// The exact version a Service selects: the selector's version label mapped back through our
     /// Deployments' annotations is overkill; the label is the exact version whenever it is a valid label
     /// value, which BentoML versions always are.
-    private func versionSelected(by service: JSONValue) -> String? {
+    func versionSelected(by service: JSONValue) -> String? {
         service["spec"]?["selector"]?[KubeNames.versionLabel]?.stringValue
     }
 
-    private func requireOwned(_ object: JSONValue, modelName: String, environment: String) throws(RuntimeError) {
+    func requireOwned(_ object: JSONValue, modelName: String, environment: String) throws(RuntimeError) {
         let labels = object["metadata"]?["labels"]
         let kind = object["kind"]?.stringValue ?? "object"
         let name = object["metadata"]?["name"]?.stringValue ?? "?"
