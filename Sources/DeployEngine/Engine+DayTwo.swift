@@ -46,6 +46,7 @@ extension Engine {
         let entries = try ledger { () throws(StoreError) in try store.allRegistryEntries() }
         var out: [LiveSummary] = []
         for e in entries where (modelName == nil || e.modelName == modelName) && (environment == nil || e.environment == environment) {
+            let slots = ports(for: e.environment).slots
             let slotAlive = await slots.state(slotRef(e, e.slot))?.alive ?? false
             var standby: LiveSummary.Standby?
             if let prev = e.previousSlot, let version = e.previousVersion, prev != e.slot {
@@ -53,7 +54,7 @@ extension Engine {
                 standby = .init(version: version, deploymentId: e.previousDeploymentId, slot: prev, alive: alive)
             }
             let inFlight = try ledger { () throws(StoreError) in try store.inFlight(modelName: e.modelName, environment: e.environment) }
-            out.append(LiveSummary(entry: e, slotAlive: slotAlive, endpointAlive: await endpointAnswers(e.endpointURL),
+            out.append(LiveSummary(entry: e, slotAlive: slotAlive, endpointAlive: await endpointAnswers(e),
                                    standby: standby, inFlight: inFlight))
         }
         return out

@@ -37,7 +37,7 @@ extension Engine {
         let input = PlanInput(
             modelName: req.modelName, modelVersion: model.version, environment: req.environment, bentoTag: bento.tag,
             strategyRequest: req.strategy, smokeTests: req.smokeTests, requirements: req.requirements,
-            requestedBy: req.requestedBy, model: model, bento: bento, live: live, host: runtime.catalog.hostFacts(),
+            requestedBy: req.requestedBy, model: model, bento: bento, live: live, host: ports(for: req.environment).catalog.hostFacts(),
             policy: envPolicy, extraGates: req.extraGates)
         let plan: DeploymentPlan
         switch Planner.plan(input) {

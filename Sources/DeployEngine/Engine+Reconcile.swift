@@ -62,6 +62,7 @@ extension Engine {
             log("the live deployment cannot be read while reconciling its route", ["deployment_id": .string(entry.deploymentId), "error": .string(error.message)])
             record = nil
         }
+        let slots = ports(for: entry.environment).slots, router = ports(for: entry.environment).router
         if let state = await slots.state(ref), state.alive {
             let primary = await router.route(modelName: entry.modelName, environment: entry.environment)?.primary
             await attempt("start the router") { () throws(RuntimeError) in try await router.ensureRunning() }
@@ -86,7 +87,7 @@ extension Engine {
             scheduleRetirement(r, slot: prev, after: max(1, keep - Int(age)))
             return
         }
-        _ = await slots.stop(slotRef(entry, prev), graceSeconds: 5)
+        _ = await ports(for: entry.environment).slots.stop(slotRef(entry, prev), graceSeconds: 5)
         do {
             try retireFromRegistry(r, slot: prev)
             note(r, step: Step.retirePrevious.wireName, message: "stopped the previous slot \(prev): keep-warm time over")
@@ -106,10 +107,13 @@ extension Engine {
         for r in waiting where r.status == .awaitingPromotion || ownerIsAlive(r.owner) {
             if let s = r.slot { wanted.insert(slotRef(r, s)) }
         }
-        for s in await slots.listSlots() where !wanted.contains(s.ref) {
-            log("stopping an orphaned slot", ["slot": .string("\(s.ref.modelName)/\(s.ref.environment)/\(s.ref.id)"),
-                                               "pid": .int(Int64(s.processID ?? 0))])
-            _ = await slots.stop(s.ref, graceSeconds: 5)
+        // Each runtime lists only what it made (a Kubernetes runtime: Deployments by its labels).
+        for slots in allPorts.map(\.slots) {
+            for s in await slots.listSlots() where !wanted.contains(s.ref) {
+                log("stopping an orphaned slot", ["slot": .string("\(s.ref.modelName)/\(s.ref.environment)/\(s.ref.id)"),
+                                                   "pid": .int(Int64(s.processID ?? 0))])
+                _ = await slots.stop(s.ref, graceSeconds: 5)
+            }
         }
     }
 

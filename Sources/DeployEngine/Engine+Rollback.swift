@@ -49,8 +49,9 @@ extension Engine {
 
     /// Whether the registry's previous slot runs and answers its readiness probe now.
     func isWarm(_ entry: RegistryEntry) async -> Bool {
-        guard let s = entry.previousSlot, let state = await slots.state(slotRef(entry, s)), state.alive else { return false }
-        return await runtime.prober.isReady(state.address, path: "/readyz", timeoutMs: 500)
+        let p = ports(for: entry.environment)
+        guard let s = entry.previousSlot, let state = await p.slots.state(slotRef(entry, s)), state.alive else { return false }
+        return await p.prober.isReady(state.address, path: "/readyz", timeoutMs: 500)
     }
 
     /// The versions that were live here before, split by how their newest deployment ended: superseded
@@ -215,7 +216,7 @@ extension Engine {
             requestedBy: requestedBy,
             model: ModelFacts(name: entry.modelName, version: version),
             bento: BentoFacts(tag: old.bentoTag ?? oldPlan.bentoTag, apis: oldPlan.requirements.apis),
-            live: liveFacts(entry), host: runtime.catalog.hostFacts(), policy: envPolicy, extraGates: [])
+            live: liveFacts(entry), host: ports(for: entry.environment).catalog.hostFacts(), policy: envPolicy, extraGates: [])
         var plan: DeploymentPlan
         switch Planner.plan(input) {
         case .success(let p): plan = p

@@ -17,7 +17,8 @@ extension Engine {
     /// Points the router back at what the registry says is live (or removes the route when nothing runs there).
     func restoreRoute(_ entry: RegistryEntry?) async {
         guard let entry else { return }
-        guard let port = Planner.port(of: entry.endpointURL), let state = await slots.state(slotRef(entry, entry.slot)) else {
+        let router = ports(for: entry.environment).router
+        guard let port = Planner.port(of: entry.endpointURL), let state = await ports(for: entry.environment).slots.state(slotRef(entry, entry.slot)) else {
             await attempt("remove the route") { () throws(RuntimeError) in
                 try await router.removeRoute(modelName: entry.modelName, environment: entry.environment)
             }
@@ -34,7 +35,7 @@ extension Engine {
         do throws(EngineError) {
             if try registryEntry(r.modelName, r.environment)?.slot == s { return }  // never stop what serves traffic
             let ref = slotRef(r, s)
-            let slots = self.slots
+            let slots = ports(for: r.environment).slots
             _ = await detached { await slots.stop(ref, graceSeconds: 5) }
             try retireFromRegistry(r, slot: s)
         } catch {
@@ -59,7 +60,7 @@ extension Engine {
                 guard let entry = try registryEntry(r.modelName, r.environment), entry.deploymentId == r.deploymentId,
                     entry.previousSlot == slot
                 else { return }
-                _ = await slots.stop(slotRef(r, slot), graceSeconds: 5)
+                _ = await ports(for: r.environment).slots.stop(slotRef(r, slot), graceSeconds: 5)
                 try retireFromRegistry(r, slot: slot)
                 note(r, step: Step.retirePrevious.wireName, message: "stopped the previous slot \(slot) after \(seconds) s warm")
             } catch {

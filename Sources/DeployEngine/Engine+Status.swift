@@ -21,11 +21,11 @@ extension Engine {
         let running: Set<DeploymentStatus> = [.deploying, .validating, .awaitingPromotion, .switching, .live]
         var alive: Bool? = nil
         if let s = r.slot, running.contains(r.status) {
-            alive = await slots.state(slotRef(r, s))?.alive ?? false
+            alive = await ports(for: r.environment).slots.state(slotRef(r, s))?.alive ?? false
         }
         var endpointAlive: Bool? = nil
         if r.status == .live, let live, live.deploymentId == r.deploymentId {
-            endpointAlive = await endpointAnswers(live.endpointURL)
+            endpointAlive = await endpointAnswers(live)
         }
         return StatusReport(record: r, events: events, live: live, slotAlive: alive, endpointAlive: endpointAlive)
     }
@@ -37,8 +37,10 @@ extension Engine {
     }
 
     /// Whether `endpointURL` (the router's stable port) answers BentoML's readiness probe now.
-    func endpointAnswers(_ endpointURL: String) async -> Bool {
-        guard let port = Planner.port(of: endpointURL) else { return false }
-        return await runtime.prober.isReady(SlotAddress(port: port), path: "/readyz", timeoutMs: 1000)
+    func endpointAnswers(_ live: RegistryEntry) async -> Bool {
+        guard let port = Planner.port(of: live.endpointURL) else { return false }
+        let p = ports(for: live.environment)
+        return await p.prober.isReady(p.router.endpointAddress(listenPort: port, modelName: live.modelName, environment: live.environment),
+                                      path: "/readyz", timeoutMs: 1000)
     }
 }

@@ -93,7 +93,9 @@ public struct EngineError: Error, Sendable, CustomStringConvertible {
     }
     /// A runtime failure.
     public static func runtime(_ e: RuntimeError) -> EngineError {
-        .init(.runtimeUnavailable, reason: "runtime_unavailable", message: "\(e.code): \(e.message)")
+        // The cluster's own reasons (kube_*, kubectl_*) are stable and say more than runtime_unavailable.
+        let kube = e.code.hasPrefix("kube_") || e.code.hasPrefix("kubectl_")
+        return .init(.runtimeUnavailable, reason: kube ? e.code : "runtime_unavailable", message: "\(e.code): \(e.message)")
     }
     /// A refused lifecycle transition: approve/reject outside the gate is an approval problem, the rest a conflict.
     public static func lifecycle(_ e: LifecycleError, status: DeploymentStatus) -> EngineError {

@@ -42,17 +42,19 @@ extension RolloutRunner {
     /// first, and is no longer a rollback target.
     mutating func startSlot() async throws(EngineError) -> RolloutEvent {
         let ref = newSlotRef
-        if let old = await engine.slots.state(ref) {
+        if let old = await ports.slots.state(ref) {
             note(.startSlot, "stopping what still ran in slot \(ref.id) (pid \(old.processID.map(String.init) ?? "?"))")
             // It takes no traffic (the router points at the live slot), so it gets no graceful drain.
-            let slots = engine.slots
+            let slots = ports.slots
             _ = await engine.detached { await slots.stop(ref, graceSeconds: 0) }
             try engine.retireFromRegistry(record, slot: ref.id.rawValue)
         }
         let preferred = plan?.config.slotPort ?? 0
-        let launch = SlotLaunch(ref: ref, bentoTag: record.bentoTag ?? plan?.bentoTag ?? "", version: record.modelVersion, preferredPort: preferred)
+        var launch = SlotLaunch(ref: ref, bentoTag: record.bentoTag ?? plan?.bentoTag ?? "", version: record.modelVersion, preferredPort: preferred)
+        launch.deploymentID = record.deploymentId
+        launch.requirements = plan?.requirements
         do {
-            let started = try await engine.slots.start(launch)
+            let started = try await ports.slots.start(launch)
             newSlot = started
             if started.address.port != preferred { note(.startSlot, "port \(preferred) is taken; using \(started.address.port)") }
             note(.startSlot, "slot \(ref.id) started: pid \(started.processID.map(String.init) ?? "?"), port \(started.address.port)",
@@ -65,17 +67,17 @@ extension RolloutRunner {
 
     mutating func probeReadiness() async -> RolloutEvent {
         guard let slot = newSlot, let config = plan?.config else { return .notReady("the new slot was not started") }
-        let ready = await engine.slots.waitReady(slot, deadlineSeconds: Double(config.startupDeadlineSeconds),
+        let ready = await ports.slots.waitReady(slot, deadlineSeconds: Double(config.startupDeadlineSeconds),
                                                  probeTimeoutMs: config.probeTimeoutMs, intervalMs: config.probeIntervalMs)
         readiness = ready
         if ready.ready { return .ready }
-        let tail = await engine.slots.logTail(slot, bytes: 600)
+        let tail = await ports.slots.logTail(slot, bytes: 600)
         return .notReady("slot \(slot.ref.id) was not ready within \(config.startupDeadlineSeconds) s (\(ready.attempts) probes; \(ready.lastError ?? "no answer")); log tail: \(tail)")
     }
 
     func runSmokeTests() async -> RolloutEvent {
         guard let slot = newSlot, let checks = plan?.config.smokeTests else { return .smoke(passed: false, detail: "the new slot was not started") }
-        let results = await engine.runtime.prober.smoke(slot.address, checks: checks, timeoutMs: 5000)
+        let results = await ports.prober.smoke(slot.address, checks: checks, timeoutMs: 5000)
         let resultJSON: JSONValue = .array(results.map {
             ["api": .string($0.api), "passed": .bool($0.passed), "status": $0.status.map { .int(Int64($0)) } ?? .null,
              "latency_ms": .double($0.latencyMs), "answer": $0.answer ?? .null, "message": .string($0.message)]
@@ -93,7 +95,7 @@ extension RolloutRunner {
         guard let slot = newSlot, let config = plan?.config else {
             return .baseline(Metrics(p50Ms: 0, p95Ms: 0, p99Ms: 0, errorRate: 1, rps: 0))
         }
-        let m = await engine.runtime.prober.measure(slot.address, load: ProbeLoad(config, requests: config.baseline.requests, concurrency: config.baseline.concurrency))
+        let m = await ports.prober.measure(slot.address, load: ProbeLoad(config, requests: config.baseline.requests, concurrency: config.baseline.concurrency))
         baseline = m
         note(.baseline, "baseline p50 \(fixed(m.p50Ms, 1)) ms, p95 \(fixed(m.p95Ms, 1)) ms, error rate \(fixed(m.errorRate, 3))", data: m.toJSON())
         return .baseline(m)

@@ -14,7 +14,7 @@ extension RolloutRunner {
         rollbackStart = ContinuousClock.now
         guard let entry = try engine.registryEntry(record.modelName, record.environment), entry.deploymentId == record.deploymentId,
             let prevSlot = entry.previousSlot, let prevVersion = entry.previousVersion,
-            let state = await engine.slots.state(engine.slotRef(entry, prevSlot)), state.alive, let port = Planner.port(of: entry.endpointURL)
+            let state = await ports.slots.state(engine.slotRef(entry, prevSlot)), state.alive, let port = Planner.port(of: entry.endpointURL)
         else {
             return .switchFailed(.slotDied, "the previous version is not running warm any more")
         }
@@ -22,12 +22,12 @@ extension RolloutRunner {
         let spec = RouteSpec(modelName: entry.modelName, environment: entry.environment, listenPort: port,
                              backends: [WeightedBackend(slot: state.ref.id, address: state.address, version: prevVersion)])
         do {
-            try await engine.router.ensureRunning()
-            try await engine.router.apply(spec)
+            try await ports.router.ensureRunning()
+            try await ports.router.apply(spec)
         } catch {
             return .switchFailed(.switchFailed, "\(error.code): \(error.message)")
         }
-        guard await engine.router.verify(listenPort: port, serving: state.ref.id, timeoutMs: 5000) else {
+        guard await ports.router.verify(listenPort: port, serving: state.ref.id, timeoutMs: 5000) else {
             return .switchFailed(.switchUnverified, "the router did not answer from slot \(prevSlot) within 5 s")
         }
         switchMs = engine.ms(since: rollbackStart)

@@ -12,14 +12,14 @@ extension RolloutRunner {
     /// Switches all traffic to the new slot (router apply, then read back through the router).
     mutating func route() async throws(EngineError) -> RolloutEvent {
         let ref = newSlotRef
-        guard let slot = await engine.slots.state(ref), slot.alive else {
+        guard let slot = await ports.slots.state(ref), slot.alive else {
             return .switchFailed(.slotDied, "the new slot is no longer running")
         }
         newSlot = slot
         previous = try engine.registryEntry(record.modelName, record.environment)
         var port = previous.flatMap { Planner.port(of: $0.endpointURL) } ?? plan?.config.routerPort ?? 0
         if previous == nil {
-            let free = await engine.router.listenPort(preferred: port, modelName: record.modelName, environment: record.environment)
+            let free = await ports.router.listenPort(preferred: port, modelName: record.modelName, environment: record.environment)
             if free != port {
                 // The planned endpoint port is taken by something else on this host: the first deployment takes another.
                 note(.switchTraffic, "router port \(port) is in use; the endpoint takes port \(free)")
@@ -31,12 +31,12 @@ extension RolloutRunner {
                              backends: [WeightedBackend(slot: ref.id, address: slot.address, version: record.modelVersion)])
         let start = ContinuousClock.now
         do {
-            try await engine.router.ensureRunning()
-            try await engine.router.apply(spec)
+            try await ports.router.ensureRunning()
+            try await ports.router.apply(spec)
         } catch {
             return .switchFailed(.switchFailed, error.message)
         }
-        guard await engine.router.verify(listenPort: port, serving: ref.id, timeoutMs: 5000) else {
+        guard await ports.router.verify(listenPort: port, serving: ref.id, timeoutMs: 5000) else {
             return .switchFailed(.switchUnverified, "the router did not answer from slot \(ref.id) within 5 s")
         }
         switchMs = engine.ms(since: start)
@@ -48,7 +48,7 @@ extension RolloutRunner {
         let t = engine.now()
         let entry = RegistryEntry(
             modelName: record.modelName, environment: record.environment, modelVersion: record.modelVersion,
-            deploymentId: record.deploymentId, endpointURL: "http://127.0.0.1:\(endpointPort ?? 0)", slot: newSlotRef.id.rawValue,
+            deploymentId: record.deploymentId, endpointURL: ports.router.endpointURL(listenPort: endpointPort ?? 0, modelName: record.modelName, environment: record.environment), slot: newSlotRef.id.rawValue,
             bentoTag: record.bentoTag, previousVersion: previous?.modelVersion, previousDeploymentId: previous?.deploymentId,
             previousSlot: previous?.slot, previousBentoTag: previous?.bentoTag, updatedAt: t)
         try engine.ledger { () throws(StoreError) in try engine.store.setRegistry(entry) }
@@ -77,7 +77,7 @@ extension RolloutRunner {
     func stopPrevious() async throws(EngineError) {
         guard let previous, previous.slot != newSlotRef.id.rawValue else { return }
         let ref = engine.slotRef(record, previous.slot)
-        let slots = engine.slots
+        let slots = ports.slots
         _ = await engine.detached { await slots.stop(ref, graceSeconds: 5) }
         try engine.retireFromRegistry(record, slot: previous.slot)
     }
@@ -97,8 +97,8 @@ extension RolloutRunner {
         guard try engine.registryEntry(record.modelName, record.environment)?.deploymentId == record.deploymentId, let config = plan?.config else {
             return .bakeWindow(observed: none, slotAlive: true, stillLive: false)
         }
-        let observed = await engine.runtime.prober.measure(SlotAddress(port: endpointPort ?? 0), load: ProbeLoad(config, requests: 20, concurrency: 2))
-        let alive = await engine.slots.state(newSlotRef)?.alive ?? false
+        let observed = await ports.prober.measure(ports.router.endpointAddress(listenPort: endpointPort ?? 0, modelName: record.modelName, environment: record.environment), load: ProbeLoad(config, requests: 20, concurrency: 2))
+        let alive = await ports.slots.state(newSlotRef)?.alive ?? false
         return .bakeWindow(observed: observed, slotAlive: alive, stillLive: true)
     }
 }

@@ -85,7 +85,7 @@ extension RolloutRunner {
             await engine.reconcileRoute(entry)
         } else {
             await engine.attempt("remove the route") { () throws(RuntimeError) in
-                try await engine.router.removeRoute(modelName: record.modelName, environment: record.environment)
+                try await ports.router.removeRoute(modelName: record.modelName, environment: record.environment)
             }
         }
     }

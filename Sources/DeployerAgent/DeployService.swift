@@ -69,8 +69,12 @@ final class DeployService: Sendable {
         logger.info("engine ready", ["home": .string(home), "ledger": .string(options.databaseURL == nil ? "sqlite" : "postgres"),
                                      "bentoml": .string(bentoml), "bentoml_home": .string(bentomlHome), "nginx": .string(nginx),
                                      "router": .string(options.router.rawValue), "haproxy": .string(haproxy)])
-        let runtime = RuntimePorts.local(home: home, bentoml: bentoml, bentomlHome: bentomlHome, nginx: nginx,
+        var runtime = RuntimePorts.local(home: home, bentoml: bentoml, bentomlHome: bentomlHome, nginx: nginx,
                                          router: options.router, haproxy: haproxy)
+        switch Self.kubernetesPorts(policy, environment: env, catalog: runtime.catalog) {
+        case .success(let ports): runtime.environments = ports
+        case .failure(let problem): throw RPCError.internalError(problem.message)
+        }
         let engine = Engine(config: config, store: store, policy: policy, runtime: runtime, storedCode: ErrorMapping.storedCode,
                             log: { msg, fields in logger.debug(msg, fields) })
         engine.watchRouter()
@@ -304,9 +308,17 @@ final class DeployService: Sendable {
         let p = try Params(raw, allowed: ["deployment_id"])
         let id = try p.required("deployment_id")
         let s = try await call { (e) async throws(EngineError) in try await e.status(id) }
-        return ["deployment": Wire.deployment(s.record), "events": .array(s.events.map(Wire.event)),
+        let runtime = try engine().runtimeDescription(modelName: s.record.modelName, environment: s.record.environment, version: s.record.modelVersion)
+        return ["deployment": Self.with(runtime, Wire.deployment(s.record)), "events": .array(s.events.map(Wire.event)),
                 "live": s.live.map(Wire.registry) ?? .null, "slot_alive": s.slotAlive.map { .bool($0) } ?? .null,
                 "endpoint_alive": s.endpointAlive.map { .bool($0) } ?? .null, "chain": EventChain.verify(s.events).json]
+    }
+
+    /// `deployment` with its `runtime` (where it runs: this machine or its Kubernetes objects).
+    static func with(_ runtime: JSONValue, _ deployment: JSONValue) -> JSONValue {
+        guard case .object(var o) = deployment else { return deployment }
+        o["runtime"] = runtime
+        return .object(o)
     }
 
     func history(_ raw: JSONValue?) async throws -> JSONValue {
@@ -343,8 +355,10 @@ final class DeployService: Sendable {
         q.includeEvents = try p.bool("include_events") ?? false
         let query = q
         let page = try await call { (e) async throws(EngineError) in try await e.history(query) }
+        let engine = try engine()
         let items: [JSONValue] = page.deployments.map { r in
-            var d = Wire.deployment(r)
+            var d = Self.with(engine.runtimeDescription(modelName: r.modelName, environment: r.environment, version: r.modelVersion),
+                              Wire.deployment(r))
             if query.includeEvents, case .object(var o) = d {
                 o["events"] = .array((page.events[r.deploymentId] ?? []).map(Wire.event))
                 o["chain"] = EventChain.verify(page.events[r.deploymentId] ?? []).json

@@ -1,4 +1,5 @@
 import DeployEngine
+import DeployRuntime
 import JSON
 import JSONRPC
 
@@ -153,7 +154,12 @@ public final class DeployerAgent: Sendable {
         let home = options.home ?? DeployService.defaultHome(currentEnvironment())
         switch DeployService.loadPolicy(options, home: home) {
         case .failure(let problem): return problem.message
-        case .success(let policy): return SSHSignatures.configurationProblem(policy)
+        case .success(let policy):
+            if case .failure(let problem) = DeployService.kubernetesPorts(policy, environment: currentEnvironment(),
+                                                                          catalog: LocalCatalog(home: "/nonexistent")) {
+                return problem.message
+            }
+            return SSHSignatures.configurationProblem(policy)
         }
     }
 

@@ -1711,7 +1711,7 @@ public let openRPCDocumentText = ####"""
       },
       "Deployment": {
         "title": "Deployment",
-        "description": "The wire form of one ml_deployments row. `events` and `chain` are present only when asked for (history.query include_events).",
+        "description": "The wire form of one ml_deployments row. `events` and `chain` are present only when asked for (history.query include_events). `runtime` (deploy.status and history.query) says where the deployment runs: this machine, or the Kubernetes objects of its version.",
         "type": "object",
         "required": [
           "deployment_id",
@@ -1896,8 +1896,69 @@ public let openRPCDocumentText = ####"""
           },
           "chain": {
             "$ref": "#/components/schemas/ChainReport"
+          },
+          "runtime": {
+            "$ref": "#/components/schemas/Runtime"
           }
         }
+      },
+      "Runtime": {
+        "title": "Runtime",
+        "description": "Where a deployment runs, from its environment's policy (`runtime`): `local` (bentoml serve processes on the agent's machine behind its router) or `kubernetes` (a Deployment per version, named from model, environment and version, and a stable Service per model and environment whose selector is switched; labels app.kubernetes.io/managed-by=model-deployer, model-deployer/model, model-deployer/environment, model-deployer/version, model-deployer/deployment-id).",
+        "oneOf": [
+          {
+            "type": "object",
+            "required": [
+              "kind"
+            ],
+            "properties": {
+              "kind": {
+                "const": "local"
+              }
+            },
+            "additionalProperties": false
+          },
+          {
+            "type": "object",
+            "required": [
+              "kind",
+              "context",
+              "namespace",
+              "deployment",
+              "service"
+            ],
+            "properties": {
+              "kind": {
+                "const": "kubernetes"
+              },
+              "context": {
+                "description": "kubeconfig context; null: kubectl's current context.",
+                "type": [
+                  "string",
+                  "null"
+                ]
+              },
+              "namespace": {
+                "type": "string"
+              },
+              "deployment": {
+                "description": "The version's Deployment.",
+                "type": [
+                  "string",
+                  "null"
+                ]
+              },
+              "service": {
+                "description": "The stable Service of the model and environment (its in-cluster DNS name is the endpoint_url).",
+                "type": [
+                  "string",
+                  "null"
+                ]
+              }
+            },
+            "additionalProperties": false
+          }
+        ]
       },
       "RegistryEntry": {
         "title": "RegistryEntry",
@@ -2938,9 +2999,22 @@ public let openRPCDocumentText = ####"""
       "message": "Runtime unavailable",
       "reasons": [
         "runtime_unavailable",
-        "switch_unverified"
+        "switch_unverified",
+        "kube_unreachable",
+        "kube_forbidden",
+        "kube_not_owned",
+        "kube_not_found",
+        "kube_conflict",
+        "kube_in_use",
+        "kube_invalid_object",
+        "kube_invalid_config",
+        "kube_service_unavailable",
+        "kube_bad_response",
+        "kubectl_not_found",
+        "kubectl_failed",
+        "kubectl_timeout"
       ],
-      "description": "bentoml or nginx is missing or failing, or ssh-keygen (MODEL_DEPLOYER_SSH_KEYGEN or PATH) cannot be run in an environment that checks signatures."
+      "description": "bentoml or nginx is missing or failing, or ssh-keygen (MODEL_DEPLOYER_SSH_KEYGEN or PATH) cannot be run in an environment that checks signatures. On an environment with runtime kubernetes the reason is kubectl's or the API server's, as a stable kube_* / kubectl_* reason: kube_unreachable (no API server), kube_forbidden (RBAC), kube_not_owned (an object of that name was not made by model-deployer: never touched), kube_not_found, kube_conflict (another switch happened first), kube_in_use (the version the Service selects), kube_invalid_object, kube_invalid_config, kube_service_unavailable (the service proxy found no ready endpoint), kube_bad_response, kubectl_not_found, kubectl_failed, kubectl_timeout."
     }
   ],
   "x-server-requests": [

@@ -46,6 +46,21 @@ class DeploymentErrorInfo(TypedDict):
     step: NotRequired[str]
 
 
+class Runtime(TypedDict):
+    """Where a deployment runs (``deployment.runtime`` in deploy.status and history.query).
+
+    ``kind`` is ``"local"`` (BentoML processes on the agent's machine; no other key) or ``"kubernetes"``:
+    then ``context`` (``None``: kubectl's current one), ``namespace``, the version's ``deployment`` and the
+    model's stable ``service``.
+    """
+
+    kind: Literal["local", "kubernetes"]
+    context: NotRequired[str | None]
+    namespace: NotRequired[str]
+    deployment: NotRequired[str | None]
+    service: NotRequired[str | None]
+
+
 class Deployment(TypedDict):
     """A ledger row in wire form."""
 
@@ -73,6 +88,7 @@ class Deployment(TypedDict):
     idempotency_key: str | None
     created_at: str
     updated_at: str
+    runtime: NotRequired[Runtime]
     events: NotRequired[list["DeploymentEvent"]]
 
 
