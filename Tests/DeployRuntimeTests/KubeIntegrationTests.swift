@@ -371,9 +371,10 @@ struct KubeIntegrationTests {
             return try await f.kubectl.list("pods", selector: f.selector("v2")).isEmpty ? true : nil
         }
         #expect(drained == true)
-        // A version retired to 0 is not a rollback target any more.
+        // A version retired to 0 is not a rollback target any more: it has no available replica (the engine
+        // checks this before its one-call rollback).
         let cold = try await KubeTestEnv.eventually { () async throws -> Bool? in
-            await errorCode { _ = try await r.rollback(modelName: Self.model, environment: Self.env, from: "v1", to: "v2") } == "kube_not_warm" ? true : nil
+            try await r.availableReplicas(modelName: Self.model, environment: Self.env, version: "v2") == 0 ? true : nil
         }
         #expect(cold == true)
         // The live version is never retired.

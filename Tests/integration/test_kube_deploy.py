@@ -1,0 +1,285 @@
+"""Deployments through the agent binary (JSON-RPC) into a real Kubernetes API server, with an environment
+whose policy says `runtime: "kubernetes"`.
+
+Real: the agent binary, its SQLite ledger, kubectl 1.20, etcd, kube-apiserver (server-side apply and
+validation, the Service's selector, the service proxy every smoke test and probe goes through) and
+kube-controller-manager (ReplicaSets, Pods, the Endpoints of the Services, the progress deadline).
+
+Stood in for (no container runtime can run here): the kubelet and the scheduler. `KubeletStandIn` below binds
+each Pod to a Node object and writes the Pod's status through the status subresource, as a kubelet would: Running
+and Ready at this host's non-loopback address, or, for a version marked broken, waiting in ImagePullBackOff.
+The containers are stood in for by one small HTTP server on that address and the policy's container_port:
+/readyz and /livez answer 200, POST /predict answers a fixed JSON list. Every Pod has the same address, so an
+answer through the proxy proves the proxy path and the Endpoints, not which version answered: which version
+serves is asserted on the Service's selector and on which Pods its Endpoints list.
+
+Needs MODEL_DEPLOYER_TEST_KUBECONFIG and MODEL_DEPLOYER_KUBECTL (scripts/test.sh starts the control plane);
+skips without them, except under CI=true, where it fails.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from deploy_support import SMOKE_INPUT, example_tags, version
+from test_deploy import MODEL, Deployer
+
+CONTEXT = "model-deployer-test"
+ANSWER = [0, 2, 1]
+
+
+def _kube_env() -> tuple[str, str]:
+    cfg = os.environ.get("MODEL_DEPLOYER_TEST_KUBECONFIG")
+    kubectl = os.environ.get("MODEL_DEPLOYER_KUBECTL")
+    if not cfg or not kubectl or not Path(cfg).is_file():
+        if os.environ.get("CI") == "true":
+            pytest.fail("MODEL_DEPLOYER_TEST_KUBECONFIG / MODEL_DEPLOYER_KUBECTL unset under CI: the control plane must run")
+        pytest.skip("no Kubernetes control plane: set MODEL_DEPLOYER_TEST_KUBECONFIG and MODEL_DEPLOYER_KUBECTL (scripts/test.sh does)")
+    return cfg, kubectl
+
+
+def _host_address() -> str:
+    """This host's first non-loopback IPv4 address (the API server refuses to proxy to loopback)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect(("192.0.2.1", 9))
+        return s.getsockname()[0]
+    finally:
+        s.close()
+
+
+class Kubectl:
+    def __init__(self, kubeconfig: str, kubectl: str, namespace: str):
+        self.env = dict(os.environ, KUBECONFIG=kubeconfig)
+        self.kubectl = kubectl
+        self.ns = namespace
+
+    def run(self, *args: str, stdin: str | None = None, namespaced: bool = True, check: bool = True) -> str:
+        argv = [self.kubectl, "--context", CONTEXT] + (["-n", self.ns] if namespaced else []) + list(args)
+        p = subprocess.run(argv, input=stdin, capture_output=True, text=True, env=self.env, timeout=30)
+        if check and p.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)}: {p.stderr}")
+        return p.stdout
+
+    def json(self, *args: str) -> dict:
+        return json.loads(self.run(*args, "-o", "json"))
+
+    def service(self) -> dict:
+        items = self.json("get", "services", "-l", "model-deployer/role=active")["items"]
+        assert len(items) == 1, items
+        return items[0]
+
+    def selected_version(self) -> str:
+        return self.service()["spec"]["selector"]["model-deployer/version"]
+
+    def deployment(self, name: str) -> dict:
+        return self.json("get", "deployment", name)
+
+
+class StandInContainer:
+    """Answers where every container would (see the module's docstring)."""
+
+    def __init__(self, host: str):
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self, body: bytes) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):  # noqa: N802
+                self._answer(b'{"ok":true}')
+
+            def do_POST(self):  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self._answer(json.dumps(ANSWER).encode())
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((host, 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+class KubeletStandIn:
+    """What the scheduler and a kubelet would write for the namespace's Pods, every 300 ms."""
+
+    NODE = "kubelet-stand-in"
+
+    def __init__(self, k: Kubectl, pod_ip: str):
+        self.k = k
+        self.pod_ip = pod_ip
+        self.broken_versions: set[str] = set()
+        self.stop_flag = threading.Event()
+        node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.NODE}}
+        k.run("apply", "-f", "-", stdin=json.dumps(node), namespaced=False)
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.stop_flag.set()
+        self.thread.join(5)
+
+    def _loop(self) -> None:
+        while not self.stop_flag.is_set():
+            try:
+                self._pass()
+            except Exception as e:  # a controller changed a Pod meanwhile: the next pass retries
+                print("kubelet stand-in:", e)
+            self.stop_flag.wait(0.3)
+
+    def _pass(self) -> None:
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        for pod in self.k.json("get", "pods")["items"]:
+            name = pod["metadata"]["name"]
+            if pod["metadata"].get("deletionTimestamp"):
+                self.k.run("delete", "pod", name, "--grace-period=0", "--force", "--ignore-not-found", check=False)
+                continue
+            if not pod["spec"].get("nodeName"):
+                binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
+                           "target": {"apiVersion": "v1", "kind": "Node", "name": self.NODE}}
+                self.k.run("create", "--raw", f"/api/v1/namespaces/{self.k.ns}/pods/{name}/binding", "-f", "-",
+                           stdin=json.dumps(binding), namespaced=False)
+                pod = self.k.json("get", "pod", name)
+            broken = pod["metadata"]["labels"].get("model-deployer/version") in self.broken_versions
+            status = pod.get("status", {})
+            if broken:
+                if any(c.get("state", {}).get("waiting") for c in status.get("containerStatuses", [])):
+                    continue
+                status.update({"phase": "Pending", "conditions": [
+                    {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+                    {"type": "Ready", "status": "False", "reason": "ContainersNotReady", "lastTransitionTime": now}],
+                    "containerStatuses": [{"name": "bento", "ready": False, "restartCount": 0, "image": pod["spec"]["containers"][0]["image"],
+                                           "imageID": "", "state": {"waiting": {"reason": "ImagePullBackOff",
+                                                                                "message": "Back-off pulling image"}}}]})
+            else:
+                if any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", [])):
+                    continue
+                status.update({"phase": "Running", "podIP": self.pod_ip, "podIPs": [{"ip": self.pod_ip}], "hostIP": self.pod_ip,
+                               "startTime": now, "conditions": [{"type": t, "status": "True", "lastTransitionTime": now}
+                                                                for t in ("Initialized", "Ready", "ContainersReady", "PodScheduled")],
+                               "containerStatuses": [{"name": "bento", "ready": True, "restartCount": 0, "image": "stand-in",
+                                                      "imageID": "", "started": True, "state": {"running": {"startedAt": now}}}]})
+            pod["status"] = status
+            self.k.run("replace", "--raw", f"/api/v1/namespaces/{self.k.ns}/pods/{name}/status", "-f", "-",
+                       stdin=json.dumps(pod), namespaced=False)
+
+
+class KubeDeployer(Deployer):
+    def __init__(self, *a, kubeconfig: str, kubectl: str, **kw):
+        self.kubeconfig = kubeconfig
+        self.kubectl_path = kubectl
+        super().__init__(*a, **kw)
+
+    def start(self):
+        self.env["KUBECONFIG"] = self.kubeconfig
+        self.env["MODEL_DEPLOYER_KUBECTL"] = self.kubectl_path
+        return self.spawn_agent(env=self.env)
+
+
+@pytest.fixture
+def kube(spawn_agent, agent_home, openrpc):
+    cfg, kubectl = _kube_env()
+    tags = example_tags()
+    ns = "md-e2e-" + uuid.uuid4().hex[:8]
+    k = Kubectl(cfg, kubectl, ns)
+    k.run("create", "namespace", ns, namespaced=False)
+    host = _host_address()
+    container = StandInContainer(host)
+    kubelet = KubeletStandIn(k, host)
+    policy = {"environments": {"kubeqa": {
+        "gates": [], "bake_seconds": 2, "keep_warm_seconds": 600, "startup_deadline_seconds": 90,
+        "runtime": "kubernetes",
+        "kubernetes": {"context": CONTEXT, "namespace": ns, "image": "registry.example/iris_classifier:{bento_version}",
+                       "replicas": 1, "progress_deadline_seconds": 6, "container_port": container.port}}}}
+    (agent_home / "policy.json").write_text(json.dumps(policy))
+    d = KubeDeployer(spawn_agent, agent_home, tags, openrpc, kubeconfig=cfg, kubectl=kubectl)
+    d.k, d.kubelet = k, kubelet
+    yield d
+    for a in spawn_agent.agents:
+        a.close()
+    kubelet.close()
+    container.close()
+    k.run("delete", "namespace", ns, "--wait=false", namespaced=False, check=False)
+
+
+def _deploy(d: KubeDeployer, kind: str, **extra) -> dict:
+    smoke = [{"api": "predict", "input": SMOKE_INPUT, "expect": ANSWER}]
+    return d.deploy(kind, env="kubeqa", smoke_tests=smoke, **extra)
+
+
+def test_plan_execute_blue_green_rollback_and_stuck_rollout_on_kubernetes(kube):
+    d, k = kube, kube.k
+    v1, v2 = version(d.tags, "v1"), version(d.tags, "v2")
+
+    # The plan says where it runs, and the cluster's scheduler (not this host) places the Pods.
+    plan = d.call("deploy.plan", {"model_name": MODEL, "model_version": v1, "environment": "kubeqa", "requested_by": "alice",
+                                  "smoke_tests": [{"api": "predict", "input": SMOKE_INPUT, "expect": ANSWER}]})["result"]
+    reasons = " ".join(plan["plan"]["reasons"])
+    assert "runtime kubernetes" in reasons and k.ns in reasons, reasons
+    x = d.call("deploy.execute", {"deployment_id": plan["deployment_id"]})["result"]
+    assert x["status"] == "live", x
+    assert k.selected_version() == v1
+
+    st = d.status(plan["deployment_id"])
+    rt = st["deployment"]["runtime"]
+    assert rt["kind"] == "kubernetes" and rt["context"] == CONTEXT and rt["namespace"] == k.ns, rt
+    assert rt["service"] == k.service()["metadata"]["name"]
+    dep1 = k.deployment(rt["deployment"])
+    assert dep1["metadata"]["labels"]["model-deployer/deployment-id"] == plan["deployment_id"]
+    assert dep1["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "model-deployer"
+    assert st["slot_alive"] is True and st["endpoint_alive"] is True, st
+    assert st["live"]["endpoint_url"] == f"http://{rt['service']}.{k.ns}.svc:80"
+    hist = d.call("history.query", {"environment": "kubeqa"})["result"]["deployments"]
+    assert hist[0]["runtime"] == rt
+
+    # v2: blue-green by the Service's selector; v1's Deployment stays scaled up (warm).
+    x2 = _deploy(d, "v2")
+    assert x2["status"] == "live", x2
+    assert k.selected_version() == v2
+    assert dep1["metadata"]["name"] != d.status(x2["deployment_id"])["deployment"]["runtime"]["deployment"]
+    assert k.deployment(rt["deployment"])["spec"]["replicas"] == 1
+    endpoints = k.json("get", "endpoints", rt["service"])
+    pods = [a["targetRef"]["name"] for s in endpoints.get("subsets", []) for a in s.get("addresses", [])]
+    v2_pods = [p["metadata"]["name"] for p in k.json("get", "pods", "-l", f"model-deployer/version={v2}")["items"]]
+    # The endpoints controller follows the selector asynchronously.
+    deadline = time.monotonic() + 30
+    while sorted(pods) != sorted(v2_pods) and time.monotonic() < deadline:
+        time.sleep(0.3)
+        endpoints = k.json("get", "endpoints", rt["service"])
+        pods = [a["targetRef"]["name"] for s in endpoints.get("subsets", []) for a in s.get("addresses", [])]
+    assert sorted(pods) == sorted(v2_pods) and pods, (pods, v2_pods)
+
+    # Rollback: the selector goes back to the warm v1.
+    rb = d.call("deploy.rollback", {"model_name": MODEL, "environment": "kubeqa", "requested_by": "alice"})
+    assert "result" in rb, rb
+    assert rb["result"]["status"] == "live" and rb["result"]["to_version"] == v1, rb
+    assert k.selected_version() == v1
+
+    # A version whose image cannot be pulled: stuck (progressDeadlineSeconds exceeded), reported in words,
+    # torn down (scaled to 0), and v1 untouched.
+    d.kubelet.broken_versions.add(version(d.tags, "broken"))
+    xb = d.deploy("broken", env="kubeqa", smoke_tests=[{"api": "predict", "input": SMOKE_INPUT, "expect": ANSWER}])
+    assert xb["status"] == "failed", xb
+    msg = xb["error"]["message"]
+    assert "ImagePullBackOff" in msg or "image" in msg.lower(), msg
+    assert "progress" in msg.lower() or "deadline" in msg.lower(), msg
+    assert k.selected_version() == v1
+    broken = d.status(xb["deployment_id"])["deployment"]["runtime"]["deployment"]
+    assert k.deployment(broken)["spec"]["replicas"] == 0
+    assert k.deployment(rt["deployment"])["spec"]["replicas"] == 1
