@@ -283,3 +283,30 @@ def test_plan_execute_blue_green_rollback_and_stuck_rollout_on_kubernetes(kube):
     broken = d.status(xb["deployment_id"])["deployment"]["runtime"]["deployment"]
     assert k.deployment(broken)["spec"]["replicas"] == 0
     assert k.deployment(rt["deployment"])["spec"]["replicas"] == 1
+
+
+def test_kill_9_of_the_agent_mid_rollout_then_reconcile_on_kubernetes(kube):
+    d, k = kube, kube.k
+    v1, v2 = version(d.tags, "v1"), version(d.tags, "v2")
+    x1 = _deploy(d, "v1")
+    assert x1["status"] == "live", x1
+    # v2's Pods are never made ready by the stand-in, so the agent is killed while it waits for them.
+    d.kubelet.broken_versions.add(v2)
+    plan = d.call("deploy.plan", {"model_name": MODEL, "model_version": v2, "environment": "kubeqa", "requested_by": "alice",
+                                  "smoke_tests": [{"api": "predict", "input": SMOKE_INPUT, "expect": ANSWER}]})["result"]
+    did = plan["deployment_id"]
+    agent = d.agent
+    d.execute_until(did, "readiness")
+    agent.proc.kill()
+    agent.proc.wait()
+    d.agent = d.start()
+    st = d.status(did)
+    assert st["deployment"]["status"] == "interrupted", st["deployment"]
+    assert st["deployment"]["error"]["reason"] == "interrupted"
+    assert any(e["step"] == "reconcile" for e in st["events"])
+    assert st["live"]["deployment_id"] == x1["deployment_id"]
+    # Reconciled by label: v2's Deployment is scaled to 0 (kept), v1 untouched and still selected.
+    assert k.selected_version() == v1
+    assert k.deployment(st["deployment"]["runtime"]["deployment"])["spec"]["replicas"] == 0
+    v1_dep = d.status(x1["deployment_id"])["deployment"]["runtime"]["deployment"]
+    assert k.deployment(v1_dep)["spec"]["replicas"] == 1
