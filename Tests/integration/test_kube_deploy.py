@@ -310,3 +310,50 @@ def test_kill_9_of_the_agent_mid_rollout_then_reconcile_on_kubernetes(kube):
     assert k.deployment(st["deployment"]["runtime"]["deployment"])["spec"]["replicas"] == 0
     v1_dep = d.status(x1["deployment_id"])["deployment"]["runtime"]["deployment"]
     assert k.deployment(v1_dep)["spec"]["replicas"] == 1
+
+
+def test_two_agents_on_one_postgres_ledger_make_exactly_one_rollout_in_the_cluster(kube):
+    base = os.environ.get("MODEL_DEPLOYER_TEST_DATABASE_URL")
+    if not base:
+        if os.environ.get("CI") == "true":
+            pytest.fail("MODEL_DEPLOYER_TEST_DATABASE_URL unset under CI")
+        pytest.skip("needs a Postgres: set MODEL_DEPLOYER_TEST_DATABASE_URL (scripts/test.sh does)")
+    d, k = kube, kube.k
+    v1, v2 = version(d.tags, "v1"), version(d.tags, "v2")
+    name = "kube_" + uuid.uuid4().hex[:12]
+    subprocess.run(["psql", base, "-X", "-q", "-c", f"CREATE DATABASE {name}"], check=True)
+    try:
+        d.env["MODEL_DEPLOYER_DATABASE_URL"] = base.rsplit("/", 1)[0] + "/" + name
+        a = d.agent = d.start()
+        x1 = _deploy(d, "v1")
+        assert x1["status"] == "live", x1
+        b = d.start()
+        smoke = [{"api": "predict", "input": SMOKE_INPUT, "expect": ANSWER}]
+        params = {"model_name": MODEL, "model_version": v2, "environment": "kubeqa", "requested_by": "alice", "smoke_tests": smoke}
+        pa = a.request("deploy.plan", params)["result"]["deployment_id"]
+        # A second plan of the same rollout while the first is pending is refused by the shared ledger...
+        second = b.request("deploy.plan", dict(params, requested_by="carol"))
+        assert second.get("error", {}).get("data", {}).get("reason") == "rollout_in_progress", second
+        # ...and both agents executing the one plan at once make one rollout.
+        a.send({"jsonrpc": "2.0", "id": "x", "method": "deploy.execute", "params": {"deployment_id": pa}})
+        b.send({"jsonrpc": "2.0", "id": "x", "method": "deploy.execute", "params": {"deployment_id": pa}})
+        ra, rb = a.wait_response("x", timeout=180), b.wait_response("x", timeout=180)
+        outcomes = [r.get("result", {}).get("status") for r in (ra, rb)]
+        assert "live" in outcomes, (ra, rb)
+        loser = rb if outcomes[0] == "live" else ra
+        # The other one is refused, or (idempotent) reports the same live outcome without running it again.
+        reason = loser.get("error", {}).get("data", {}).get("reason")
+        assert reason in ("rollout_in_progress", "status_conflict", "not_executable") or loser.get("result", {}).get("status") == "live", loser
+        events = d.status(pa)["events"]
+        # The Deployment was applied once: one "slot ... started" event in the shared ledger.
+        assert sum(1 for e in events if e["step"] == "start_slot" and e["message"].startswith("slot ")) == 1, events
+        assert k.selected_version() == v2
+        # One Deployment per version, each in one slot: v1 warm and v2 live, nothing else.
+        slotted = k.json("get", "deployments", "-l", "model-deployer/slot")["items"]
+        assert sorted(dep["metadata"]["labels"]["model-deployer/version"] for dep in slotted) == sorted([v1, v2]), slotted
+        live = d.call("history.query", {"environment": "kubeqa", "model_version": v2, "status": "live"})["result"]["deployments"]
+        assert len(live) == 1, live
+    finally:
+        for ag in d.spawn_agent.agents:
+            ag.close()
+        subprocess.run(["psql", base, "-X", "-q", "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], check=False)
