@@ -2616,6 +2616,7 @@ public let openRPCDocumentText = ####"""
               "insufficient_resources",
               "unknown_environment",
               "nothing_to_roll_back",
+              "nothing_deployed",
               "ledger_unavailable",
               "runtime_unavailable",
               "duplicate_id",

@@ -28,6 +28,7 @@ from .types import (
     RegistryEntry,
     RollbackResult,
     StatusResult,
+    StopResult,
     parse_timestamp,
 )
 
@@ -54,6 +55,7 @@ __all__ = [
     "RollbackResult",
     "SSHSigner",
     "StatusResult",
+    "StopResult",
     "SyncDeployerClient",
     "TERMINAL_STATUSES",
     "canonical_json",

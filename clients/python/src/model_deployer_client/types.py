@@ -25,11 +25,12 @@ DeploymentStatus = Literal[
     "interrupted",
     "superseded",
     "expired",
+    "stopped",
 ]
 """Every status a deployment can have."""
 
 TERMINAL_STATUSES: frozenset[str] = frozenset(
-    {"rejected", "live", "failed", "rolled_back", "interrupted", "superseded", "expired"}
+    {"rejected", "live", "failed", "rolled_back", "interrupted", "superseded", "expired", "stopped"}
 )
 """Statuses after which nothing more happens to a deployment (``live`` may later be superseded)."""
 
@@ -217,6 +218,16 @@ class HistoryResult(TypedDict):
 
     deployments: list[Deployment]
     next_cursor: str | None
+
+
+class StopResult(TypedDict):
+    """Result of ``deploy.stop``."""
+
+    deployment: Deployment | None
+    """The deployment that was live, now ``stopped`` (its last event is ``stop``); ``None`` when the registry
+    named a deployment that was not live (its registry row was cleared all the same)."""
+    stopped_slots: list[str]
+    """The slots whose processes were stopped (live, warm previous, any other), sorted."""
 
 
 class FollowResult(TypedDict):
