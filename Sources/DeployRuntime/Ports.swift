@@ -208,11 +208,16 @@ public protocol TrafficRouter: Sendable {
     func listenPort(preferred: Int, modelName: String, environment: String) async -> Int
     /// Per-backend traffic counters, `nil` for a router that keeps none.
     func stats(modelName: String, environment: String) async -> [BackendStats]?
+    /// Where the endpoint's router serves Prometheus metrics (per backend, labelled with the slot id), `nil`
+    /// for a router without an exporter.
+    func metricsURL(modelName: String, environment: String) async -> String?
 }
 
 extension TrafficRouter {
     /// Routers without counters.
     public func stats(modelName: String, environment: String) async -> [BackendStats]? { nil }
+    /// Routers without an exporter.
+    public func metricsURL(modelName: String, environment: String) async -> String? { nil }
 }
 
 /// The models and bentos that can be deployed, as the core's facts.

@@ -49,7 +49,7 @@ extension DeployService {
             "model_name": .string(e.modelName), "environment": .string(e.environment), "model_version": .string(e.modelVersion),
             "deployment_id": .string(e.deploymentId), "endpoint_url": .string(e.endpointURL), "slot": .string(e.slot),
             "slot_alive": .bool(s.slotAlive), "endpoint_alive": .bool(s.endpointAlive), "standby": standby,
-            "in_flight": inFlight, "since": .string(RFC3339.format(e.updatedAt)),
+            "in_flight": inFlight, "since": .string(RFC3339.format(e.updatedAt)), "metrics_url": .string(s.metricsURL),
         ]
     }
 

@@ -664,7 +664,7 @@ public let openRPCDocumentText = ####"""
     {
       "name": "deploy.list",
       "summary": "What is live now, per model and environment, with real liveness.",
-      "description": "One row per (model, environment) that has a live version: the version, its deployment, the stable endpoint, whether the live slot runs and whether the endpoint answers through the router now, the warm standby (the one-call rollback target) with whether it runs, and any rollout in flight. Filter by model_name and/or environment.",
+      "description": "One row per (model, environment) that has a live version: the version, its deployment, the stable endpoint, whether the live slot runs and whether the endpoint answers through the router now, the warm standby (the one-call rollback target) with whether it runs, and any rollout in flight. Filter by model_name and/or environment. With the HAProxy router, metrics_url is the endpoint's Prometheus exporter.",
       "tags": [
         {
           "name": "deploy"
@@ -2374,7 +2374,8 @@ public let openRPCDocumentText = ####"""
           "endpoint_alive",
           "standby",
           "in_flight",
-          "since"
+          "since",
+          "metrics_url"
         ],
         "properties": {
           "model_name": {
@@ -2467,6 +2468,13 @@ public let openRPCDocumentText = ####"""
           "since": {
             "type": "string",
             "description": "When the registry last changed for this pair (RFC 3339)."
+          },
+          "metrics_url": {
+            "type": [
+              "string",
+              "null"
+            ],
+            "description": "Where the endpoint's router serves Prometheus metrics (HAProxy's built-in exporter on a loopback port of its own, `GET /metrics`; the endpoint's own /metrics is the model's); null on nginx. Series of the endpoint's backend carry `proxy=\"be_<model>_<environment>...\"` and `server=\"<slot id>\"`: map a server to its version with this row's `slot` / `model_version` and `standby.slot` / `standby.model_version`."
           }
         }
       },

@@ -25,6 +25,7 @@ from .types import (
     LiveRow,
     PlanResult,
     RollbackResult,
+    StopResult,
     StatusResult,
     to_output,
     with_int_error_code,

@@ -272,6 +272,9 @@ class LiveRow(TypedDict):
     """Whether the stable endpoint answers through the router now."""
     standby: LiveStandby | None
     in_flight: LiveInFlight | None
+    metrics_url: str | None
+    """The router's Prometheus exporter for this endpoint (HAProxy; ``None`` on nginx). Its series are labelled
+    ``server="<slot>"``: ``slot`` is the live version's, ``standby["slot"]`` the warm one's."""
     since: str
     """When the registry last changed for this pair (RFC 3339)."""
 
