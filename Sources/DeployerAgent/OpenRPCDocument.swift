@@ -2474,7 +2474,7 @@ public let openRPCDocumentText = ####"""
               "string",
               "null"
             ],
-            "description": "Where the endpoint's router serves Prometheus metrics (HAProxy's built-in exporter on a loopback port of its own, `GET /metrics`; the endpoint's own /metrics is the model's); null on nginx. Series of the endpoint's backend carry `proxy=\"be_<model>_<environment>...\"` and `server=\"<slot id>\"`: map a server to its version with this row's `slot` / `model_version` and `standby.slot` / `standby.model_version`."
+            "description": "Where the endpoint's router serves Prometheus metrics (HAProxy's built-in exporter on a loopback port of its own, `GET /metrics`; the endpoint's own /metrics is the model's); null on nginx. Series of the endpoint's backend carry `proxy=\"be_<model>_s<environment>\"` (in each name _ becomes _u, . _d, - _h) and `server=\"<slot id>\"`: map a server to its version with this row's `slot` / `model_version` and `standby.slot` / `standby.model_version`."
           }
         }
       },
