@@ -16,6 +16,8 @@ public enum DeploymentStatus: String, Sendable, CaseIterable, Hashable, Codable 
     case superseded
     /// A plan or gate whose approval window ran out.
     case expired
+    /// A live deployment taken down by `deploy.stop`: its route removed, its slots stopped, nothing live after it.
+    case stopped
 
     /// Statuses that hold the (model, environment) rollout lock: at most one deployment per pair may be in one.
     public static let inFlight: Set<DeploymentStatus> = [
@@ -28,7 +30,7 @@ public enum DeploymentStatus: String, Sendable, CaseIterable, Hashable, Codable 
     /// `true` for statuses no transition leaves (except `live`, which a rollback or a newer version ends).
     public var isTerminal: Bool {
         switch self {
-        case .rejected, .failed, .rolledBack, .interrupted, .superseded, .expired: return true
+        case .rejected, .failed, .rolledBack, .interrupted, .superseded, .expired, .stopped: return true
         default: return false
         }
     }

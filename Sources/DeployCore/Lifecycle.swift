@@ -22,12 +22,14 @@ public enum LifecycleEvent: Sendable, Hashable {
     case interrupt
     /// An approval window or plan ran out.
     case expire
+    /// `deploy.stop` took the live deployment down (route removed, slots stopped).
+    case stop
 
     /// Every event, with every gate and flag value (for exhaustive tests and docs).
     public static let all: [LifecycleEvent] = [
         .approve(gate: .deploy), .approve(gate: .promote), .reject(gate: .deploy), .reject(gate: .promote),
         .execute, .slotReady, .validated(promotionGate: true), .validated(promotionGate: false),
-        .switched, .fail, .rollBack, .supersede, .interrupt, .expire,
+        .switched, .fail, .rollBack, .supersede, .interrupt, .expire, .stop,
     ]
 
     /// A stable name for the events table, e.g. `approve:deploy`, `validated:promotion_gate`, `roll_back`.
@@ -44,6 +46,7 @@ public enum LifecycleEvent: Sendable, Hashable {
         case .supersede: return "supersede"
         case .interrupt: return "interrupt"
         case .expire: return "expire"
+        case .stop: return "stop"
         }
     }
 }
@@ -79,7 +82,7 @@ public struct LifecycleError: Error, Sendable, Hashable, CustomStringConvertible
 /// validating --validated(promotionGate: false)--> switching --switched--> live
 /// awaiting_promotion --reject(promote)--> rejected
 /// deploying|validating|switching --fail--> failed
-/// live --rollBack--> rolled_back        live --supersede--> superseded
+/// live --rollBack--> rolled_back        live --supersede--> superseded        live --stop--> stopped
 /// any in-flight status --interrupt--> interrupted
 /// planned|awaiting_approval|awaiting_promotion --expire--> expired
 /// ```
@@ -101,6 +104,7 @@ public enum Lifecycle {
         case (.switching, .switched): return .success(.live)
         case (.live, .rollBack): return .success(.rolledBack)
         case (.live, .supersede): return .success(.superseded)
+        case (.live, .stop): return .success(.stopped)
         case (_, .interrupt) where from.isInFlight: return .success(.interrupted)
         case (.planned, .expire), (.awaitingApproval, .expire), (.awaitingPromotion, .expire): return .success(.expired)
         case (_, .approve(let gate)), (_, .reject(let gate)):
@@ -155,6 +159,7 @@ extension DeploymentStatus {
         case .interrupted: return "interrupted: the agent running it stopped; reconciled on the next start"
         case .superseded: return "replaced by a newer deployment"
         case .expired: return "the approval window ran out"
+        case .stopped: return "stopped by deploy.stop: the endpoint's route was removed and its slots stopped"
         }
     }
 }

@@ -19,6 +19,8 @@ public struct LiveSummary: Sendable {
     public var standby: Standby?
     /// A rollout in flight for the pair, if any.
     public var inFlight: DeploymentRecord?
+    /// The router's Prometheus endpoint for this endpoint (HAProxy), nil when the router has none.
+    public var metricsURL: String?
 
     public struct Standby: Sendable {
         public var version: String
@@ -55,7 +57,8 @@ extension Engine {
             }
             let inFlight = try ledger { () throws(StoreError) in try store.inFlight(modelName: e.modelName, environment: e.environment) }
             out.append(LiveSummary(entry: e, slotAlive: slotAlive, endpointAlive: await endpointAnswers(e),
-                                   standby: standby, inFlight: inFlight))
+                                   standby: standby, inFlight: inFlight,
+                                   metricsURL: await ports(for: e.environment).router.metricsURL(modelName: e.modelName, environment: e.environment)))
         }
         return out
     }

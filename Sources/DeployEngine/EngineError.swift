@@ -78,6 +78,10 @@ public struct EngineError: Error, Sendable, CustomStringConvertible {
     public static func nothingToRollBack(_ reason: String, _ message: String) -> EngineError {
         .init(.nothingToRollBack, reason: reason, message: message)
     }
+    /// Nothing is live for the model and environment (`deploy.stop`).
+    public static func nothingDeployed(_ message: String) -> EngineError {
+        .init(.nothingToRollBack, reason: "nothing_deployed", message: message)
+    }
     /// A ledger failure, by what the ledger said.
     public static func ledger(_ e: StoreError) -> EngineError {
         switch e.code {

@@ -31,13 +31,18 @@ public struct HAProxyRoute: Sendable, Hashable {
     public var port: Int
     /// The servers, in the order they were given.
     public var backends: [HAProxyServer]
+    /// The loopback port where this endpoint's HAProxy serves its Prometheus exporter (`GET /metrics`),
+    /// apart from `port` (whose `/metrics` is the model's own, BentoML's); nil for a route written before
+    /// metrics existed, until its process is next replaced.
+    public var metricsPort: Int?
 
     /// Creates a route value.
-    public init(modelName: String, environment: String, port: Int, backends: [HAProxyServer]) {
+    public init(modelName: String, environment: String, port: Int, backends: [HAProxyServer], metricsPort: Int? = nil) {
         self.modelName = modelName
         self.environment = environment
         self.port = port
         self.backends = backends
+        self.metricsPort = metricsPort
     }
 
     /// The frontend/backend/map identifier (collision-free, see `RuntimeNames.routeIdentifier`).
@@ -61,6 +66,11 @@ public enum HAProxyConfig {
         try RuntimeNames.check(route.modelName, "model name")
         try RuntimeNames.check(route.environment, "environment")
         guard (1...65535).contains(route.port) else { throw .invalidName("router port \(route.port) must be 1-65535") }
+        if let m = route.metricsPort {
+            guard (1...65535).contains(m), m != route.port, !route.backends.contains(where: { $0.port == m }) else {
+                throw .invalidName("metrics port \(m) must be 1-65535 and differ from the endpoint's and its backends' ports")
+            }
+        }
         guard !route.backends.isEmpty else {
             throw RuntimeError(code: "invalid_weights", message: "a route needs at least one backend (remove the route instead)")
         }
@@ -148,7 +158,23 @@ public enum HAProxyConfig {
         for b in route.backends {
             out += "    server \(b.name) 127.0.0.1:\(b.port) weight \(b.weight)\n"
         }
-        return out
+        return out + metricsFrontend(route)
+    }
+
+    /// The endpoint's Prometheus exporter (HAProxy's built-in `prometheus-exporter` service, `USE_PROMEX`) on
+    /// its own loopback port: per-server (= per-slot) request, response-code, error and time metrics of the
+    /// backend, labelled `proxy="be_<id>"`, `server="<slot>"`. Empty when the route has no metrics port.
+    public static func metricsFrontend(_ route: HAProxyRoute) -> String {
+        guard let m = route.metricsPort else { return "" }
+        return """
+
+        frontend metrics
+            bind 127.0.0.1:\(m)
+            no log
+            http-request use-service prometheus-exporter if { path /metrics }
+            http-request return status 404 content-type text/plain string "GET /metrics\\n"
+
+        """
     }
 
     /// The map file (server name -> version) of `route`.
@@ -169,6 +195,7 @@ public enum HAProxyConfig {
         let list: [JSONValue] = routes.sorted(by: { $0.identifier < $1.identifier }).map { r in
             .object([
                 "model": .string(r.modelName), "environment": .string(r.environment), "port": .integer(r.port),
+                "metrics_port": r.metricsPort.map { .integer($0) } ?? .null,
                 "backends": .array(r.backends.map { b in
                     .object(["name": .string(b.name), "port": .integer(b.port), "weight": .integer(b.weight),
                              "version": .string(b.version)])
@@ -201,7 +228,12 @@ public enum HAProxyConfig {
                 bs.append(HAProxyServer(name: name, port: bpi, weight: wi, version: v))
             }
             guard let pi = Int(exactly: port) else { throw bad("port of \(model)/\(env) is out of range") }
-            let route = HAProxyRoute(modelName: model, environment: env, port: pi, backends: bs)
+            var metricsPort: Int?
+            if let m = item["metrics_port"], !m.isNull {
+                guard let mi = m.intValue.flatMap({ Int(exactly: $0) }) else { throw bad("metrics_port of \(model)/\(env) is not a port") }
+                metricsPort = mi
+            }
+            let route = HAProxyRoute(modelName: model, environment: env, port: pi, backends: bs, metricsPort: metricsPort)
             do { try validate(route) } catch { throw bad(error.message) }
             guard seen.insert(route.identifier).inserted else { throw bad("\(model)/\(env) appears twice") }
             routes.append(route)

@@ -351,10 +351,19 @@ public final class HAProxyRouter: Sendable {
         return HAProxyParse.serversState(text, backend: route.backendName)
     }
 
-    private func setBackendsLocked(_ route: HAProxyRoute) throws(RuntimeError) -> HAProxyApplyResult {
+    private func setBackendsLocked(_ wanted: HAProxyRoute) throws(RuntimeError) -> HAProxyApplyResult {
         let start = monotonicMs()
         let routes = try loadState()
-        let previous = routes.first { $0.identifier == route.identifier }
+        let previous = routes.first { $0.identifier == wanted.identifier }
+        // The metrics port stays what it was (scrape configs name it); a new process gets one if it has none.
+        var route = wanted
+        route.metricsPort = previous?.metricsPort
+        if route.metricsPort == nil && !(previous?.port == route.port) {
+            let taken = Set(routes.flatMap { [$0.port] + ($0.metricsPort.map { [$0] } ?? []) } + [route.port] + route.backends.map(\.port))
+            var candidate = freePort(preferred: nil)
+            while taken.contains(candidate) { candidate = freePort(preferred: nil) }
+            route.metricsPort = candidate
+        }
         if let other = routes.first(where: { $0.port == route.port && $0.identifier != route.identifier }) {
             throw RuntimeError(code: "port_in_use", message: "router port \(route.port) already serves \(other.modelName)/\(other.environment)")
         }

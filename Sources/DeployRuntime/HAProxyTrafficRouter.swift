@@ -96,6 +96,12 @@ public struct HAProxyTrafficRouter: TrafficRouter {
         }
     }
 
+    /// `http://127.0.0.1:<metrics port>/metrics`: the endpoint's HAProxy Prometheus exporter (servers are slot ids).
+    public func metricsURL(modelName: String, environment: String) async -> String? {
+        guard RuntimeNames.isValidName(modelName), RuntimeNames.isValidName(environment) else { return nil }
+        return haproxy.route(model: modelName, environment: environment)?.metricsPort.map { "http://127.0.0.1:\($0)/metrics" }
+    }
+
     /// Stops every HAProxy process of this home (tests and shutdown); routes are kept.
     public func stop() async { await haproxy.stop() }
 

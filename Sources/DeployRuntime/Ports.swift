@@ -216,6 +216,9 @@ public protocol TrafficRouter: Sendable {
     func endpointAddress(listenPort: Int, modelName: String, environment: String) -> SlotAddress
     /// The endpoint's URL as the registry records it.
     func endpointURL(listenPort: Int, modelName: String, environment: String) -> String
+    /// Where the endpoint's router serves Prometheus metrics (per backend, labelled with the slot id), `nil`
+    /// for a router without an exporter.
+    func metricsURL(modelName: String, environment: String) async -> String?
 }
 
 extension TrafficRouter {
@@ -225,6 +228,8 @@ extension TrafficRouter {
     public func endpointAddress(listenPort: Int, modelName: String, environment: String) -> SlotAddress { SlotAddress(port: listenPort) }
     /// `http://127.0.0.1:PORT`.
     public func endpointURL(listenPort: Int, modelName: String, environment: String) -> String { "http://127.0.0.1:\(listenPort)" }
+    /// Routers without an exporter.
+    public func metricsURL(modelName: String, environment: String) async -> String? { nil }
 }
 
 /// The models and bentos that can be deployed, as the core's facts.

@@ -155,7 +155,8 @@ public enum CLI {
                   -h, --help              show this help
 
                 Methods: deploy.plan, deploy.approve, deploy.execute, deploy.rollback, deploy.status,
-                history.query, ping, rpc.discover; MCP: initialize, tools/list, tools/call.
+                deploy.list, deploy.follow, deploy.stop, history.query, ping, rpc.discover;
+                MCP: initialize, tools/list, tools/call.
                 """
         }
         return """

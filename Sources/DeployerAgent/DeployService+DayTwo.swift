@@ -19,6 +19,20 @@ extension DeployService {
         return ["live": .array(rows.map(Self.liveRow))]
     }
 
+    /// `deploy.stop`: takes (model, environment) down (route removed, slots stopped, live deployment `stopped`).
+    /// Not an MCP tool: a person runs it.
+    func stop(_ raw: JSONValue?) async throws -> JSONValue {
+        let p = try Params(raw, allowed: ["model_name", "environment", "requested_by", "reason"])
+        let model = try p.name("model_name")!
+        let env = try p.name("environment")!
+        let by = try p.actor("requested_by")!
+        let reason = try p.string("reason")
+        let o = try await call { (e) async throws(EngineError) in
+            try await e.stop(modelName: model, environment: env, reason: reason, requestedBy: by)
+        }
+        return ["deployment": o.record.map(Wire.deployment) ?? .null, "stopped_slots": .array(o.stoppedSlots.map { .string($0) })]
+    }
+
     static func liveRow(_ s: LiveSummary) -> JSONValue {
         let e = s.entry
         var standby: JSONValue = .null
@@ -35,7 +49,7 @@ extension DeployService {
             "model_name": .string(e.modelName), "environment": .string(e.environment), "model_version": .string(e.modelVersion),
             "deployment_id": .string(e.deploymentId), "endpoint_url": .string(e.endpointURL), "slot": .string(e.slot),
             "slot_alive": .bool(s.slotAlive), "endpoint_alive": .bool(s.endpointAlive), "standby": standby,
-            "in_flight": inFlight, "since": .string(RFC3339.format(e.updatedAt)),
+            "in_flight": inFlight, "since": .string(RFC3339.format(e.updatedAt)), "metrics_url": .string(s.metricsURL),
         ]
     }
 
@@ -48,7 +62,7 @@ extension DeployService {
         case .awaitingPromotion: return 70
         case .switching: return 75
         case .live: return 90
-        case .failed, .rejected, .rolledBack, .interrupted, .superseded, .expired: return 100
+        case .failed, .rejected, .rolledBack, .interrupted, .superseded, .expired, .stopped: return 100
         }
     }
 

@@ -62,6 +62,7 @@ public final class DeployerAgent: Sendable {
             "deploy.plan": { p, _ in try await s.plan(p) },
             "deploy.rollback": { p, progress in try await s.rollback(p, progress: progress) },
             "deploy.status": { p, _ in try await s.status(p) },
+            "deploy.stop": { p, _ in try await s.stop(p) },
             "history.query": { p, _ in try await s.history(p) },
         ]
         let validators = self.validators

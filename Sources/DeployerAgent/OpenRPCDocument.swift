@@ -664,7 +664,7 @@ public let openRPCDocumentText = ####"""
     {
       "name": "deploy.list",
       "summary": "What is live now, per model and environment, with real liveness.",
-      "description": "One row per (model, environment) that has a live version: the version, its deployment, the stable endpoint, whether the live slot runs and whether the endpoint answers through the router now, the warm standby (the one-call rollback target) with whether it runs, and any rollout in flight. Filter by model_name and/or environment.",
+      "description": "One row per (model, environment) that has a live version: the version, its deployment, the stable endpoint, whether the live slot runs and whether the endpoint answers through the router now, the warm standby (the one-call rollback target) with whether it runs, and any rollout in flight. Filter by model_name and/or environment. With the HAProxy router, metrics_url is the endpoint's Prometheus exporter.",
       "tags": [
         {
           "name": "deploy"
@@ -778,6 +778,101 @@ public let openRPCDocumentText = ####"""
         },
         "required": [
           "deployment_id"
+        ]
+      }
+    },
+    {
+      "name": "deploy.stop",
+      "summary": "Take a model down in an environment (undeploy).",
+      "description": "Removes the endpoint's route (the HAProxy process of the endpoint, or the nginx server, is gone: its port refuses connections), stops every slot of the model and environment (live, warm previous, any other), then in one ledger transaction marks the live deployment stopped (event `stop` with requested_by and reason) and clears its registry row: deploy.list no longer shows it, history --status live no longer finds it, and the next deploy.plan there is a first deployment (direct). Refused with rollout_in_progress (data.deployment_id) while a rollout of that model and environment runs (deploying, validating, awaiting_promotion, switching) or the live version is still in its bake, and with nothing_deployed when nothing is live. A plan not yet executed does not block; executing it afterwards is plan_stale. If the route is removed but a slot cannot be stopped, the error is runtime_unavailable and the ledger still says live: call deploy.stop again. Not an MCP tool: a person runs it.",
+      "tags": [
+        {
+          "name": "deploy"
+        }
+      ],
+      "paramStructure": "by-name",
+      "params": [
+        {
+          "name": "model_name",
+          "required": true,
+          "schema": {
+            "$ref": "#/components/schemas/Name"
+          }
+        },
+        {
+          "name": "environment",
+          "required": true,
+          "schema": {
+            "$ref": "#/components/schemas/Name"
+          }
+        },
+        {
+          "name": "requested_by",
+          "required": true,
+          "schema": {
+            "$ref": "#/components/schemas/Actor"
+          }
+        },
+        {
+          "name": "reason",
+          "required": false,
+          "description": "Why, recorded in the stop event.",
+          "schema": {
+            "type": "string",
+            "maxLength": 4096,
+            "pattern": "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$"
+          }
+        }
+      ],
+      "result": {
+        "name": "stopped",
+        "schema": {
+          "$ref": "#/components/schemas/StopResult"
+        }
+      },
+      "errors": [
+        {
+          "$ref": "#/components/errors/InvalidParams"
+        },
+        {
+          "$ref": "#/components/errors/RolloutInProgress"
+        },
+        {
+          "$ref": "#/components/errors/NothingToRollBack"
+        },
+        {
+          "$ref": "#/components/errors/LedgerUnavailable"
+        },
+        {
+          "$ref": "#/components/errors/RuntimeUnavailable"
+        },
+        {
+          "$ref": "#/components/errors/RequestCancelled"
+        }
+      ],
+      "x-params-schema": {
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+          "model_name": {
+            "$ref": "#/components/schemas/Name"
+          },
+          "environment": {
+            "$ref": "#/components/schemas/Name"
+          },
+          "requested_by": {
+            "$ref": "#/components/schemas/Actor"
+          },
+          "reason": {
+            "type": "string",
+            "maxLength": 4096,
+            "pattern": "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$"
+          }
+        },
+        "required": [
+          "model_name",
+          "environment",
+          "requested_by"
         ]
       }
     },
@@ -1349,9 +1444,10 @@ public let openRPCDocumentText = ####"""
           "rolled_back",
           "interrupted",
           "superseded",
-          "expired"
+          "expired",
+          "stopped"
         ],
-        "description": "planned -> awaiting_approval -> approved -> deploying -> validating -> [awaiting_promotion] -> switching -> live; failure and end states: rejected, failed, rolled_back, interrupted, superseded (replaced by a newer live version), expired (approval window ran out)."
+        "description": "planned -> awaiting_approval -> approved -> deploying -> validating -> [awaiting_promotion] -> switching -> live; failure and end states: rejected, failed, rolled_back, interrupted, superseded (replaced by a newer live version), expired (approval window ran out), stopped (a live deployment taken down by deploy.stop)."
       },
       "DeploymentStrategy": {
         "title": "DeploymentStrategy",
@@ -2339,7 +2435,8 @@ public let openRPCDocumentText = ####"""
           "endpoint_alive",
           "standby",
           "in_flight",
-          "since"
+          "since",
+          "metrics_url"
         ],
         "properties": {
           "model_name": {
@@ -2432,6 +2529,13 @@ public let openRPCDocumentText = ####"""
           "since": {
             "type": "string",
             "description": "When the registry last changed for this pair (RFC 3339)."
+          },
+          "metrics_url": {
+            "type": [
+              "string",
+              "null"
+            ],
+            "description": "Where the endpoint's router serves Prometheus metrics (HAProxy's built-in exporter on a loopback port of its own, `GET /metrics`; the endpoint's own /metrics is the model's); null on nginx. Series of the endpoint's backend carry `proxy=\"be_<model>_s<environment>\"` (in each name _ becomes _u, . _d, - _h) and `server=\"<slot id>\"`: map a server to its version with this row's `slot` / `model_version` and `standby.slot` / `standby.model_version`."
           }
         }
       },
@@ -2581,6 +2685,7 @@ public let openRPCDocumentText = ####"""
               "insufficient_resources",
               "unknown_environment",
               "nothing_to_roll_back",
+              "nothing_deployed",
               "ledger_unavailable",
               "runtime_unavailable",
               "duplicate_id",
@@ -2693,6 +2798,34 @@ public let openRPCDocumentText = ####"""
           }
         },
         "additionalProperties": false
+      },
+      "StopResult": {
+        "title": "StopResult",
+        "type": "object",
+        "required": [
+          "deployment",
+          "stopped_slots"
+        ],
+        "properties": {
+          "deployment": {
+            "description": "The deployment that was live, now stopped (its last event is `stop`, with who and why); null when the registry named a deployment that was not live (its registry row was cleared all the same).",
+            "anyOf": [
+              {
+                "type": "null"
+              },
+              {
+                "$ref": "#/components/schemas/Deployment"
+              }
+            ]
+          },
+          "stopped_slots": {
+            "type": "array",
+            "items": {
+              "type": "string"
+            },
+            "description": "The slots whose processes were stopped (live, warm previous and any other slot of the model and environment), sorted."
+          }
+        }
       }
     },
     "errors": {
@@ -2930,7 +3063,7 @@ public let openRPCDocumentText = ####"""
         "invalid_transition",
         "idempotency_key_conflict"
       ],
-      "description": "Another rollout for the same model and environment is in flight; data.deployment_id names it. `idempotency_key_conflict`: the plan's idempotency_key already names another deployment (data.deployment_id) made from a different request; the same key with the same request returns that deployment."
+      "description": "Another rollout for the same model and environment is in flight; data.deployment_id names it. `idempotency_key_conflict`: the plan's idempotency_key already names another deployment (data.deployment_id) made from a different request; the same key with the same request returns that deployment. deploy.stop answers rollout_in_progress while a rollout of the pair runs or the live version is in its bake."
     },
     {
       "code": -32003,
@@ -2980,9 +3113,10 @@ public let openRPCDocumentText = ####"""
       "reasons": [
         "nothing_to_roll_back",
         "version_not_in_history",
-        "rollback_target_unhealthy"
+        "rollback_target_unhealthy",
+        "nothing_deployed"
       ],
-      "description": "No previous live version (or no such to_version) to roll back to; nothing changed. `rollback_target_unhealthy`: the target was rolled back or failed the last time it was deployed here; bringing it back is a new deployment (deploy.plan, with its gates), not a rollback."
+      "description": "No previous live version (or no such to_version) to roll back to; nothing changed. `rollback_target_unhealthy`: the target was rolled back or failed the last time it was deployed here; bringing it back is a new deployment (deploy.plan, with its gates), not a rollback. `nothing_deployed` (deploy.stop): nothing is live for that model and environment; nothing changed."
     },
     {
       "code": -32007,

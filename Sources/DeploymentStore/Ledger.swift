@@ -235,6 +235,9 @@ struct Ledger: Sendable {
                         ev.toStatus = status
                         _ = try appendChained(c, ev)
                         guard let rec = try fetch(c, id) else { throw StoreError(.notFound, "no deployment \(id)") }
+                        if changes.clearsRegistry {
+                            _ = try clearRegistryRow(c, rec.modelName, rec.environment, id, event.at)
+                        }
                         return rec
                     }
             } catch let e as StoreError {
@@ -311,6 +314,25 @@ struct Ledger: Sendable {
                     [.text(e.modelName), .text(e.environment), .text(e.deploymentId), .time(e.updatedAt)])
             }
         }
+    }
+
+    func clearRegistry(modelName: String, environment: String, deploymentId: String, at: Date) throws(StoreError) -> Bool {
+        try checkNoNUL([("model_name", modelName), ("environment", environment), ("deployment_id", deploymentId)])
+        return try mapped {
+            try backend.run(.write) { c, _ in try clearRegistryRow(c, modelName, environment, deploymentId, at) }
+        }
+    }
+
+    /// Deletes the registry row naming `deploymentId` and closes its open live interval.
+    func clearRegistryRow(_ c: any SQLConnection, _ model: String, _ env: String, _ id: String, _ at: Date) throws -> Bool {
+        let deleted = try c.execute(
+            "DELETE FROM ml_model_registry WHERE model_name = $1 AND environment = $2 AND deployment_id = $3 RETURNING deployment_id",
+            [.text(model), .text(env), .text(id)])
+        _ = try c.execute(
+            "UPDATE ml_live_intervals SET live_until = $4::timestamptz WHERE model_name = $1 AND environment = $2 "
+                + "AND deployment_id = $3 AND live_until IS NULL",
+            [.text(model), .text(env), .text(id), .time(at)])
+        return !deleted.isEmpty
     }
 
     // MARK: - Reads

@@ -238,12 +238,15 @@ public struct DeploymentChanges: Sendable, Hashable {
     public var owner: String??
     public var plan: JSONValue?
     public var previousVersion: String?
+    /// In the same transaction, deletes the registry row of the deployment's (model, environment) when it names
+    /// this deployment, and closes its live interval at the event's time (`deploy.stop`: nothing is live after).
+    public var clearsRegistry: Bool
 
     public init(
         endpointURL: String? = nil, slot: String? = nil, healthCheckPassed: Bool? = nil,
         metricsBaseline: [String: Double]? = nil, approvedBy: String? = nil, approvedAt: Date? = nil,
         startedAt: Date? = nil, finishedAt: Date? = nil, error: JSONValue? = nil, owner: String?? = nil,
-        plan: JSONValue? = nil, previousVersion: String? = nil
+        plan: JSONValue? = nil, previousVersion: String? = nil, clearsRegistry: Bool = false
     ) {
         self.endpointURL = endpointURL
         self.slot = slot
@@ -257,6 +260,7 @@ public struct DeploymentChanges: Sendable, Hashable {
         self.owner = owner
         self.plan = plan
         self.previousVersion = previousVersion
+        self.clearsRegistry = clearsRegistry
     }
 }
 
@@ -346,4 +350,9 @@ public protocol DeploymentStore: AnyObject, Sendable {
     /// Inserts or replaces the registry row for `entry.modelName`, `entry.environment`; also records the
     /// interval during which `entry.deploymentId` is live, so `live_at` queries can answer.
     func setRegistry(_ entry: RegistryEntry) throws(StoreError)
+
+    /// Deletes the registry row of (model, environment) when it names `deploymentId` (nothing is live there
+    /// afterwards) and closes that deployment's open live interval at `at`. Returns whether a row was deleted.
+    @discardableResult
+    func clearRegistry(modelName: String, environment: String, deploymentId: String, at: Date) throws(StoreError) -> Bool
 }

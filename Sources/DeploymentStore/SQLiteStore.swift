@@ -281,4 +281,8 @@ public final class SQLiteStore: DeploymentStore, @unchecked Sendable {
     }
     public func allRegistryEntries() throws(StoreError) -> [RegistryEntry] { try ledger.allRegistryEntries() }
     public func setRegistry(_ entry: RegistryEntry) throws(StoreError) { try ledger.setRegistry(entry) }
+    @discardableResult
+    public func clearRegistry(modelName: String, environment: String, deploymentId: String, at: Date) throws(StoreError) -> Bool {
+        try ledger.clearRegistry(modelName: modelName, environment: environment, deploymentId: deploymentId, at: at)
+    }
 }

@@ -17,7 +17,7 @@ private let allowed: [DeploymentStatus: [LifecycleEvent: DeploymentStatus]] = [
         .approve(gate: .promote): .switching, .reject(gate: .promote): .rejected, .interrupt: .interrupted, .expire: .expired,
     ],
     .switching: [.switched: .live, .fail: .failed, .interrupt: .interrupted],
-    .live: [.rollBack: .rolledBack, .supersede: .superseded],
+    .live: [.rollBack: .rolledBack, .supersede: .superseded, .stop: .stopped],
 ]
 
 @Suite struct LifecycleTests {
@@ -44,7 +44,7 @@ private let allowed: [DeploymentStatus: [LifecycleEvent: DeploymentStatus]] = [
                 checked += 1
             }
         }
-        #expect(checked == DeploymentStatus.allCases.count * 14)
+        #expect(checked == DeploymentStatus.allCases.count * LifecycleEvent.all.count)
     }
 
     @Test func terminalStatusesHaveNoWayOut() {

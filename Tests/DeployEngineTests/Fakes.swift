@@ -71,6 +71,7 @@ final class FakeRouter: TrafficRouter {
         var applied: [RouteSpec] = []
         var failApply = false
         var failVerify = false
+        var failRemove = false
         var running = true
     }
     let state = Mutex(State())
@@ -91,7 +92,10 @@ final class FakeRouter: TrafficRouter {
     func route(modelName: String, environment: String) async -> RouteSpec? { state.withLock { $0.routes[Self.key(modelName, environment)] } }
     func routes() async -> [RouteSpec] { state.withLock { Array($0.routes.values) } }
     func removeRoute(modelName: String, environment: String) async throws(RuntimeError) {
-        _ = state.withLock { $0.routes.removeValue(forKey: Self.key(modelName, environment)) }
+        try state.withLock { (s: inout State) throws(RuntimeError) in
+            if s.failRemove { throw RuntimeError(code: "nginx_failed", message: "nginx -s reload failed") }
+            s.routes.removeValue(forKey: Self.key(modelName, environment))
+        }
     }
     func needsRestart() async -> Bool { state.withLock { !$0.running && !$0.routes.isEmpty } }
     func listenPort(preferred: Int, modelName: String, environment: String) async -> Int { preferred }

@@ -104,6 +104,24 @@ import Testing
         }
     }
 
+    @Test func aMetricsPortAddsTheExporterFrontendAndRoundTrips() throws {
+        var r = route
+        #expect(HAProxyConfig.metricsFrontend(r).isEmpty)
+        r.metricsPort = 9555
+        let text = try HAProxyConfig.render(prefix: "/srv/md/router", route: r, logPort: 51000)
+        #expect(text.hasPrefix(try HAProxyConfig.render(prefix: "/srv/md/router", route: route, logPort: 51000)))
+        #expect(text.contains("frontend metrics\n    bind 127.0.0.1:9555\n"))
+        #expect(text.contains("http-request use-service prometheus-exporter if { path /metrics }"))
+        var other = route
+        other.environment = "qa"
+        #expect(try HAProxyConfig.decodeState(HAProxyConfig.encodeState([r, other])).sorted { $0.environment < $1.environment } == [r, other])
+        for bad in [0, 70_000, r.port, r.backends[0].port] {
+            var b = r
+            b.metricsPort = bad
+            #expect(throws: RuntimeError.self) { try HAProxyConfig.validate(b) }
+        }
+    }
+
     @Test func stateRoundTripsAndRefusesTamperedFiles() throws {
         let other = HAProxyRoute(modelName: "a", environment: "b", port: 1234,
                                  backends: [HAProxyServer(name: "green", port: 2000, weight: 256, version: "v")])

@@ -320,6 +320,56 @@ struct HAProxyRouterTests {
         }
     }
 
+    /// The samples of `name` in a Prometheus text page, by their `server` label (backend series only).
+    static func serverSamples(_ page: String, _ name: String, backend: String, code: String? = nil) -> [String: Double] {
+        var out: [String: Double] = [:]
+        for line in page.split(separator: "\n") where line.hasPrefix(name + "{") && line.contains("proxy=\"\(backend)\"") {
+            if let code, !line.contains("code=\"\(code)\"") { continue }
+            guard let open = line.range(of: "server=\""), let value = line.split(separator: " ").last.flatMap({ Double($0) }) else { continue }
+            let server = line[open.upperBound...].prefix { $0 != "\"" }
+            out[String(server), default: 0] += value
+        }
+        return out
+    }
+
+    @Test func servesPrometheusMetricsPerServerOnAPortOfItsOwn() async throws {
+        try await withRouter(2) { router, servers, _ in
+            let port = freePort(preferred: nil)
+            try await router.setBackends(model: "iris", environment: "test", port: port, backends: backends(servers, [75, 25]))
+            let route = try #require(router.route(model: "iris", environment: "test"))
+            let metricsPort = try #require(route.metricsPort)
+            #expect(metricsPort != port && !servers.map(\.port).contains(metricsPort))
+            let ok = await sequential(port, 200)
+            let bad = await sequential(port, 20, path: "/status/500")
+            #expect(ok.failures == 0 && bad.failures == 20)
+            let page = try await HTTPClient.request(method: "GET", port: metricsPort, path: "/metrics", timeoutMs: 5000)
+            #expect(page.status == 200)
+            let text = String(decoding: page.body, as: UTF8.self)
+            let ok2xx = Self.serverSamples(text, "haproxy_server_http_responses_total", backend: route.backendName, code: "2xx")
+            let bad5xx = Self.serverSamples(text, "haproxy_server_http_responses_total", backend: route.backendName, code: "5xx")
+            #expect(ok2xx["blue"].map { Int($0) } == ok.slots["blue"] && ok2xx["green"].map { Int($0) } == ok.slots["green"], "\(ok2xx)")
+            #expect(bad5xx.values.reduce(0, +) == 20, "\(bad5xx)")
+            #expect(Set(Self.serverSamples(text, "haproxy_server_response_time_average_seconds", backend: route.backendName).keys) == ["blue", "green"])
+            // The endpoint's own /metrics still goes to the model (here: a test server answering its body).
+            let model = try await HTTPClient.request(method: "GET", port: port, path: "/metrics", timeoutMs: 5000)
+            #expect(model.headers["x-model-deployer-slot"] != nil && !String(decoding: model.body, as: UTF8.self).contains("haproxy_"))
+            // A weight change keeps the port (scrape configs name it), and so does a restarted HAProxy.
+            try await router.setBackends(model: "iris", environment: "test", port: port, backends: backends(servers, [50, 50]))
+            #expect(router.route(model: "iris", environment: "test")?.metricsPort == metricsPort)
+            let old = try #require(router.runningPid(model: "iris", environment: "test"))
+            kill(old, SIGKILL)
+            while ProcessLauncher.isAlive(pid: old) { try await Task.sleep(for: .milliseconds(5)) }
+            try await router.ensureRunning()
+            let again = try await HTTPClient.request(method: "GET", port: metricsPort, path: "/metrics", timeoutMs: 5000)
+            #expect(again.status == 200 && String(decoding: again.body, as: UTF8.self).contains("haproxy_server_http_responses_total"))
+            // Removing the endpoint takes its exporter away too.
+            try await router.removeRoute(model: "iris", environment: "test")
+            await #expect(throws: RuntimeError.self) {
+                try await HTTPClient.request(method: "GET", port: metricsPort, path: "/metrics", timeoutMs: 2000)
+            }
+        }
+    }
+
     @Test func refusesBadNamesAndPortsBeforeTouchingAnything() async throws {
         try await withRouter(2) { router, servers, home in
             let port = freePort(preferred: nil)

@@ -28,6 +28,9 @@ import Testing
         #expect(Self.reasons(ErrorMapping.code(.conflict)).contains("rollout_in_progress"))
         #expect(Self.reasons(ErrorMapping.code(.nothingToRollBack)).contains("rollback_target_unhealthy"))
         #expect(Self.reasons(ErrorMapping.code(.runtimeUnavailable)).contains("switch_unverified"))
+        // deploy.stop's refusals.
+        #expect(Self.reasons(ErrorMapping.code(EngineError.nothingDeployed("x").kind)).contains("nothing_deployed"))
+        #expect(Self.reasons(ErrorMapping.code(EngineError.rolloutInProgress(nil, "x").kind)).contains("rollout_in_progress"))
         // The failure reasons that end a request with a refusal are in the table under their stored code.
         #expect(Self.reasons(ErrorMapping.storedCode(.approval)).contains(FailureReason.approvalExpired.wireName))
         #expect(Self.reasons(ErrorMapping.storedCode(.runtimeUnavailable)).contains(FailureReason.switchUnverified.wireName))

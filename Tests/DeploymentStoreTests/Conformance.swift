@@ -479,4 +479,38 @@ enum Conformance {
             #expect(try store.allRegistryEntries().map(\.modelName) == ["iris", "other"])
         }
     }
+
+    /// `deploy.stop`'s write: live -> stopped clears the registry row naming the deployment and closes its live
+    /// interval in the same transaction; a row naming another deployment is left alone.
+    static func stopClearsRegistry(_ kind: StoreKind) throws {
+        try withDatabase(kind) { _, store in
+            let v1 = sampleRecord(version: "v1", status: .live, at: instant(0))
+            let other = sampleRecord(model: "other", version: "x", status: .live, at: instant(5))
+            for r in [v1, other] { try store.insert(r, event: planEvent()) }
+            for (r, at) in [(v1, 10.0), (other, 12.0)] {
+                try store.setRegistry(RegistryEntry(
+                    modelName: r.modelName, environment: r.environment, modelVersion: r.modelVersion, deploymentId: r.deploymentId,
+                    endpointURL: "http://127.0.0.1:8080", slot: r.slot ?? "blue", updatedAt: instant(at)))
+            }
+            // A row naming another deployment is not cleared.
+            #expect(try store.clearRegistry(modelName: "iris", environment: "production", deploymentId: other.deploymentId, at: instant(15)) == false)
+            #expect(try store.registry(modelName: "iris", environment: "production")?.deploymentId == v1.deploymentId)
+            let stopped = try store.transition(
+                id: v1.deploymentId, from: .live, to: .stopped, changes: DeploymentChanges(clearsRegistry: true),
+                event: DeploymentEvent(deploymentId: v1.deploymentId, at: instant(20), step: "stop", actor: "carol", message: "stopped"))
+            #expect(stopped.status == .stopped)
+            #expect(try store.registry(modelName: "iris", environment: "production") == nil)
+            #expect(try store.allRegistryEntries().map(\.modelName) == ["other"])
+            #expect(try store.events(deploymentId: v1.deploymentId).last?.toStatus == .stopped)
+            func liveAt(_ t: Double) throws -> [String] {
+                try store.query(HistoryQuery(modelName: "iris", environment: "production", liveAt: instant(t))).deployments.map(\.deploymentId)
+            }
+            #expect(try liveAt(19) == [v1.deploymentId])
+            #expect(try liveAt(20) == [])
+            // Standalone (a registry row left behind): cleared once, then there is nothing to clear.
+            #expect(try store.clearRegistry(modelName: "other", environment: "production", deploymentId: other.deploymentId, at: instant(30)))
+            #expect(try store.clearRegistry(modelName: "other", environment: "production", deploymentId: other.deploymentId, at: instant(31)) == false)
+            #expect(try store.allRegistryEntries().isEmpty)
+        }
+    }
 }

@@ -17,6 +17,7 @@ struct SQLiteConformanceTests {
     @Test func queryFilters() throws { try Conformance.filters(.sqlite) }
     @Test func unreadableRowsAreReportedNotFatal() throws { try Conformance.unreadableRows(.sqlite) }
     @Test func liveAtAnswersWhichDeploymentWasLive() throws { try Conformance.liveAt(.sqlite) }
+    @Test func stopClearsTheRegistry() throws { try Conformance.stopClearsRegistry(.sqlite) }
 }
 
 /// Runs when `MODEL_DEPLOYER_TEST_DATABASE_URL` names a Postgres server (see README: `scripts/pg-cluster.sh`).
@@ -35,6 +36,7 @@ struct PostgresConformanceTests {
     @Test func queryFilters() throws { try Conformance.filters(.postgres) }
     @Test func unreadableRowsAreReportedNotFatal() throws { try Conformance.unreadableRows(.postgres) }
     @Test func liveAtAnswersWhichDeploymentWasLive() throws { try Conformance.liveAt(.postgres) }
+    @Test func stopClearsTheRegistry() throws { try Conformance.stopClearsRegistry(.postgres) }
     @Test func survivesAServerRestartMidSession() throws { try PostgresRestart.restartMidSession() }
     @Test func survivesAKilledConnection() throws { try PostgresRestart.killedConnection() }
 }
@@ -51,4 +53,5 @@ struct InMemoryConformanceTests {
     @Test func paginationHasNoGapsOrDuplicatesUnderInserts() throws { try Conformance.paginationUnderInserts(.memory) }
     @Test func queryFilters() throws { try Conformance.filters(.memory) }
     @Test func liveAtAnswersWhichDeploymentWasLive() throws { try Conformance.liveAt(.memory) }
+    @Test func stopClearsTheRegistry() throws { try Conformance.stopClearsRegistry(.memory) }
 }

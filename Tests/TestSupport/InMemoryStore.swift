@@ -109,6 +109,7 @@ public final class InMemoryStore: DeploymentStore, @unchecked Sendable {
             if let v = changes.plan { rec.plan = v }
             if let v = changes.previousVersion { rec.previousVersion = v }
             st.deployments[id] = rec
+            if changes.clearsRegistry { Self.clear(&st, rec.modelName, rec.environment, id, event.at) }
             var ev = event
             ev.deploymentId = id
             ev.seq = (st.events[id]?.count ?? 0) + 1
@@ -202,6 +203,22 @@ public final class InMemoryStore: DeploymentStore, @unchecked Sendable {
             st.intervals.append(Interval(modelName: entry.modelName, environment: entry.environment,
                 deploymentId: entry.deploymentId, from: entry.updatedAt, until: nil))
         }
+    }
+
+    @discardableResult
+    public func clearRegistry(modelName: String, environment: String, deploymentId: String, at: Date) throws(StoreError) -> Bool {
+        state.withLock { st in Self.clear(&st, modelName, environment, deploymentId, at) }
+    }
+
+    private static func clear(_ st: inout State, _ model: String, _ env: String, _ id: String, _ at: Date) -> Bool {
+        for i in st.intervals.indices
+        where st.intervals[i].modelName == model && st.intervals[i].environment == env && st.intervals[i].deploymentId == id
+            && st.intervals[i].until == nil {
+            st.intervals[i].until = at
+        }
+        guard st.registry[key(model, env)]?.deploymentId == id else { return false }
+        st.registry[key(model, env)] = nil
+        return true
     }
 
     private static func key(_ m: String, _ e: String) -> String { "\(m)\u{1}\(e)" }

@@ -22,7 +22,7 @@ from conftest import (EXAMPLES, FRAMINGS, Bindings, load_transcript, match, matc
 TRANSCRIPTS = sorted(EXAMPLES.glob("*.jsonl"))
 
 NATIVE_METHODS = ["ping", "rpc.discover", "deploy.plan", "deploy.approve", "deploy.execute", "deploy.rollback",
-                  "deploy.status", "deploy.list", "deploy.follow", "history.query"]
+                  "deploy.status", "deploy.list", "deploy.follow", "deploy.stop", "history.query"]
 MCP_METHODS = ["initialize", "tools/list", "tools/call"]
 NOTIFICATIONS = ["deploy.progress", "$/cancelRequest", "notifications/initialized", "notifications/cancelled",
                  "notifications/progress"]
@@ -167,7 +167,7 @@ def test_openrpc_describes_the_wire_contract(openrpc_doc):
     dep = openrpc_doc["components"]["schemas"]["Deployment"]
     assert len(dep["required"]) == 24 and set(dep["required"]) <= set(dep["properties"])
     statuses = openrpc_doc["components"]["schemas"]["DeploymentStatus"]["enum"]
-    assert len(statuses) == 14
+    assert len(statuses) == 15
 
 
 def test_openrpc_schemas_accept_and_refuse(openrpc):

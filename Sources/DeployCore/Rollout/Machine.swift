@@ -28,7 +28,7 @@ public enum Machine {
         case .validating: return validating(s, event)
         case .switching: return switching(s, event)
         case .live: return s.step == .rollback || event == .rollBack ? rollingBack(s, event) : baking(s, event)
-        case .rejected, .failed, .rolledBack, .interrupted, .superseded, .expired: return ignore(s, event)
+        case .rejected, .failed, .rolledBack, .interrupted, .superseded, .expired, .stopped: return ignore(s, event)
         }
     }
 

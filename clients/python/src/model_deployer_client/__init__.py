@@ -29,6 +29,7 @@ from .types import (
     Runtime,
     RollbackResult,
     StatusResult,
+    StopResult,
     parse_timestamp,
 )
 
@@ -56,6 +57,7 @@ __all__ = [
     "RollbackResult",
     "SSHSigner",
     "StatusResult",
+    "StopResult",
     "SyncDeployerClient",
     "TERMINAL_STATUSES",
     "canonical_json",

@@ -25,6 +25,7 @@ from .types import (
     LiveRow,
     PlanResult,
     RollbackResult,
+    StopResult,
     StatusResult,
     to_output,
     with_int_error_code,
@@ -692,6 +693,25 @@ class DeployerClient:
         if isinstance(result, dict) and isinstance(result.get("deployment"), dict):
             result = {**result, "deployment": with_int_error_code(result["deployment"])}
         return cast(FollowResult, result)
+
+    async def stop(
+        self, model_name: str, environment: str, requested_by: str, *, reason: str | None = None
+    ) -> StopResult:
+        """``deploy.stop``: takes the model down in the environment (undeploy).
+
+        The endpoint's route is removed (its port refuses connections), every slot of the model and
+        environment is stopped, the live deployment becomes ``stopped`` (a ``stop`` event with
+        ``requested_by`` and ``reason``) and nothing is live there any more: :meth:`live` no longer lists
+        it and the next :meth:`plan` is a first deployment. Not an MCP tool: a person runs it.
+
+        Raises:
+            DeployerError: ``nothing_deployed`` (-32006) when nothing is live; ``rollout_in_progress``
+                (-32002, ``data["deployment_id"]``) while a rollout of the pair runs or the live version
+                is in its bake; ``runtime_unavailable`` (-32008) when the route or a slot could not be
+                taken down (call again); ``ledger_unavailable`` (-32007); ``invalid_params`` (-32602).
+        """
+        params = _params(model_name=model_name, environment=environment, requested_by=requested_by, reason=reason)
+        return cast(StopResult, await self.call("deploy.stop", params))
 
     async def live(self, model_name: str | None = None, environment: str | None = None) -> list[LiveRow]:
         """``deploy.list``: what is live now, one row per (model, environment), optionally filtered.

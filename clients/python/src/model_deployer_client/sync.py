@@ -138,6 +138,10 @@ class SyncDeployerClient:
         the rollout has ended; Ctrl-C cancels the follow on the agent."""
         return self._run(self.aio.follow(deployment_id, after_seq, on_progress, **kwargs))
 
+    def stop(self, *args: Any, **kwargs: Any) -> Any:
+        """See :meth:`DeployerClient.stop`."""
+        return self._run(self.aio.stop(*args, **kwargs))
+
     def live(self, model_name: str | None = None, environment: str | None = None) -> Any:
         """See :meth:`DeployerClient.live`."""
         return self._run(self.aio.live(model_name, environment))

@@ -25,11 +25,12 @@ DeploymentStatus = Literal[
     "interrupted",
     "superseded",
     "expired",
+    "stopped",
 ]
 """Every status a deployment can have."""
 
 TERMINAL_STATUSES: frozenset[str] = frozenset(
-    {"rejected", "live", "failed", "rolled_back", "interrupted", "superseded", "expired"}
+    {"rejected", "live", "failed", "rolled_back", "interrupted", "superseded", "expired", "stopped"}
 )
 """Statuses after which nothing more happens to a deployment (``live`` may later be superseded)."""
 
@@ -235,6 +236,16 @@ class HistoryResult(TypedDict):
     next_cursor: str | None
 
 
+class StopResult(TypedDict):
+    """Result of ``deploy.stop``."""
+
+    deployment: Deployment | None
+    """The deployment that was live, now ``stopped`` (its last event is ``stop``); ``None`` when the registry
+    named a deployment that was not live (its registry row was cleared all the same)."""
+    stopped_slots: list[str]
+    """The slots whose processes were stopped (live, warm previous, any other), sorted."""
+
+
 class FollowResult(TypedDict):
     """Result of ``deploy.follow``: the deployment once its rollout has ended."""
 
@@ -277,6 +288,9 @@ class LiveRow(TypedDict):
     """Whether the stable endpoint answers through the router now."""
     standby: LiveStandby | None
     in_flight: LiveInFlight | None
+    metrics_url: str | None
+    """The router's Prometheus exporter for this endpoint (HAProxy; ``None`` on nginx). Its series are labelled
+    ``server="<slot>"``: ``slot`` is the live version's, ``standby["slot"]`` the warm one's."""
     since: str
     """When the registry last changed for this pair (RFC 3339)."""
 
