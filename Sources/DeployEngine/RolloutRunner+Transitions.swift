@@ -73,7 +73,7 @@ extension RolloutRunner {
     mutating func interrupt(_ why: String) async throws(EngineError) {
         let reason = interruptWhy ?? why
         let current = try engine.record(record.deploymentId)
-        guard [.deploying, .validating, .switching].contains(current.status) else { record = current; return }
+        guard [.deploying, .validating, .switching, .canary].contains(current.status) else { record = current; return }
         await engine.stopSlot(current)
         record = try engine.move(
             current, .interrupt, step: "reconcile", actor: "model-deployer", message: "interrupted: \(reason); staging slot stopped, live untouched",

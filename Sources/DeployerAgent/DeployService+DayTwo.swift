@@ -46,9 +46,9 @@ extension DeployService {
         case .deploying: return 10
         case .validating: return 40
         case .awaitingPromotion: return 70
-        case .switching: return 75
+        case .switching, .canary, .awaitingStep: return 75
         case .live: return 90
-        case .failed, .rejected, .rolledBack, .interrupted, .superseded, .expired: return 100
+        case .failed, .rejected, .rolledBack, .interrupted, .superseded, .expired, .aborted: return 100
         }
     }
 
