@@ -25,6 +25,10 @@ struct RolloutRunner {
     /// Where a canary is (step, pause, requests, analysis so far).
     var canary = CanaryProgress()
     var bakeEndsAt: Date?
+    /// The previous version's real traffic just before the switch (the bake's baseline when the router
+    /// keeps a request log), and when the switch took effect.
+    var trafficBaseline: WindowFigures?
+    var switchedAt = ContinuousClock.now
     /// The new version's slot once started (or found, when resuming after the promotion gate).
     var newSlot: RunningSlot?
     var readiness: ReadinessResult?

@@ -24,7 +24,9 @@ public enum RolloutEvent: Sendable, Hashable {
     case switchFailed(FailureReason, String)
     /// One bake window through the router: the figures, whether the new slot still runs, whether the
     /// registry still names this deployment live.
-    case bakeWindow(observed: Metrics, slotAlive: Bool, stillLive: Bool)
+    /// `traffic`: the new version's real traffic since the switch against the old version's just before it
+    /// (nil when the router keeps no request log).
+    case bakeWindow(observed: Metrics, slotAlive: Bool, stillLive: Bool, traffic: AnalysisResult? = nil)
     /// A person asked to roll the live version back to the warm previous one.
     case rollBack
     /// The request running the rollout was cancelled.

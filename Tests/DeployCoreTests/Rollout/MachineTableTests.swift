@@ -103,7 +103,7 @@ import Testing
         switch e {
         case .smoke(let passed, _): return "smoke:\(passed)"
         case .baseline(let m): return m.errorRate > 0.5 ? "baseline:unhealthy" : "baseline:healthy"
-        case .bakeWindow(let m, let alive, let live):
+        case .bakeWindow(let m, let alive, let live, _):
             return !live ? "bake_window:gone" : !alive ? "bake_window:dead" : m.errorRate > 0.5 ? "bake_window:regressed" : "bake_window:healthy"
         case .weightsSet(let w): return "weights_set:\(w)"
         case .analysisWindow(let r, let alive): return alive ? "analysis_window:\(r.verdict.rawValue)" : "analysis_window:dead"
