@@ -1062,6 +1062,9 @@ public let openRPCDocumentText = ####"""
           "live_at": {
             "$ref": "#/components/schemas/TimestampInput"
           },
+          "traffic_at": {
+            "$ref": "#/components/schemas/TimestampInput"
+          },
           "limit": {
             "type": "integer",
             "minimum": 1,
@@ -1077,9 +1080,6 @@ public let openRPCDocumentText = ####"""
           "include_events": {
             "type": "boolean",
             "default": false
-          },
-          "traffic_at": {
-            "$ref": "#/components/schemas/TimestampInput"
           }
         }
       }
@@ -1245,6 +1245,7 @@ public let openRPCDocumentText = ####"""
                       "deploy_plan",
                       "deploy_approve",
                       "deploy_execute",
+                      "deploy_abort",
                       "deploy_rollback",
                       "deploy_status",
                       "deploy_list",
