@@ -18,7 +18,7 @@ ANSWER = {"v1": "[0]", "v2": "[10]", "flaky": "[20]", "slow": "[30]"}
 EXPECT = {"v1": [0, 2, 1], "v2": [10, 12, 11], "flaky": [20, 22, 21], "slow": [30, 32, 31]}
 CANARY = {"steps": [5, 25, 50, 100], "pause_seconds": 6, "min_requests": 10, "max_inconclusive_seconds": 15,
           "analysis": {"interval_seconds": 3, "failure_limit": 2, "min_requests": 5}}
-ENVS = ["cstep", "cquiet", "cabort", "cflaky", "cslow"]
+ENVS = ["cstep", "cquiet", "cabort", "cflaky", "cslow", "cbake"]
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def canary(deployer):  # noqa: F811
     """The HAProxy deployer with canary environments (no gates, the stable version kept warm)."""
     policy = json.loads(json.dumps(TEST_POLICY))
     for env in ENVS:
-        policy["environments"][env] = {"gates": [], "bake_seconds": 0, "keep_warm_seconds": 900, "canary": CANARY}
+        policy["environments"][env] = {"gates": [], "bake_seconds": 8 if env == "cbake" else 0, "keep_warm_seconds": 900, "canary": CANARY}
     (deployer.home / "policy.json").write_text(json.dumps(policy))
     deployer.agent.close()
     deployer.agent = deployer.start()
@@ -171,3 +171,25 @@ def test_a_faulty_candidate_is_aborted_within_two_intervals(canary, kind):
     after = [a for t, a in load.answers if t > time.monotonic() - 1.5]
     assert after and set(after) == {ANSWER["v1"]}, set(after)
     print(kind, json.dumps(windows[-1]))
+
+
+def test_the_blue_green_bake_judges_real_traffic(canary):
+    """The slow version's probe baseline is as slow as its bake probes (half of both are delayed), so a bake
+    against probes passes it; against v1's real traffic just before the switch it is rolled back."""
+    v1 = canary.deploy("v1", env="cbake")
+    assert v1["status"] == "live", v1
+    params = {"model_name": "iris_clf", "model_version": version(canary.tags, "slow"), "environment": "cbake", "requested_by": "alice",
+              "smoke_tests": [{"api": "predict", "input": SMOKE_INPUT, "expect": EXPECT["slow"]}]}
+    with Load(v1["endpoint_url"], threads=4) as load:
+        time.sleep(11)  # a full real-traffic window of v1 before the switch
+        dep = canary.call("deploy.plan", params)["result"]["deployment_id"]
+        out, seen = run(canary, dep)
+        time.sleep(1.5)
+    assert out["deployment_strategy"] == "blue_green"
+    windows = [p["message"] for _, p in seen if p["step"] == "bake_window"]
+    assert any(m.startswith("bake window (real traffic): p95") for m in windows), windows
+    st = canary.status(dep)
+    assert st["deployment"]["status"] == "rolled_back", st["deployment"]
+    assert st["deployment"]["error"]["reason"] == "latency_regression", st["deployment"]["error"]
+    assert load.answers[-1][1] == ANSWER["v1"]
+    assert load.failed == 0, load.failures[:5]
