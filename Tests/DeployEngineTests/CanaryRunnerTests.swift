@@ -189,3 +189,25 @@ import TestSupport
         #expect(try h.registry()?.modelVersion == "v2")
     }
 }
+
+/// A canary whose agent died: the next agent's reconciliation puts the traffic back on stable.
+@Suite struct CanaryReconcileTests {
+    @Test func anOrphanedCanaryIsInterruptedWithTrafficBackOnStable() async throws {
+        let h = Harness()
+        _ = try await h.deploy("v1", env: "cn", strategy: .direct)
+        h.router.state.withLock { $0.windows = [CanaryRunnerTests.healthy] }
+        let p = try await h.engine.plan(PlanRequest(modelName: "iris", modelVersion: "v2", environment: "cn", requestedBy: "alice",
+                                                    strategy: .canary, smokeTests: [SmokeTest(api: "predict", input: [1])], canary: ["step_gates": true]))
+        let waiting = try await h.engine.execute(deploymentId: p.deploymentId, idempotencyKey: nil, actor: "alice", progress: h.progress)
+        #expect(waiting.status == .awaitingStep && h.router.weights("iris", "cn").last == ["blue": 90, "green": 10])
+        // The agent that owned it is gone while the canary runs (at 10%).
+        let dead = "\(Engine.hostName()):999999:0"
+        _ = try h.store.transition(id: p.deploymentId, from: .awaitingStep, to: .canary, changes: DeploymentChanges(owner: .some(dead)),
+                                   event: DeploymentEvent(deploymentId: p.deploymentId, at: h.clock.now(), step: "test", actor: "test", message: "->"))
+        await h.engine.reconcile()
+        let r = try h.record(p.deploymentId)
+        #expect(r.status == .interrupted)
+        #expect(h.router.weights("iris", "cn").last == ["blue": 100])
+        #expect(h.slots.running("iris", "cn") == ["blue"])
+    }
+}
