@@ -1,3 +1,4 @@
+import Glibc
 import JSON
 
 /// The agent's only way to the cluster: `kubectl` with argument arrays, so the user's kubeconfig, auth
@@ -52,10 +53,36 @@ public struct Kubectl: Sendable {
         // pass on to the model server; raw calls rely on the process deadline alone.
         if !arguments.contains("--raw") { args += ["--request-timeout", "\(Int(timeout.components.seconds))s"] }
         args += arguments
-        let out = try await CommandRunner.run(path: executable, arguments: args, environment: environment, stdin: stdin,
-                                              timeoutMs: Double(timeout.components.seconds) * 1000 + 2000)
+        let startedAt = wallClockSeconds()
+        let t0 = monotonicMs()
+        let result: Result<CommandOutput, RuntimeError>
+        do throws(RuntimeError) {
+            result = .success(try await CommandRunner.run(path: executable, arguments: args, environment: environment, stdin: stdin,
+                                                          timeoutMs: Double(timeout.components.seconds) * 1000 + 2000))
+        } catch {
+            result = .failure(error)
+        }
+        if traced { trace(arguments, startedAt: startedAt, ms: monotonicMs() - t0, status: (try? result.get())?.status) }
+        let out = try result.get()
         guard out.status == 0 else { throw Kubectl.classify(stderr: out.stderr, status: out.status, arguments: arguments) }
         return out.stdout
+    }
+
+    /// `true` when the agent logs at debug level (`MODEL_DEPLOYER_LOG_LEVEL=debug` in kubectl's environment):
+    /// then every kubectl run is one JSON line on stderr, so a benchmark can tell the agent's own time from
+    /// kubectl's (Benchmarks/kube-bench/agent_bench.py).
+    var traced: Bool { environment["MODEL_DEPLOYER_LOG_LEVEL"]?.lowercased() == "debug" }
+
+    /// One log line per kubectl run: when it started (wall clock, s), how long it took (ms), its verb and
+    /// kind (never the patch or body: they may carry a model's inputs).
+    private func trace(_ arguments: [String], startedAt: Double, ms: Double, status: Int32?) {
+        let what = arguments.prefix { !$0.hasPrefix("-") }.prefix(2).joined(separator: " ")
+        let line: JSONValue = ["ts": .double(startedAt), "level": "debug", "msg": "kubectl", "component": "kubectl",
+                               "kubectl": .string(what), "raw": .bool(arguments.contains("--raw")), "ms": .double((ms * 10).rounded() / 10),
+                               "exit": status.map { .int(Int64($0)) } ?? .null]
+        var bytes = line.jsonBytes
+        bytes.append(0x0A)
+        _ = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
     }
 
     /// Runs kubectl and parses its stdout as JSON.
@@ -169,3 +196,10 @@ private extension String {
 }
 
 private enum WhitespaceSet { case whitespacesAndNewlines }
+
+/// Wall-clock seconds (for log lines a reader matches against its own clock).
+func wallClockSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
