@@ -123,6 +123,24 @@ import Testing
         #expect(f.runs() == ["get deployments,services", "patch service", "get deployments,services"])
     }
 
+    /// Starting a version into a slot stops what ran there first: the slot's state, then the stop, which
+    /// finds the Deployment and the stable Service in that same list. One list and the scale-down patch;
+    /// and never the version the stable Service selects.
+    @Test func stoppingTheOldOccupantReadsOnce() async throws {
+        let f = try Fake()
+        defer { f.dir.remove() }
+        try f.answer(get: try Self.cluster(v1Available: 1), patch: try Self.deployment(Self.v1, slot: "blue", available: 1))
+        let slots = KubeSlotRuntime(f.kube)
+        let blue = SlotRef(modelName: Self.model, environment: Self.env, id: SlotID(rawValue: "blue"))
+        let green = SlotRef(modelName: Self.model, environment: Self.env, id: SlotID(rawValue: "green"))
+        #expect(await slots.state(blue) != nil)
+        #expect(await slots.stop(blue, graceSeconds: 5))
+        #expect(f.runs() == ["get deployments,services", "patch deployment"])
+        // v2 in green is what the Service selects: refused, after a new read (a run happened since).
+        #expect(await !slots.stop(green, graceSeconds: 5))
+        #expect(f.runs() == ["get deployments,services", "patch deployment", "get deployments,services"])
+    }
+
     /// Reads older than the reuse window are made again.
     @Test func anOldReadIsNotReused() async throws {
         let f = try Fake()

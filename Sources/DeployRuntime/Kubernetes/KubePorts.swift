@@ -64,8 +64,8 @@ public struct KubeSlotRuntime: SlotRuntime {
             throw RuntimeError(code: "kube_invalid_config", message: "a Kubernetes slot needs the plan's requirements (memory, cpu, gpu)")
         }
         let name = try KubeNames.deploymentName(modelName: ref.modelName, environment: ref.environment, version: launch.version)
-        if let existing = try await kube.kubectl.get("deployment", name),
-           let other = existing["metadata"]?["labels"]?[KubeNames.slotLabel]?.stringValue, other != ref.id.rawValue,
+        let existing = try await kube.kubectl.get("deployment", name)
+        if let existing, let other = existing["metadata"]?["labels"]?[KubeNames.slotLabel]?.stringValue, other != ref.id.rawValue,
            (existing["spec"]?["replicas"]?.intValue ?? 0) > 0 {
             throw RuntimeError(code: "slot_busy",
                                message: "\(launch.version) already runs in slot \(other) as deployment \(name) (one Deployment per version)")
@@ -73,7 +73,7 @@ public struct KubeSlotRuntime: SlotRuntime {
         let spec = KubeVersionSpec(modelName: ref.modelName, environment: ref.environment, version: launch.version,
                                    bentoTag: launch.bentoTag, deploymentID: launch.deploymentID,
                                    resources: KubeResources(requirements), slot: ref.id.rawValue)
-        _ = try await kube.start(spec)
+        _ = try await kube.start(spec, existing: existing)
         let preview = try KubeNames.previewServiceName(modelName: ref.modelName, environment: ref.environment)
         return RunningSlot(ref: ref, bentoTag: launch.bentoTag, address: SlotAddress(host: preview, port: kube.target.servicePort), alive: true)
     }
@@ -103,8 +103,16 @@ public struct KubeSlotRuntime: SlotRuntime {
     /// later redeploy of the version). Never the version the stable Service selects: `false` then.
     public func stop(_ ref: SlotRef, graceSeconds: Double) async -> Bool {
         do throws(RuntimeError) {
-            guard let found = try await object(ref) else { return true }
-            if try await kube.currentVersion(modelName: ref.modelName, environment: ref.environment) == KubeNames.labelValue(found.version) {
+            // One list answers both questions (and a `state` read of it a moment ago answers again).
+            let items = try await kube.kubectl.list("deployments,services",
+                                                    selector: KubeManifests.ownedSelector(modelName: ref.modelName, environment: ref.environment),
+                                                    reusingWithinMs: Self.reuseReadMs)
+            guard let found = items.compactMap({ KubeSlotObject($0, namespace: kube.target.namespace) }).first(where: { $0.ref == ref }) else {
+                return true
+            }
+            let stable = try KubeNames.serviceName(modelName: ref.modelName, environment: ref.environment)
+            if let svc = items.first(where: { $0["kind"]?.stringValue == "Service" && $0["metadata"]?["name"]?.stringValue == stable }),
+               kube.versionSelected(by: svc) == KubeNames.labelValue(found.version) {
                 return false
             }
             let patch: JSONValue = .object(["metadata": .object(["labels": .object([KubeNames.slotLabel: .null])]), "spec": ["replicas": 0]])
