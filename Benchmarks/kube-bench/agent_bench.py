@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The agent's own overhead per step against a real API server, through the agent binary over JSON-RPC.
 
-    agent_bench.py [--rounds N]
+    agent_bench.py [--rounds N] [--keep]
 
 Environment (as scripts/test.sh sets it): MODEL_DEPLOYER_TEST_KUBECONFIG and MODEL_DEPLOYER_KUBECTL (the
 throwaway control plane of scripts/kube-cluster.sh), MODEL_DEPLOYER_BIN (release binary),
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import os
 import statistics
 import subprocess
@@ -90,11 +91,15 @@ class Bench:
         self.stderr = self.home / "agent.stderr"
         self.agent = Agent([str(binary_path()), "serve"], "ndjson", env, self.stderr)
 
-    def close(self) -> None:
+    def close(self, keep: bool) -> None:
         self.agent.close()
         self.kubelet.close()
         self.container.close()
         self.k.run("delete", "namespace", self.k.ns, "--wait=false", namespaced=False, check=False)
+        if keep:
+            print(f"agent home kept: {self.home} (agent.stderr has every kubectl run)")
+        else:
+            shutil.rmtree(self.home, ignore_errors=True)
 
     def kubectl_runs(self) -> list[tuple[float, float, str]]:
         """(start s, ms, what) of every kubectl run the agent logged so far."""
@@ -161,6 +166,7 @@ class Bench:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=10, help="rounds of deploy.execute then deploy.rollback")
+    ap.add_argument("--keep", action="store_true", help="keep the agent's home (its stderr log) afterwards")
     args = ap.parse_args()
     found = kube_env()
     if found is None:
@@ -218,7 +224,7 @@ def main() -> int:
         print("kubectl runs of the last execute's steps:",
               "; ".join(f"{step}: {sum(1 for (t, _, _) in runs if s <= t < e)}" for step, s, e in last))
     finally:
-        b.close()
+        b.close(args.keep)
     return 0
 
 
