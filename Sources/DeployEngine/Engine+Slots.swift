@@ -28,11 +28,12 @@ extension Engine {
         await attempt("restore the route") { () throws(RuntimeError) in try await router.apply(spec) }
     }
 
-    /// Stops the slot of a deployment unless it is what the registry serves.
+    /// Stops the slot of a candidate (failed, interrupted, rejected or expired) unless the registry keeps it:
+    /// what serves traffic and the warm previous version (the rollback target) are never stopped here.
     func stopSlot(_ r: DeploymentRecord, slot: String? = nil) async {
         guard let s = slot ?? r.slot else { return }
         do throws(EngineError) {
-            if try registryEntry(r.modelName, r.environment)?.slot == s { return }  // never stop what serves traffic
+            if let entry = try registryEntry(r.modelName, r.environment), entry.slot == s || entry.previousSlot == s { return }
             let ref = slotRef(r, s)
             let slots = self.slots
             _ = await detached { await slots.stop(ref, graceSeconds: 5) }
