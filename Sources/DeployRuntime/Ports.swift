@@ -6,7 +6,7 @@ import Foundation
 import DeployCore
 import JSON
 
-// The ports the engine drives. The local runtime (BentoML processes behind nginx) implements them in
+// The ports the engine drives. The local runtime (BentoML processes behind HAProxy or nginx) implements them in
 // `LocalRuntime.swift`; an HAProxy router or a Kubernetes runtime implements the same protocols, and the
 // engine's tests use fakes. Every call may block its thread (files, processes, sockets): the engine calls
 // them from its blocking executor, never from the cooperative pool.
@@ -292,10 +292,10 @@ public enum RouterKind: String, Sendable, Hashable, CaseIterable {
 
 extension RuntimePorts {
     /// The local runtime: `bentoml serve` processes in blue/green/teal slots under `home/slots`, the router
-    /// (nginx by default, or HAProxy) under `home/router`, the BentoML store at `bentomlHome`, HTTP probes
+    /// (HAProxy by default, or nginx) under `home/router`, the BentoML store at `bentomlHome`, HTTP probes
     /// on the loopback interface.
     public static func local(home: String, bentoml: String, bentomlHome: String, nginx: String,
-                             router: RouterKind = .nginx, haproxy: String = HAProxyRouter.defaultExecutable) -> RuntimePorts {
+                             router: RouterKind = .haproxy, haproxy: String = HAProxyRouter.defaultExecutable) -> RuntimePorts {
         let traffic: any TrafficRouter = switch router {
         case .nginx: NginxRouter(home: home, nginx: nginx)
         case .haproxy: HAProxyTrafficRouter(home: home, haproxy: haproxy)
