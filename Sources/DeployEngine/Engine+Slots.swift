@@ -23,9 +23,19 @@ extension Engine {
             }
             return
         }
+        let warm = await warmBackend(entry, slot: entry.previousSlot, version: entry.previousVersion, besides: state.ref.id)
         let spec = RouteSpec(modelName: entry.modelName, environment: entry.environment, listenPort: port,
-                             backends: [WeightedBackend(slot: state.ref.id, address: state.address, version: entry.modelVersion)])
+                             backends: [WeightedBackend(slot: state.ref.id, address: state.address, version: entry.modelVersion)] + warm)
         await attempt("restore the route") { () throws(RuntimeError) in try await router.apply(spec) }
+    }
+
+    /// The warm slot as a backend at weight 0 beside the one taking the traffic, when it runs: the router keeps
+    /// it (HAProxy: a server at weight 0), so a switch between the two is a weight change, not a server
+    /// removed and drained of its requests, and the requests it is answering finish there. nginx drops it.
+    func warmBackend(_ e: RegistryEntry, slot: String?, version: String?, besides serving: SlotID) async -> [WeightedBackend] {
+        guard let slot, let version, slot != serving.rawValue, let state = await slots.state(slotRef(e, slot)), state.alive
+        else { return [] }
+        return [WeightedBackend(slot: state.ref.id, address: state.address, version: version, weight: 0)]
     }
 
     /// Stops the slot of a candidate (failed, interrupted, rejected or expired) unless the registry keeps it:

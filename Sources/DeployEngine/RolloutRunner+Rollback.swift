@@ -19,8 +19,10 @@ extension RolloutRunner {
             return .switchFailed(.slotDied, "the previous version is not running warm any more")
         }
         previous = entry
+        // The version undone stays attached at weight 0: it is the warm way forward now (Engine.warmBackend).
+        let warm = await engine.warmBackend(entry, slot: entry.slot, version: entry.modelVersion, besides: state.ref.id)
         let spec = RouteSpec(modelName: entry.modelName, environment: entry.environment, listenPort: port,
-                             backends: [WeightedBackend(slot: state.ref.id, address: state.address, version: prevVersion)])
+                             backends: [WeightedBackend(slot: state.ref.id, address: state.address, version: prevVersion)] + warm)
         do {
             try await engine.router.ensureRunning()
             try await engine.router.apply(spec)

@@ -27,8 +27,11 @@ extension RolloutRunner {
             }
         }
         endpointPort = port
+        // The version replaced stays attached at weight 0: it becomes the warm previous one (RolloutRunner+Slots.swift).
+        var warm: [WeightedBackend] = []
+        if let p = previous { warm = await engine.warmBackend(p, slot: p.slot, version: p.modelVersion, besides: ref.id) }
         let spec = RouteSpec(modelName: record.modelName, environment: record.environment, listenPort: port,
-                             backends: [WeightedBackend(slot: ref.id, address: slot.address, version: record.modelVersion)])
+                             backends: [WeightedBackend(slot: ref.id, address: slot.address, version: record.modelVersion)] + warm)
         let start = ContinuousClock.now
         do {
             try await engine.router.ensureRunning()

@@ -44,6 +44,7 @@ import TestSupport
         #expect(h.slots.state.withLock { $0.started.count } == started)
         #expect(h.router.state.withLock { $0.applied.count } == applied + 1)
         #expect(h.router.serving("iris", "qa") == "blue")
+        #expect(h.router.state.withLock { $0.applied.last?.backends.map { "\($0.slot)=\($0.weight)" } } == ["blue=100", "green=0"])
         #expect(h.slots.running("iris", "qa") == ["blue", "green"])
     }
 
@@ -61,9 +62,10 @@ import TestSupport
         #expect(h.slots.running("iris", "qa") == ["green", "teal"])
         let retired = try h.store.events(deploymentId: v3.deploymentId).filter { $0.step == "retire_previous" }.map(\.message)
         #expect(retired == ["stopped slot blue (v1): v2 is the warm previous version now"])
-        // The route never pointed at blue after v2 went live, and blue stopped after the switch to teal.
-        let applied = h.router.state.withLock { $0.applied.map { $0.primary?.slot.rawValue ?? "" } }
-        #expect(applied == ["blue", "green", "teal"])
+        // Each switch gives the new slot the traffic and keeps the version it replaces attached at weight 0 (the
+        // warm one); the older warm version (blue) is left out of the switch to teal, then stopped.
+        let applied = h.router.state.withLock { $0.applied.map { $0.backends.map { "\($0.slot)=\($0.weight)" } } }
+        #expect(applied == [["blue=100"], ["green=100", "blue=0"], ["teal=100", "green=0"]])
         // The next candidate takes the freed slot.
         #expect(try await h.plan("v4").slot == "blue")
     }
