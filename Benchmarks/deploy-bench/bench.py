@@ -140,8 +140,10 @@ def run(args, ver: dict, router: str):
             after = [(at, a) for at, a in load.answers if at >= t]
             first_v1 = next((at for at, a in after if a == "[0]"), None)
             events = agent.call("deploy.status", {"deployment_id": rb["deployment_id"]})["events"]
-            sw = next((e["data"]["switch_ms"] for e in events if "switch_ms" in e.get("data", {})), float("nan"))
-            rollbacks.append({"round_trip_ms": rt, "agent_ms": rb["duration_ms"], "switch_ms": sw,
+            data = next((e["data"] for e in events if "switch_ms" in e.get("data", {})), {})
+            sw = data.get("switch_ms", float("nan"))
+            split = {k[:-3]: data[k] for k in ("ensure_running_ms", "apply_ms", "verify_ms") if k in data}
+            rollbacks.append({"round_trip_ms": rt, "agent_ms": rb["duration_ms"], "switch_ms": sw, "split": split,
                               "e2e_ms": None if first_v1 is None else (first_v1 - t) * 1000,
                               "failed": load.failed, "ok": load.ok})
     finally:
@@ -162,7 +164,8 @@ def run(args, ver: dict, router: str):
     print(f"\nrollbacks to the warm slot under load ({len(rollbacks)}):")
     for i, r in enumerate(rollbacks):
         e2e = "n/a" if r["e2e_ms"] is None else f"{r['e2e_ms']:.1f} ms"
-        print(f"  {i + 1:>5} agent {r['agent_ms']:.1f} ms (router switch {r['switch_ms']:.1f} ms), round trip {r['round_trip_ms']:.1f} ms, "
+        split = ", ".join(f"{k} {v:.1f}" for k, v in r["split"].items())
+        print(f"  {i + 1:>5} agent {r['agent_ms']:.1f} ms (router switch {r['switch_ms']:.1f} ms: {split}), round trip {r['round_trip_ms']:.1f} ms, "
               f"end to end {e2e}, failed {r['failed']} of {r['ok'] + r['failed']}")
     print(f"  median: agent {med([r['agent_ms'] for r in rollbacks]):.1f} ms (target <= 10 ms), round trip "
           f"{med([r['round_trip_ms'] for r in rollbacks]):.1f} ms, end to end "

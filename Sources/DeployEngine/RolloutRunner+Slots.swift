@@ -28,13 +28,29 @@ extension RolloutRunner {
         guard let previous, let older = previous.previousSlot, older != previous.slot, older != newSlotRef.id.rawValue else { return }
         let ref = engine.slotRef(record, older)
         let slots = engine.slots
-        // It takes no traffic (the router sent everything to the live slot, then to this one).
-        let stopped = await engine.detached { await slots.stop(ref, graceSeconds: 5) }
+        // It takes no traffic: the switch just made took its server out of the router (drained first), or it
+        // had none; so no graceful drain here, which would hold the rollout for about a second.
+        let stopped = await engine.detached { await slots.stop(ref, graceSeconds: 0) }
         if stopped {
             note(.retirePrevious, "stopped slot \(older) (\(previous.previousVersion ?? "?")): \(previous.modelVersion) is the warm previous version now")
         } else {
             // Reconciliation stops slots the registry does not name (stopOrphans); say that it is left to it.
             note(.retirePrevious, "slot \(older) (\(previous.previousVersion ?? "?")) did not stop; the next reconciliation stops it")
         }
+    }
+}
+
+/// Laps of a router switch (router started, change applied, read back), for the switch's event: where the
+/// time of a switch or a rollback goes.
+struct SwitchSplit {
+    let engine: Engine
+    var last = ContinuousClock.now
+    var laps: [String: JSONValue] = [:]
+
+    init(_ engine: Engine) { self.engine = engine }
+
+    mutating func lap(_ name: String) {
+        laps[name] = .double(engine.ms(since: last))
+        last = ContinuousClock.now
     }
 }

@@ -33,15 +33,20 @@ extension RolloutRunner {
         let spec = RouteSpec(modelName: record.modelName, environment: record.environment, listenPort: port,
                              backends: [WeightedBackend(slot: ref.id, address: slot.address, version: record.modelVersion)] + warm)
         let start = ContinuousClock.now
+        var split = SwitchSplit(engine)
         do {
             try await engine.router.ensureRunning()
+            split.lap("ensure_running_ms")
             try await engine.router.apply(spec)
+            split.lap("apply_ms")
         } catch {
             return .switchFailed(.switchFailed, error.message)
         }
         guard await engine.router.verify(listenPort: port, serving: ref.id, timeoutMs: 5000) else {
             return .switchFailed(.switchUnverified, "the router did not answer from slot \(ref.id) within 5 s")
         }
+        split.lap("verify_ms")
+        switchSplit = split.laps
         switchMs = engine.ms(since: start)
         return .switched
     }
