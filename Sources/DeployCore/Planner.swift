@@ -309,7 +309,7 @@ public enum Planner {
         if host.freeMemoryMB < memory {
             check = .failure(PlanRefusal(
                 reason: "insufficient_resources",
-                message: "\(input.modelName):\(input.modelVersion) needs an estimated \(memory) MiB for one more slot\(keptRunning(input).map { "\($0.role) \($0.version)" }.joined(separator: " and ").nonEmpty.map { " (beside \($0), which keep running)" } ?? "") but this host has \(host.freeMemoryMB) MiB free"))
+                message: "\(input.modelName):\(input.modelVersion) needs an estimated \(memory) MiB for one more slot\(keptRunning(input).map { "\($0.role) \($0.version)" }.joined(separator: " and ").nonEmpty.map { " (beside \($0), kept running)" } ?? "") but this host has \(host.freeMemoryMB) MiB free"))
         } else if let cpu, cpu > Double(host.cpuCount) {
             check = .failure(PlanRefusal(
                 reason: "insufficient_resources",

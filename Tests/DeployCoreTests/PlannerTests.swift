@@ -63,7 +63,7 @@ import Testing
         // Refused: the message names what keeps running beside the slot that does not fit.
         let refused = Fixtures.refusal(Fixtures.input(environment: "staging", live: facts, host: HostFacts(freeMemoryMB: 250, cpuCount: 2)))
         #expect(refused?.reason == "insufficient_resources")
-        #expect(refused?.message.contains("for one more slot (beside live v1 and warm previous v0, which keep running) but this host has 250 MiB free") == true)
+        #expect(refused?.message.contains("for one more slot (beside live v1 and warm previous v0, kept running) but this host has 250 MiB free") == true)
     }
 
     /// The warm previous version is part of the facts a plan records (and so of its hash), and round-trips.
