@@ -76,7 +76,7 @@ class Traffic:
 
 
 def stop_everything(home: Path) -> None:
-    """Stops the BentoML slots and the nginx router this demo started under `home`."""
+    """Stops the BentoML slots and the router (HAProxy's processes, or nginx) this demo started under `home`."""
     marker = f"MODEL_DEPLOYER_SLOT={home}/slots/".encode()
     for d in os.listdir("/proc"):
         if d.isdigit():
@@ -89,6 +89,13 @@ def stop_everything(home: Path) -> None:
         try:
             os.kill(int(pid_file.read_text().strip()), signal.SIGQUIT)
         except (OSError, ValueError):
+            pass
+    for pid_file in (home / "router").glob("ep-*.pid"):  # one HAProxy process per endpoint
+        try:
+            pid = int(pid_file.read_text().split()[0])
+            if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].split(b"/")[-1].startswith(b"haproxy"):
+                os.kill(pid, signal.SIGTERM)
+        except (OSError, ValueError, IndexError):
             pass
 
 

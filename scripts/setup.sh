@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what model-deployer needs on a Debian 12 machine and builds it. Idempotent: a second run
 # only checks. Used by the README's two commands (scripts/demo.sh, scripts/test.sh) and by CI.
-#   apt: nginx, haproxy, postgresql, libpq-dev, libsqlite3-dev, jq, curl, etcd-server, openssl
+#   apt: haproxy (the router), postgresql, libpq-dev, libsqlite3-dev, jq, curl, etcd-server, openssl
+#        and, with --with-nginx (scripts/test.sh), nginx-light: the nginx router stays selectable
+#        (serve --router nginx) and its tests keep running
 #   venv (<repo>/.venv): bentoml, scikit-learn, uv, mcp, langgraph, ... and clients/python
 #   swift: a release build with the Swift runtime linked statically (fast cold start)
 set -euo pipefail
@@ -9,8 +11,18 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
+with_nginx=false
+for arg in "$@"; do
+  case "$arg" in
+    --with-nginx) with_nginx=true ;;
+    *) echo "usage: scripts/setup.sh [--with-nginx]" >&2; exit 2 ;;
+  esac
+done
+
 need_apt=()
-command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
+if $with_nginx; then
+  command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
+fi
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need_apt+=(postgresql)
 [ -f /usr/include/postgresql/libpq-fe.h ] || need_apt+=(libpq-dev)
@@ -28,7 +40,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
-# Debian's nginx package may start a system nginx on port 80; model-deployer runs its own under its home.
+# Debian's haproxy (and nginx) packages may start a system service on its default config; model-deployer
+# runs its own processes, with their own config, under its home.
 
 if ! python3 -m venv --help >/dev/null 2>&1; then
   say "apt-get install python3-venv"

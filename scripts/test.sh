@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Sets up everything (scripts/setup.sh) and runs the whole test suite against the real things:
 #   1. swift test: unit tests of the pure modules, the ledger conformance suite against SQLite and
-#      against a throwaway PostgreSQL cluster started here, runtime tests with real BentoML and nginx;
+#      against a throwaway PostgreSQL cluster started here, runtime tests with real BentoML, HAProxy and nginx;
 #   2. pytest: the protocol contract and JSON-RPC behaviour against the real binary, the MCP SDK,
-#      end-to-end deployments (BentoML slots behind nginx), crash recovery, and the clients.
+#      end-to-end deployments (BentoML slots behind HAProxy, the default router; the nginx router's own
+#      tests pass --router nginx), crash recovery, and the clients.
 # Services are started here and stopped on exit. Exit code: non-zero if any suite failed.
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
-scripts/setup.sh >/dev/null || { echo "test: setup failed" >&2; exit 1; }
+# nginx too: it is no longer the default router, but it stays selectable and tested.
+scripts/setup.sh --with-nginx >/dev/null || { echo "test: setup failed" >&2; exit 1; }
 export PATH="/opt/swift/usr/bin:$PATH"
 
 state="$(mktemp -d /tmp/model-deployer-test.XXXXXX)"
@@ -21,7 +23,7 @@ cleanup() {
   say "stopping test services"
   scripts/pg-cluster.sh stop "$pg_dir" >/dev/null 2>&1 || true
   scripts/kube-cluster.sh stop "$kube_dir" >/dev/null 2>&1 || true
-  # Anything a failed test left running under the test state (BentoML slots, nginx routers).
+  # Anything a failed test left running under the test state (BentoML slots, HAProxy and nginx routers).
   for pidfile in $(find "$state" -name '*.pid' -o -name 'pid.json' 2>/dev/null); do :; done
   pkill -f "$state" >/dev/null 2>&1 || true
   rm -rf "$state"

@@ -3,12 +3,15 @@
 
   - execute -> live, split into BentoML start-up (spawn to /readyz 200), validation (smoke tests and the
     baseline load, i.e. BentoML answering), the traffic switch, and the agent's own overhead (the rest);
-  - switch time (route rewrite + nginx -t + reload + read-back through the router);
-  - rollback time (deploy.rollback round trip to the warm previous slot);
-  - failed client requests during each, under a steady load of 4 keep-alive clients.
+  - switch time (HAProxy: runtime commands + read-back; nginx: route rewrite + nginx -t + reload + read-back);
+  - rollback time to the warm previous slot: in the agent (deploy.rollback's duration_ms, and the router
+    switch inside it), the JSON-RPC round trip, and end to end: from sending deploy.rollback until the first
+    client answer from the version rolled back to;
+  - failed client requests during each, under a steady load of 4 keep-alive clients (one kept connection each).
 
-Needs an example store (examples/iris/build.sh). Usage:
-  BENTOML_HOME=... .venv/bin/python Benchmarks/deploy-bench/bench.py --tags TAGS_FILE [--rounds 3]
+Each router named by --routers runs the same rounds with its own agent and home, one after the other, so
+the figures sit side by side. Needs an example store (examples/iris/build.sh). Usage:
+  BENTOML_HOME=... .venv/bin/python Benchmarks/deploy-bench/bench.py --tags TAGS_FILE [--rounds 3] [--routers haproxy,nginx]
 """
 from __future__ import annotations
 
@@ -29,8 +32,8 @@ from deploy_support import Load, smoke, stop_everything  # noqa: E402
 
 
 class Agent:
-    def __init__(self, binary: str, home: Path):
-        env = dict(os.environ, MODEL_DEPLOYER_HOME=str(home), BENTOML_DO_NOT_TRACK="true")
+    def __init__(self, binary: str, home: Path, router: str):
+        env = dict(os.environ, MODEL_DEPLOYER_HOME=str(home), BENTOML_DO_NOT_TRACK="true", MODEL_DEPLOYER_ROUTER=router)
         self.p = subprocess.Popen([binary, "serve", "--log-level", "warning"], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, stderr=open(home / "agent.log", "ab"), env=env)
         self.n = 0
@@ -77,18 +80,38 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tags", type=Path, required=True)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--routers", default="haproxy,nginx", help="comma-separated, run one after the other")
     ap.add_argument("--bin", default=os.environ.get("MODEL_DEPLOYER_BIN", str(ROOT / ".build/release/model-deployer")))
     args = ap.parse_args()
     tags = dict(l.strip().split("=", 1) for l in args.tags.read_text().splitlines() if "=" in l)
     ver = {k: tags[f"model_{k}"].split(":", 1)[1] for k in ("v1", "v2")}
+    results = {}
+    for router in args.routers.split(","):
+        print(f"\n######## router: {router}")
+        results[router] = run(args, ver, router)
+    if len(results) > 1:
+        def med(xs): return statistics.median(xs) if xs else float("nan")
+        print("\nside by side (medians over the rounds; failed = summed over the rounds)")
+        print(f"  {'router':<8} {'switch':>8} {'rb agent':>9} {'rb switch':>10} {'rb rtt':>8} {'rb e2e':>8} {'failed/served':>14}")
+        for router, (rows, rbs) in results.items():
+            failed = sum(r["failed"] for r in rows + rbs)
+            served = sum(r["ok"] + r["failed"] for r in rows + rbs)
+            print(f"  {router:<8} {med([r['switch_ms'] for r in rows]):>6.1f}ms {med([r['agent_ms'] for r in rbs]):>7.1f}ms "
+                  f"{med([r['switch_ms'] for r in rbs]):>8.1f}ms {med([r['round_trip_ms'] for r in rbs]):>6.1f}ms "
+                  f"{med([r['e2e_ms'] for r in rbs if r['e2e_ms'] is not None]):>6.1f}ms {failed:>6} / {served:<6}")
+    return 0
+
+
+def run(args, ver: dict, router: str):
+    env_name = f"bench-{router}"  # each router's endpoint on its own port
     home = Path(tempfile.mkdtemp(prefix="md-deploy-bench-"))
     (home / "policy.json").write_text(json.dumps({"version": 1, "environments": {
-        "bench": {"gates": [], "bake_seconds": 0, "keep_warm_seconds": 3600}}}))
-    agent = Agent(args.bin, home)
+        env_name: {"gates": [], "bake_seconds": 0, "keep_warm_seconds": 3600}}}))
+    agent = Agent(args.bin, home, router)
     rows, rollbacks = [], []
     try:
         def deploy(kind: str, load: Load | None) -> dict:
-            plan = agent.call("deploy.plan", {"model_name": "iris_clf", "model_version": ver[kind], "environment": "bench",
+            plan = agent.call("deploy.plan", {"model_name": "iris_clf", "model_version": ver[kind], "environment": env_name,
                                               "requested_by": "bench", "smoke_tests": smoke(kind)})
             t = time.perf_counter()
             out = agent.call("deploy.execute", {"deployment_id": plan["deployment_id"]})
@@ -108,11 +131,21 @@ def main() -> int:
             rows.append(row)
             with Load(url) as load:
                 time.sleep(0.5)
-                t = time.perf_counter()
-                rb = agent.call("deploy.rollback", {"model_name": "iris_clf", "environment": "bench", "requested_by": "bench"})
-                rt = (time.perf_counter() - t) * 1000
+                t = time.monotonic()
+                rb = agent.call("deploy.rollback", {"model_name": "iris_clf", "environment": env_name, "requested_by": "bench"})
+                rt = (time.monotonic() - t) * 1000
                 time.sleep(0.5)
-            rollbacks.append({"round_trip_ms": rt, "agent_ms": rb["duration_ms"], "failed": load.failed, "ok": load.ok})
+            # End to end: the first answer from v1 ("[0]") a client got after the call was sent. The clients
+            # pause 5 ms between requests, so this is up to a few ms late.
+            after = [(at, a) for at, a in load.answers if at >= t]
+            first_v1 = next((at for at, a in after if a == "[0]"), None)
+            events = agent.call("deploy.status", {"deployment_id": rb["deployment_id"]})["events"]
+            data = next((e["data"] for e in events if "switch_ms" in e.get("data", {})), {})
+            sw = data.get("switch_ms", float("nan"))
+            split = {k[:-3]: data[k] for k in ("ensure_running_ms", "apply_ms", "verify_ms") if k in data}
+            rollbacks.append({"round_trip_ms": rt, "agent_ms": rb["duration_ms"], "switch_ms": sw, "split": split,
+                              "e2e_ms": None if first_v1 is None else (first_v1 - t) * 1000,
+                              "failed": load.failed, "ok": load.ok})
     finally:
         agent.close()
         stop_everything(home)
@@ -130,10 +163,15 @@ def main() -> int:
     print(f"  failed requests during updates: {sum(r['failed'] for r in rows)} of {sum(r['ok'] + r['failed'] for r in rows)} (target 0)")
     print(f"\nrollbacks to the warm slot under load ({len(rollbacks)}):")
     for i, r in enumerate(rollbacks):
-        print(f"  {i + 1:>5} round trip {r['round_trip_ms']:.0f} ms (agent {r['agent_ms']:.0f} ms), failed {r['failed']} of {r['ok'] + r['failed']}")
-    print(f"  median round trip {med([r['round_trip_ms'] for r in rollbacks]):.0f} ms (target <= 1000 ms); "
+        e2e = "n/a" if r["e2e_ms"] is None else f"{r['e2e_ms']:.1f} ms"
+        split = ", ".join(f"{k} {v:.1f}" for k, v in r["split"].items())
+        print(f"  {i + 1:>5} agent {r['agent_ms']:.1f} ms (router switch {r['switch_ms']:.1f} ms: {split}), round trip {r['round_trip_ms']:.1f} ms, "
+              f"end to end {e2e}, failed {r['failed']} of {r['ok'] + r['failed']}")
+    print(f"  median: agent {med([r['agent_ms'] for r in rollbacks]):.1f} ms (target <= 10 ms), round trip "
+          f"{med([r['round_trip_ms'] for r in rollbacks]):.1f} ms, end to end "
+          f"{med([r['e2e_ms'] for r in rollbacks if r['e2e_ms'] is not None] or [float('nan')]):.1f} ms (target <= 50 ms); "
           f"failed requests {sum(r['failed'] for r in rollbacks)} (target 0)")
-    return 0
+    return rows, rollbacks
 
 
 if __name__ == "__main__":

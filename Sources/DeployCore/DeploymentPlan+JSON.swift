@@ -169,20 +169,28 @@ extension Gate {
 }
 
 extension LiveFacts {
-    /// `{"version", "deployment_id", "slot", "endpoint_url", "bento_tag"}`.
+    /// `{"version", "deployment_id", "slot", "endpoint_url", "bento_tag"}`, and `"warm_previous": {"version", "slot"}`
+    /// when a previous version runs warm (absent otherwise, so plans made without one keep their hash).
     public func toJSON() -> JSONValue {
-        .object([
+        var o: [String: JSONValue] = [
             "version": .string(version), "deployment_id": .string(deploymentId), "slot": .string(slot.rawValue),
             "endpoint_url": .string(endpointURL), "bento_tag": .string(bentoTag),
-        ])
+        ]
+        if let w = warmPrevious { o["warm_previous"] = ["version": .string(w.version), "slot": .string(w.slot.rawValue)] }
+        return .object(o)
     }
 
     /// Parses live facts.
     public init(json: JSONValue, path: String = "") throws(JSONShapeError) {
         let r = try ObjectReader(json, path: path)
+        var warm: WarmFacts?
+        if let w = r.value("warm_previous") {
+            let wr = try ObjectReader(w, path: r.at("warm_previous"))
+            warm = WarmFacts(version: try wr.string("version"), slot: try enumValue(wr, "slot", Slot.self))
+        }
         self.init(
             version: try r.string("version"), deploymentId: try r.string("deployment_id"), slot: try enumValue(r, "slot", Slot.self),
-            endpointURL: try r.string("endpoint_url"), bentoTag: try r.string("bento_tag"))
+            endpointURL: try r.string("endpoint_url"), bentoTag: try r.string("bento_tag"), warmPrevious: warm)
     }
 }
 

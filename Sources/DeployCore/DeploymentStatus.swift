@@ -54,10 +54,14 @@ public enum DeploymentStrategy: String, Sendable, CaseIterable, Hashable, Codabl
     case rollback
 }
 
-/// One of the two slots a model runs in per environment.
+/// One of the three slots a model runs in per environment: the live version, the warm previous one
+/// (the rollback target) and a candidate each get their own, so a candidate never stops the warm one.
 public enum Slot: String, Sendable, CaseIterable, Hashable, Codable {
-    case blue, green
+    case blue, green, teal
 
-    /// The other slot.
-    public var other: Slot { self == .blue ? .green : .blue }
+    /// The slot a candidate takes: the first (in `blue`, `green`, `teal` order) that holds neither the live
+    /// version nor the warm previous one. With three slots there is always one.
+    public static func candidate(live: Slot?, warmPrevious: Slot?) -> Slot {
+        allCases.first { $0 != live && $0 != warmPrevious } ?? .teal
+    }
 }

@@ -117,14 +117,31 @@ public struct LiveFacts: Sendable, Hashable {
     public var endpointURL: String
     /// The bento serving it.
     public var bentoTag: String
+    /// The warm previous version (the registry's rollback target), while its slot is kept running.
+    public var warmPrevious: WarmFacts?
 
     /// Live facts.
-    public init(version: String, deploymentId: String, slot: Slot, endpointURL: String, bentoTag: String) {
+    public init(version: String, deploymentId: String, slot: Slot, endpointURL: String, bentoTag: String, warmPrevious: WarmFacts? = nil) {
         self.version = version
         self.deploymentId = deploymentId
         self.slot = slot
         self.endpointURL = endpointURL
         self.bentoTag = bentoTag
+        self.warmPrevious = warmPrevious
+    }
+}
+
+/// The version kept running warm beside the live one, so a rollback is one switch.
+public struct WarmFacts: Sendable, Hashable {
+    /// Its model version.
+    public var version: String
+    /// Its slot.
+    public var slot: Slot
+
+    /// Warm facts.
+    public init(version: String, slot: Slot) {
+        self.version = version
+        self.slot = slot
     }
 }
 

@@ -33,8 +33,12 @@ public struct PlanRefusal: Error, Sendable, Hashable, CustomStringConvertible {
 ///   (`weights_unsupported`); `auto` picks it only where the policy sets `default_strategy: canary`
 ///   (and falls back to blue-green, saying why, where the router cannot split). Redeploying the live version with the live bento is
 ///   refused (`already_live`); the same version with a different bento is a legitimate redeploy.
-/// - `direct` with a version live (development) still starts the new version in the other slot and switches,
+/// - `direct` with a version live (development) still starts the new version in a slot of its own and switches,
 ///   so the endpoint never goes dark, then retires the old slot at once (no bake, nothing kept warm).
+///
+/// Slot rule: the candidate takes the first slot (`blue`, `green`, `teal`) that holds neither the live version
+/// nor the warm previous one, so a candidate never stops the rollback target and a failed attempt leaves
+/// rollback one switch. The memory check covers every slot the rollout keeps running at once.
 public enum Planner {
     /// Memory one BentoML slot takes before the model (measured about 265 MiB; rounded up).
     public static let slotBaseMemoryMB = 300
@@ -138,20 +142,26 @@ public enum Planner {
         }
         reasons.append(analysis)
 
-        // Resources.
+        // Slot, resources and ports.
+        let slot = Slot.candidate(live: input.live?.slot, warmPrevious: input.live?.warmPrevious?.slot)
         let resources = estimateResources(input)
         if case .failure(let refusal) = resources.check { return .failure(refusal) }
         reasons.append(resources.basis)
-
-        // Slot and ports.
-        let slot = input.live?.slot.other ?? .blue
+        reasons.append(keptSlotsSentence(input, candidate: slot, memoryMB: resources.memoryMB))
         let slotPort = slotPort(model: input.modelName, environment: env, slot: slot, unavailable: input.host.unavailablePorts)
         let routerPort = input.live.flatMap { port(of: $0.endpointURL) } ?? input.policy.runtime.kubernetes?.servicePort
             ?? routerPort(model: input.modelName, environment: env)
         if let k = input.policy.runtime.kubernetes {
             reasons.append(kubernetesSentence(input, k, memoryMB: resources.memoryMB, cpu: resources.cpu, gpu: resources.gpu))
         } else if let live = input.live {
-            reasons.append("\(input.modelVersion) starts in slot \(slot.rawValue) on port \(slotPort) beside \(live.version) in slot \(live.slot.rawValue); the endpoint \(live.endpointURL) stays the same")
+            var placement = "\(input.modelVersion) starts in slot \(slot.rawValue) on port \(slotPort) beside \(live.version) in slot \(live.slot.rawValue)"
+            if let warm = live.warmPrevious {
+                placement += " and the warm previous \(warm.version) in slot \(warm.slot.rawValue), which it does not touch"
+                placement += strategy == .direct
+                    ? "; once it is live, \(live.version) and \(warm.version) are stopped"
+                    : "; once it is live, \(live.version) becomes the warm previous version and \(warm.version) is stopped"
+            }
+            reasons.append(placement + "; the endpoint \(live.endpointURL) stays the same")
         } else {
             reasons.append("\(input.modelVersion) starts in slot \(slot.rawValue) on port \(slotPort); the router serves it on port \(routerPort)")
         }
@@ -229,7 +239,7 @@ public enum Planner {
                 freeMemoryMB: input.host.freeMemoryMB, cpuCount: input.host.cpuCount, gpuCount: input.host.gpuCount, fits: true,
                 message: input.policy.runtime.kubernetes != nil
                     ? "not checked against this host: the cluster's scheduler places the Pods (\(resources.memoryMB) MiB requested per Pod)"
-                    : "this host has \(input.host.freeMemoryMB) MiB free and \(input.host.cpuCount) CPUs for an estimated \(resources.memoryMB) MiB: one more slot fits"))
+                    : "this host has \(input.host.freeMemoryMB) MiB free and \(input.host.cpuCount) CPUs for an estimated \(resources.memoryMB) MiB: one more slot fits beside the \(keptRunning(input).count) already running (\(keptSlots(input, candidate: slot).count) slots at once)"))
 
         return .success(DeploymentPlan(
             modelName: input.modelName, modelVersion: input.modelVersion, environment: env, bentoTag: input.bentoTag,
@@ -249,13 +259,20 @@ public enum Planner {
 
     // MARK: - Ports
 
-    /// The slot port for (model, environment, slot): FNV-1a into 20000...29999, blue and green never equal,
-    /// skipping `unavailable` ports deterministically.
+    /// The slot port for (model, environment, slot): FNV-1a into 20000...29999, the three slots' ports never
+    /// equal (a slot whose hash meets an earlier slot's port, in `blue`, `green`, `teal` order, takes the next
+    /// one up), skipping `unavailable` ports deterministically.
     public static func slotPort(model: String, environment: String, slot: Slot, unavailable: [Int] = []) -> Int {
         let width = slotPortRange.count
         func raw(_ s: Slot) -> Int { Int(FNV1a.hash([model, environment, s.rawValue]) % UInt64(width)) }
-        var offset = raw(slot)
-        if slot == .green && offset == raw(.blue) { offset = (offset + 1) % width }
+        var earlier: Set<Int> = []
+        var offset = 0
+        for s in Slot.allCases {
+            offset = raw(s)
+            while earlier.contains(offset) { offset = (offset + 1) % width }
+            if s == slot { break }
+            earlier.insert(offset)
+        }
         let taken = Set(unavailable)
         for _ in 0..<width {
             let p = slotPortRange.lowerBound + offset
@@ -284,6 +301,29 @@ public enum Planner {
     }
 
     // MARK: - Resources
+
+    /// The slots already running that the rollout keeps while the candidate starts: live, then warm previous.
+    static func keptRunning(_ input: PlanInput) -> [(role: String, version: String, slot: Slot)] {
+        guard let live = input.live else { return [] }
+        var out = [(role: "live", version: live.version, slot: live.slot)]
+        if let w = live.warmPrevious, w.slot != live.slot { out.append((role: "warm previous", version: w.version, slot: w.slot)) }
+        return out
+    }
+
+    /// Every slot running at once during the rollout: those kept, then the candidate.
+    static func keptSlots(_ input: PlanInput, candidate: Slot) -> [(role: String, version: String, slot: Slot)] {
+        keptRunning(input) + [(role: "candidate", version: input.modelVersion, slot: candidate)]
+    }
+
+    /// The memory check's account of the slots it keeps. The running ones already hold their memory, which
+    /// the host's free figure (MemAvailable) no longer includes, so the check asks for the candidate's share.
+    static func keptSlotsSentence(_ input: PlanInput, candidate: Slot, memoryMB: Int) -> String {
+        let all = keptSlots(input, candidate: candidate)
+        let listed = all.map { "\($0.role) \($0.version) in slot \($0.slot.rawValue)" }.joined(separator: ", ")
+        let running = keptRunning(input).count
+        let held = running == 0 ? "" : "; the \(running == 1 ? "running slot holds its" : "\(running) running slots hold their") memory already (the host's free memory does not include it)"
+        return "slots: the rollout keeps \(all.count) slot\(all.count == 1 ? "" : "s") running at once (\(listed))\(held), so the check asks for the candidate's \(memoryMB) MiB"
+    }
 
     struct Resources {
         var memoryMB: Int
@@ -336,7 +376,7 @@ public enum Planner {
         } else if host.freeMemoryMB < memory {
             check = .failure(PlanRefusal(
                 reason: "insufficient_resources",
-                message: "\(input.modelName):\(input.modelVersion) needs an estimated \(memory) MiB for one more slot but this host has \(host.freeMemoryMB) MiB free"))
+                message: "\(input.modelName):\(input.modelVersion) needs an estimated \(memory) MiB for one more slot\(keptRunning(input).map { "\($0.role) \($0.version)" }.joined(separator: " and ").nonEmpty.map { " (beside \($0), kept running)" } ?? "") but this host has \(host.freeMemoryMB) MiB free"))
         } else if let cpu, cpu > Double(host.cpuCount) {
             check = .failure(PlanRefusal(
                 reason: "insufficient_resources",
@@ -465,6 +505,9 @@ func formatBytes(_ n: Int64) -> String {
 }
 
 extension String {
+    /// `nil` for the empty string.
+    var nonEmpty: String? { isEmpty ? nil : self }
+
     var trimmingSpaces: String {
         var s = Substring(self)
         while s.first == " " { s = s.dropFirst() }

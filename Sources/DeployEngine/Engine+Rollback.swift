@@ -121,7 +121,7 @@ extension Engine {
     /// block an emergency rollback, and a crash before this point leaves the registry (and so reconcile) on
     /// the undone version. The registry then names it live, the undone version as the way forward.
     func recordWarmRollback(undone: DeploymentRecord, entry: RegistryEntry, reason: String, requestedBy: String,
-                            switchMs: Double) throws(EngineError) -> DeploymentRecord {
+                            switchMs: Double, switchSplit: [String: JSONValue] = [:]) throws(EngineError) -> DeploymentRecord {
         let t = now()
         let prevVersion = entry.previousVersion ?? ""
         let prevSlot = entry.previousSlot ?? ""
@@ -140,7 +140,7 @@ extension Engine {
             try store.insert(rec, event: DeploymentEvent(
                 deploymentId: rec.deploymentId, at: t, toStatus: .live, step: Step.switchTraffic.wireName, actor: requestedBy,
                 message: "rolled back \(entry.modelVersion) to \(prevVersion): traffic switched to warm slot \(prevSlot) in \(fixed(switchMs, 0)) ms (\(reason))",
-                data: ["switch_ms": .double(switchMs), "rollback_of": .string(undone.deploymentId)]))
+                data: .object(switchSplit.merging(["switch_ms": .double(switchMs), "rollback_of": .string(undone.deploymentId)]) { _, b in b })))
         }
         let newEntry = RegistryEntry(
             modelName: entry.modelName, environment: entry.environment, modelVersion: prevVersion, deploymentId: rec.deploymentId,

@@ -24,16 +24,27 @@ extension Engine {
             }
             return
         }
+        let warm = await warmBackend(entry, slot: entry.previousSlot, version: entry.previousVersion, besides: state.ref.id)
         let spec = RouteSpec(modelName: entry.modelName, environment: entry.environment, listenPort: port,
-                             backends: [WeightedBackend(slot: state.ref.id, address: state.address, version: entry.modelVersion)])
+                             backends: [WeightedBackend(slot: state.ref.id, address: state.address, version: entry.modelVersion)] + warm)
         await attempt("restore the route") { () throws(RuntimeError) in try await router.apply(spec) }
     }
 
-    /// Stops the slot of a deployment unless it is what the registry serves.
+    /// The warm slot as a backend at weight 0 beside the one taking the traffic, when it runs: the router keeps
+    /// it (HAProxy: a server at weight 0), so a switch between the two is a weight change, not a server
+    /// removed and drained of its requests, and the requests it is answering finish there. nginx drops it.
+    func warmBackend(_ e: RegistryEntry, slot: String?, version: String?, besides serving: SlotID) async -> [WeightedBackend] {
+        guard let slot, let version, slot != serving.rawValue, let state = await ports(for: e.environment).slots.state(slotRef(e, slot)), state.alive
+        else { return [] }
+        return [WeightedBackend(slot: state.ref.id, address: state.address, version: version, weight: 0)]
+    }
+
+    /// Stops the slot of a candidate (failed, interrupted, rejected or expired) unless the registry keeps it:
+    /// what serves traffic and the warm previous version (the rollback target) are never stopped here.
     func stopSlot(_ r: DeploymentRecord, slot: String? = nil) async {
         guard let s = slot ?? r.slot else { return }
         do throws(EngineError) {
-            if try registryEntry(r.modelName, r.environment)?.slot == s { return }  // never stop what serves traffic
+            if let entry = try registryEntry(r.modelName, r.environment), entry.slot == s || entry.previousSlot == s { return }
             let ref = slotRef(r, s)
             let slots = ports(for: r.environment).slots
             _ = await detached { await slots.stop(ref, graceSeconds: 5) }

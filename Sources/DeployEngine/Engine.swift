@@ -204,7 +204,10 @@ public final class Engine: Sendable {
 
     func liveFacts(_ entry: RegistryEntry?) -> LiveFacts? {
         guard let e = entry, let slot = Slot(rawValue: e.slot) else { return nil }
-        return LiveFacts(version: e.modelVersion, deploymentId: e.deploymentId, slot: slot, endpointURL: e.endpointURL, bentoTag: e.bentoTag ?? "")
+        var warm: WarmFacts?
+        if let s = e.previousSlot.flatMap(Slot.init(rawValue:)), s != slot, let v = e.previousVersion { warm = WarmFacts(version: v, slot: s) }
+        return LiveFacts(version: e.modelVersion, deploymentId: e.deploymentId, slot: slot, endpointURL: e.endpointURL,
+                         bentoTag: e.bentoTag ?? "", warmPrevious: warm)
     }
 
     func registryEntry(_ model: String, _ env: String) throws(EngineError) -> RegistryEntry? {

@@ -20,7 +20,9 @@ extension RolloutRunner {
         case .route(.new): return try await route()
         case .route(.previous): return try await routeBack()
         case .restoreRoute: await engine.restoreRoute(try engine.registryEntry(record.modelName, record.environment))
-        case .setRegistry: try setRegistry()
+        case .setRegistry:
+            try setRegistry()
+            await retireOlderWarm()  // RolloutRunner+Slots.swift
         case .closePrevious: closePrevious()
         case .stopSlot(.new): await engine.stopSlot(record, slot: record.slot ?? facts.slot)
         case .stopSlot(.previous): try await stopPrevious()
@@ -43,16 +45,16 @@ extension RolloutRunner {
         return nil
     }
 
-    /// Starts the new version in its slot; whatever ran there (an older version kept warm) is stopped
-    /// first, and is no longer a rollback target.
+    /// Starts the new version in its slot. The slot is never the live one nor the warm previous one
+    /// (``slotIsKept()``); whatever still ran there is left over from a retired version and is stopped first.
     mutating func startSlot() async throws(EngineError) -> RolloutEvent {
         let ref = newSlotRef
+        if let kept = try slotIsKept() { return .slotStartFailed(kept) }
         if let old = await ports.slots.state(ref) {
             note(.startSlot, "stopping what still ran in slot \(ref.id) (pid \(old.processID.map(String.init) ?? "?"))")
-            // It takes no traffic (the router points at the live slot), so it gets no graceful drain.
+            // It takes no traffic and is no rollback target (checked above), so it gets no graceful drain.
             let slots = ports.slots
             _ = await engine.detached { await slots.stop(ref, graceSeconds: 0) }
-            try engine.retireFromRegistry(record, slot: ref.id.rawValue)
         }
         let preferred = plan?.config.slotPort ?? 0
         var launch = SlotLaunch(ref: ref, bentoTag: record.bentoTag ?? plan?.bentoTag ?? "", version: record.modelVersion, preferredPort: preferred)

@@ -19,17 +19,24 @@ extension RolloutRunner {
             return .switchFailed(.slotDied, "the previous version is not running warm any more")
         }
         previous = entry
+        // The version undone stays attached at weight 0: it is the warm way forward now (Engine.warmBackend).
+        let warm = await engine.warmBackend(entry, slot: entry.slot, version: entry.modelVersion, besides: state.ref.id)
         let spec = RouteSpec(modelName: entry.modelName, environment: entry.environment, listenPort: port,
-                             backends: [WeightedBackend(slot: state.ref.id, address: state.address, version: prevVersion)])
+                             backends: [WeightedBackend(slot: state.ref.id, address: state.address, version: prevVersion)] + warm)
+        var split = SwitchSplit(engine)
         do {
             try await ports.router.ensureRunning()
+            split.lap("ensure_running_ms")
             try await ports.router.apply(spec)
+            split.lap("apply_ms")
         } catch {
             return .switchFailed(.switchFailed, "\(error.code): \(error.message)")
         }
         guard await ports.router.verify(listenPort: port, serving: state.ref.id, timeoutMs: 5000) else {
             return .switchFailed(.switchUnverified, "the router did not answer from slot \(prevSlot) within 5 s")
         }
+        split.lap("verify_ms")
+        switchSplit = split.laps
         switchMs = engine.ms(since: rollbackStart)
         return .switched
     }
@@ -41,7 +48,8 @@ extension RolloutRunner {
         let byPerson = cause == nil || cause?.reason == .aborted
         let who = byPerson ? actor : "model-deployer"
         let reason = cause.map { $0.reason == .aborted ? $0.message : "automatic rollback: \($0.message)" } ?? rollbackReason
-        let rec = try engine.recordWarmRollback(undone: record, entry: entry, reason: reason, requestedBy: who, switchMs: switchMs)
+        let rec = try engine.recordWarmRollback(undone: record, entry: entry, reason: reason, requestedBy: who, switchMs: switchMs,
+                                                switchSplit: switchSplit)
         rollbackRecord = rec
         let current = try engine.record(record.deploymentId)
         guard current.status == .live else { record = current; return }

@@ -27,8 +27,11 @@ extension RolloutRunner {
             }
         }
         endpointPort = port
+        // The version replaced stays attached at weight 0: it becomes the warm previous one (RolloutRunner+Slots.swift).
+        var warm: [WeightedBackend] = []
+        if let p = previous { warm = await engine.warmBackend(p, slot: p.slot, version: p.modelVersion, besides: ref.id) }
         let spec = RouteSpec(modelName: record.modelName, environment: record.environment, listenPort: port,
-                             backends: [WeightedBackend(slot: ref.id, address: slot.address, version: record.modelVersion)])
+                             backends: [WeightedBackend(slot: ref.id, address: slot.address, version: record.modelVersion)] + warm)
         if let live = previous, live.slot != ref.id.rawValue,
             let stats = await ports.router.stats(modelName: record.modelName, environment: record.environment, windowMs: Self.trafficWindowMs)
         {
@@ -37,15 +40,20 @@ extension RolloutRunner {
             trafficBaseline = stats.first { $0.slot.rawValue == live.slot }?.window
         }
         let start = ContinuousClock.now
+        var split = SwitchSplit(engine)
         do {
             try await ports.router.ensureRunning()
+            split.lap("ensure_running_ms")
             try await ports.router.apply(spec)
+            split.lap("apply_ms")
         } catch {
             return .switchFailed(.switchFailed, error.message)
         }
         guard await ports.router.verify(listenPort: port, serving: ref.id, timeoutMs: 5000) else {
             return .switchFailed(.switchUnverified, "the router did not answer from slot \(ref.id) within 5 s")
         }
+        split.lap("verify_ms")
+        switchSplit = split.laps
         switchMs = engine.ms(since: start)
         switchedAt = ContinuousClock.now
         return .switched

@@ -37,6 +37,8 @@ struct RolloutRunner {
     var previous: RegistryEntry?
     var endpointPort: Int?
     var switchMs: Double = 0
+    /// Where the switch's time went (`ensure_running_ms`, `apply_ms`, `verify_ms`), kept with its event.
+    var switchSplit: [String: JSONValue] = [:]
     /// Set by the caller: whether the pending gate's window has closed, and the sentence for it.
     var gateExpired = false
     var expiryMessage: String?

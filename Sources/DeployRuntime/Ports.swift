@@ -6,12 +6,12 @@ import Foundation
 import DeployCore
 import JSON
 
-// The ports the engine drives. The local runtime (BentoML processes behind nginx) implements them in
+// The ports the engine drives. The local runtime (BentoML processes behind HAProxy or nginx) implements them in
 // `LocalRuntime.swift`; an HAProxy router or a Kubernetes runtime implements the same protocols, and the
 // engine's tests use fakes. Every call may block its thread (files, processes, sockets): the engine calls
 // them from its blocking executor, never from the cooperative pool.
 
-/// Names one running copy of a version of a model in an environment: `blue` or `green` for the local
+/// Names one running copy of a version of a model in an environment: `blue`, `green` or `teal` for the local
 /// runtime, a Deployment name for Kubernetes. Stored in the ledger as its raw value.
 public struct SlotID: RawRepresentable, Hashable, Sendable, Comparable, CustomStringConvertible, ExpressibleByStringLiteral {
     /// The ledger and wire spelling.
@@ -20,9 +20,9 @@ public struct SlotID: RawRepresentable, Hashable, Sendable, Comparable, CustomSt
     public init(rawValue: String) { self.rawValue = rawValue }
     /// A slot id.
     public init(stringLiteral value: String) { self.rawValue = value }
-    /// The id of a blue/green slot.
+    /// The id of a local slot.
     public init(_ slot: Slot) { self.rawValue = slot.rawValue }
-    /// The blue/green slot this id names, when it names one.
+    /// The local slot this id names, when it names one.
     public var slot: Slot? { Slot(rawValue: rawValue) }
     public var description: String { rawValue }
     public static func < (a: SlotID, b: SlotID) -> Bool { a.rawValue < b.rawValue }
@@ -329,11 +329,11 @@ public enum RouterKind: String, Sendable, Hashable, CaseIterable {
 }
 
 extension RuntimePorts {
-    /// The local runtime: `bentoml serve` processes in blue/green slots under `home/slots`, the router
-    /// (nginx by default, or HAProxy) under `home/router`, the BentoML store at `bentomlHome`, HTTP probes
+    /// The local runtime: `bentoml serve` processes in blue/green/teal slots under `home/slots`, the router
+    /// (HAProxy by default, or nginx) under `home/router`, the BentoML store at `bentomlHome`, HTTP probes
     /// on the loopback interface.
     public static func local(home: String, bentoml: String, bentomlHome: String, nginx: String,
-                             router: RouterKind = .nginx, haproxy: String = HAProxyRouter.defaultExecutable) -> RuntimePorts {
+                             router: RouterKind = .haproxy, haproxy: String = HAProxyRouter.defaultExecutable) -> RuntimePorts {
         let traffic: any TrafficRouter = switch router {
         case .nginx: NginxRouter(home: home, nginx: nginx)
         case .haproxy: HAProxyTrafficRouter(home: home, haproxy: haproxy)

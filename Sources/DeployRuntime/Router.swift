@@ -399,14 +399,14 @@ public final class NginxRouter: Sendable {
 extension NginxRouter: TrafficRouter {
     /// nginx here serves one upstream per endpoint: a route must give one backend the whole traffic
     /// (other backends at weight 0 are dropped, since nothing would reach them).
-    /// - Throws: `weights_unsupported` for a split, `invalid_name` for a slot other than blue or green.
+    /// - Throws: `weights_unsupported` for a split, `invalid_name` for a slot other than blue, green or teal.
     public func apply(_ route: RouteSpec) async throws(RuntimeError) {
         let serving = route.backends.filter { $0.weight > 0 }
         guard serving.count == 1, let backend = serving.first else {
             throw RuntimeError(code: "weights_unsupported",
                                message: "the nginx router sends an endpoint's traffic to one backend; asked for \(serving.count) with a share")
         }
-        guard let slot = backend.slot.slot else { throw .invalidName("the nginx router routes to slots blue and green, not \(backend.slot)") }
+        guard let slot = backend.slot.slot else { throw .invalidName("the nginx router routes to slots blue, green and teal, not \(backend.slot)") }
         try await self.route(modelName: route.modelName, environment: route.environment, routerPort: route.listenPort,
                              upstreamPort: backend.address.port, slot: slot, version: backend.version)
     }

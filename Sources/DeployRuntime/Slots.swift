@@ -14,7 +14,7 @@ public struct SlotSpec: Sendable, Hashable {
     public var modelName: String
     /// Environment name (same pattern).
     public var environment: String
-    /// Blue or green.
+    /// Blue, green or teal.
     public var slot: Slot
     /// The bento to serve, `name:version`.
     public var bentoTag: String
@@ -376,9 +376,9 @@ func rfc3339(_ date: Date) -> String {
 
 extension SlotManager: SlotRuntime {
     /// Starts `launch` on its preferred port, or on another free one when that is taken.
-    /// - Throws: `invalid_name` for a slot other than blue or green, and what ``start(_:)-(SlotSpec)`` throws.
+    /// - Throws: `invalid_name` for a slot other than blue, green or teal, and what ``start(_:)-(SlotSpec)`` throws.
     public func start(_ launch: SlotLaunch) async throws(RuntimeError) -> RunningSlot {
-        guard let slot = launch.ref.id.slot else { throw .invalidName("the local runtime has slots blue and green, not \(launch.ref.id)") }
+        guard let slot = launch.ref.id.slot else { throw .invalidName("the local runtime has slots blue, green and teal, not \(launch.ref.id)") }
         let port = freePort(preferred: launch.preferredPort)
         let spec = SlotSpec(modelName: launch.ref.modelName, environment: launch.ref.environment, slot: slot,
                             bentoTag: launch.bentoTag, port: port)

@@ -23,9 +23,9 @@ public struct ServeOptions: Sendable, Equatable {
     public var bentoml: String?
     /// The `nginx` executable (`MODEL_DEPLOYER_NGINX`, else found on PATH or /usr/sbin).
     public var nginx: String?
-    /// The router in front of the slots (`--router`, `MODEL_DEPLOYER_ROUTER`; default nginx).
-    public var router: RouterKind = .nginx
-    /// The `haproxy` executable (`MODEL_DEPLOYER_HAPROXY`, else found on PATH or /usr/sbin); used with `--router haproxy`.
+    /// The router in front of the slots (`--router`, `MODEL_DEPLOYER_ROUTER`; default haproxy).
+    public var router: RouterKind = .haproxy
+    /// The `haproxy` executable (`MODEL_DEPLOYER_HAPROXY`, else found on PATH or /usr/sbin); used with the HAProxy router.
     public var haproxy: String?
 
     public init() {}
@@ -144,10 +144,10 @@ public enum CLI {
                                           default: embedded SQLite at <home>/deployer.db
                   --policy FILE           approval policy JSON (default <home>/policy.json if present)
                   --bentoml PATH          bentoml executable (env MODEL_DEPLOYER_BENTOML; default: PATH)
-                  --nginx PATH            nginx executable (env MODEL_DEPLOYER_NGINX; default: PATH, /usr/sbin)
-                  --router KIND           nginx | haproxy: the router in front of the slots
-                                          (env MODEL_DEPLOYER_ROUTER; default nginx)
-                  --haproxy PATH          haproxy executable for --router haproxy (env MODEL_DEPLOYER_HAPROXY;
+                  --router KIND           haproxy | nginx: the router in front of the slots
+                                          (env MODEL_DEPLOYER_ROUTER; default haproxy)
+                  --haproxy PATH          haproxy executable (env MODEL_DEPLOYER_HAPROXY; default: PATH, /usr/sbin)
+                  --nginx PATH            nginx executable for --router nginx (env MODEL_DEPLOYER_NGINX;
                                           default: PATH, /usr/sbin)
                   --log-level LEVEL       debug | info | warning | error | off (default info)
                   --max-frame-bytes N     largest accepted frame (default 67108864)
@@ -161,7 +161,7 @@ public enum CLI {
         }
         return """
             model-deployer \(AgentInfo.version): plans, approves, executes and rolls back BentoML model
-            deployments (blue-green behind nginx), with every step recorded in a ledger.
+            deployments (blue-green behind HAProxy or nginx), with every step recorded in a ledger.
 
             Usage:
               model-deployer serve [options]   speak JSON-RPC 2.0 / MCP on stdin and stdout

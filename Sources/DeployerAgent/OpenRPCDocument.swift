@@ -1576,10 +1576,12 @@ public let openRPCDocumentText = ####"""
       },
       "Slot": {
         "title": "Slot",
+        "description": "Each (model, environment) has three slots: the live version, the warm previous one (the rollback target) and a candidate each take one. A candidate takes the first slot holding neither the live nor the warm previous version, so it never stops the rollback target.",
         "type": "string",
         "enum": [
           "blue",
-          "green"
+          "green",
+          "teal"
         ]
       },
       "GateKind": {

@@ -16,12 +16,12 @@ import Testing
         #expect(plan.config.rollback.keepWarmSeconds == 0)
     }
 
-    @Test(arguments: [Slot.blue, .green])
-    func liveVersionMeansBlueGreenInTheOtherSlot(liveSlot: Slot) throws {
+    @Test(arguments: [(Slot.blue, Slot.green), (.green, .blue), (.teal, .blue)])
+    func liveVersionMeansBlueGreenInAFreeSlot(liveSlot: Slot, candidate: Slot) throws {
         let live = Fixtures.live(slot: liveSlot)
         let plan = try Fixtures.plan(Fixtures.input(environment: "production", live: live))
         #expect(plan.strategy == .blueGreen)
-        #expect(plan.config.slot == liveSlot.other)
+        #expect(plan.config.slot == candidate)
         #expect(plan.previousVersion == "v1")
         #expect(plan.replacesEndpoint == live.endpointURL)
         #expect(plan.config.routerPort == 18500)  // reused from the live endpoint
@@ -29,6 +29,59 @@ import Testing
         #expect(plan.steps == ["start_slot", "readiness", "smoke_tests", "baseline", "gate:promote", "switch", "register", "bake", "retire_previous"])
         #expect(plan.config.rollback.bakeSeconds == 120)
         #expect(plan.config.rollback.keepWarmSeconds == 1_800)
+    }
+
+    /// The candidate never takes the live slot nor the warm previous one: whichever two they hold, it gets the third.
+    @Test(arguments: [(Slot.blue, Slot.green, Slot.teal), (.green, .blue, .teal), (.teal, .green, .blue), (.green, .teal, .blue),
+                      (.blue, .teal, .green), (.teal, .blue, .green)])
+    func theCandidateTakesTheSlotNeitherLiveNorWarm(live: Slot, warm: Slot, candidate: Slot) throws {
+        var facts = Fixtures.live(slot: live)
+        facts.warmPrevious = WarmFacts(version: "v0", slot: warm)
+        let plan = try Fixtures.plan(Fixtures.input(environment: "staging", live: facts))
+        #expect(plan.config.slot == candidate)
+        #expect(plan.config.slotPort == Planner.slotPort(model: "iris_clf", environment: "staging", slot: candidate))
+        #expect(plan.reasons.contains {
+            $0.hasPrefix("v2 starts in slot \(candidate.rawValue)") && $0.contains("the warm previous v0 in slot \(warm.rawValue), which it does not touch")
+                && $0.contains("once it is live, v1 becomes the warm previous version and v0 is stopped")
+        })
+        #expect(Slot.candidate(live: live, warmPrevious: warm) == candidate)
+        #expect(Slot.candidate(live: live, warmPrevious: nil) != live)
+    }
+
+    /// The memory check accounts for every slot the rollout keeps running at once, and says so.
+    @Test func theMemoryCheckCountsEverySlotItKeeps() throws {
+        var facts = Fixtures.live(slot: .blue)
+        facts.warmPrevious = WarmFacts(version: "v0", slot: .green)
+        let three = try Fixtures.plan(Fixtures.input(environment: "staging", live: facts))
+        #expect(three.reasons.contains(
+            "slots: the rollout keeps 3 slots running at once (live v1 in slot blue, warm previous v0 in slot green, candidate v2 in slot teal); the 2 running slots hold their memory already (the host's free memory does not include it), so the check asks for the candidate's \(three.requirements.estimatedMemoryMB) MiB"))
+        #expect(three.requirements.host.message.hasSuffix("one more slot fits beside the 2 already running (3 slots at once)"))
+        let two = try Fixtures.plan(Fixtures.input(environment: "staging", live: Fixtures.live(slot: .blue)))
+        #expect(two.reasons.contains { $0.hasPrefix("slots: the rollout keeps 2 slots running at once (live v1 in slot blue, candidate v2 in slot green); the running slot holds its memory") })
+        let one = try Fixtures.plan(Fixtures.input(environment: "staging"))
+        #expect(one.reasons.contains { $0 == "slots: the rollout keeps 1 slot running at once (candidate v2 in slot blue), so the check asks for the candidate's \(one.requirements.estimatedMemoryMB) MiB" })
+        // Refused: the message names what keeps running beside the slot that does not fit.
+        let refused = Fixtures.refusal(Fixtures.input(environment: "staging", live: facts, host: HostFacts(freeMemoryMB: 250, cpuCount: 2)))
+        #expect(refused?.reason == "insufficient_resources")
+        #expect(refused?.message.contains("for one more slot (beside live v1 and warm previous v0, kept running) but this host has 250 MiB free") == true)
+    }
+
+    /// The warm previous version is part of the facts a plan records (and so of its hash), and round-trips.
+    @Test func theWarmPreviousVersionIsRecorded() throws {
+        var facts = Fixtures.live(slot: .teal)
+        facts.warmPrevious = WarmFacts(version: "v0", slot: .blue)
+        let plan = try Fixtures.plan(Fixtures.input(live: facts))
+        #expect(plan.toJSON()["recorded_live"]?["warm_previous"] == ["version": "v0", "slot": "blue"])
+        #expect(try DeploymentPlan(json: try JSONValue.parse(plan.toJSON().jsonString)) == plan)
+        // Without a warm version the key is absent: plans made before keep their hash.
+        #expect(try Fixtures.plan(Fixtures.input(live: Fixtures.live())).toJSON()["recorded_live"]?["warm_previous"] == nil)
+        var bad = plan.toJSON()
+        if case .object(var o) = bad, case .object(var l)? = o["recorded_live"] {
+            l["warm_previous"] = ["version": "v0", "slot": "purple"]
+            o["recorded_live"] = .object(l)
+            bad = .object(o)
+        }
+        #expect(throws: JSONShapeError.self) { try DeploymentPlan(json: bad) }
     }
 
     @Test func stagingHasOneGateAndNoPromotionStep() throws {
@@ -148,13 +201,14 @@ import Testing
         let router = Planner.routerPort(model: "iris_clf", environment: "production")
         #expect(Planner.routerPortRange.contains(router))
         #expect(router != Planner.routerPort(model: "iris_clf", environment: "staging"))
-        // Many names never collide blue with green, and always land in range.
-        for i in 0..<500 {
-            let b = Planner.slotPort(model: "m\(i)", environment: "e", slot: .blue)
-            let g = Planner.slotPort(model: "m\(i)", environment: "e", slot: .green)
-            #expect(b != g)
-            #expect(Planner.slotPortRange.contains(g))
+        // Many names (enough that some hash two slots onto one port) never collide two of the three slots, and
+        // always land in range.
+        var collided: [String] = []
+        for i in 0..<20_000 {
+            let ports = Slot.allCases.map { Planner.slotPort(model: "m\(i)", environment: "e", slot: $0) }
+            if Set(ports).count != 3 || !ports.allSatisfy(Planner.slotPortRange.contains) { collided.append("m\(i): \(ports)") }
         }
+        #expect(collided.isEmpty)
         #expect(Planner.port(of: "http://127.0.0.1:18123") == 18123)
         #expect(Planner.port(of: "http://127.0.0.1:18123/predict") == 18123)
         #expect(Planner.port(of: "http://localhost/") == nil)

@@ -14,9 +14,10 @@ struct CLIRouterTests {
         return nil
     }
 
-    @Test func nginxStaysTheDefault() {
-        #expect(options([])?.router == .nginx)
-        #expect(options([], ["MODEL_DEPLOYER_ROUTER": ""])?.router == .nginx)
+    @Test func haproxyIsTheDefault() {
+        #expect(options([])?.router == .haproxy)
+        #expect(options([], ["MODEL_DEPLOYER_ROUTER": ""])?.router == .haproxy)
+        #expect(options([], ["MODEL_DEPLOYER_ROUTER": "nginx"])?.router == .nginx)
         #expect(options([])?.haproxy == nil)
     }
 

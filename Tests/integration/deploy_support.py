@@ -147,8 +147,23 @@ def slot_processes(home: Path) -> dict[str, list[int]]:
     return out
 
 
+def haproxy_pids(home: Path) -> dict[str, int]:
+    """Live HAProxy processes of the endpoints under `home/router` (one per endpoint), by pid file name."""
+    out: dict[str, int] = {}
+    for pidfile in (home / "router").glob("ep-*.pid"):
+        try:
+            pid = int(pidfile.read_text().split()[0])
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if cmd and cmd[0].split(b"/")[-1].startswith(b"haproxy"):
+            out[pidfile.name] = pid
+    return out
+
+
 def stop_everything(home: Path) -> None:
-    """Kills whatever a test left running under `home`: slot process trees and the router nginx."""
+    """Kills whatever a test left running under `home`: slot process trees and the router (HAProxy's
+    processes, or nginx)."""
     import signal
     for pids in slot_processes(home).values():
         for pid in pids:
@@ -156,6 +171,11 @@ def stop_everything(home: Path) -> None:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+    for pid in haproxy_pids(home).values():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     for pidfile in (home / "router").glob("**/nginx.pid"):
         try:
             os.kill(int(pidfile.read_text().strip()), signal.SIGQUIT)

@@ -1,5 +1,5 @@
 """End-to-end deployments against the real things: the `model-deployer` binary, BentoML slots serving the
-example model, nginx switching traffic, the SQLite ledger. Each test gets its own home (slots, router,
+example model, the default router (HAProxy) switching traffic, the SQLite ledger. Each test gets its own home (slots, router,
 ledger) and stops everything it started."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ MODEL = "iris_clf"
 class Deployer:
     """Drives one agent home through deployments."""
 
-    def __init__(self, spawn_agent, home: Path, tags: dict[str, str], openrpc):
+    def __init__(self, spawn_agent, home: Path, tags: dict[str, str], openrpc, router: str | None = None):
         self.spawn_agent = spawn_agent
         self.home = home
         self.tags = tags
@@ -30,6 +30,8 @@ class Deployer:
             "BENTOML_HOME": os.environ["MODEL_DEPLOYER_TEST_BENTOML_HOME"],
             "MODEL_DEPLOYER_BENTOML": os.environ.get("MODEL_DEPLOYER_BENTOML", "bentoml"),
         }
+        if router is not None:  # else the agent's default (haproxy), or MODEL_DEPLOYER_ROUTER from the test run
+            self.env["MODEL_DEPLOYER_ROUTER"] = router
         self.agent = self.start()
 
     def start(self):
@@ -85,8 +87,8 @@ def deployer(spawn_agent, agent_home, openrpc):
     (agent_home / "policy.json").write_text(json.dumps(TEST_POLICY))
     d = Deployer(spawn_agent, agent_home, tags, openrpc)
     yield d
-    # The agents first: a running agent repairs a router it finds down, and would restart the nginx
-    # that stop_everything stops.
+    # The agents first: a running agent repairs a router it finds down, and would restart the router
+    # processes that stop_everything stops.
     for a in spawn_agent.agents:
         a.close()
     stop_everything(agent_home)

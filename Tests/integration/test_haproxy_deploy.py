@@ -99,10 +99,11 @@ def test_blue_green_and_rollback_on_haproxy_lose_no_request(deployer):
     assert st["live"]["model_version"] == version(deployer.tags, "v1")
     # Both switches were runtime commands to the same HAProxy process: it was never restarted.
     assert _haproxy_pids(deployer.home) == pids
-    # The router's own state: the endpoint serves v1's slot, all of the traffic at HAProxy's full weight.
+    # The router's own state: the endpoint serves v1's slot, all of the traffic at HAProxy's full weight; v2,
+    # warm again, stays a server at weight 0 (a switch back is a weight change, nothing to drain).
     [route] = json.loads((router / "routes.json").read_text())["routes"]
     assert [(b["name"], b["version"], b["weight"]) for b in route["backends"]] == \
-        [(v1["slot"], version(deployer.tags, "v1"), 256)], route
+        [(v1["slot"], version(deployer.tags, "v1"), 256), (v2["slot"], version(deployer.tags, "v2"), 0)], route
 
 
 @pytest.mark.parametrize("args,env,expected", [

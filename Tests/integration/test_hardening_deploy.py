@@ -1,6 +1,8 @@
-"""Hardening of deployments against the real things (the binary, BentoML slots, nginx, the SQLite ledger):
+"""Hardening of deployments against the real things (the binary, BentoML slots, the router, the SQLite ledger):
 rollbacks cannot be gamed, idempotency keys cannot hand out another caller's plan, one damaged ledger row
-does not hide the others, and a killed router is noticed and repaired."""
+does not hide the others, and a killed router is noticed and repaired. The router tests that look at nginx's
+own processes and files run the agent with `--router nginx` (MODEL_DEPLOYER_ROUTER=nginx), the others on the
+default router (HAProxy)."""
 
 from __future__ import annotations
 
@@ -13,8 +15,19 @@ from pathlib import Path
 
 import pytest
 
-from deploy_support import EXPECT, version
-from test_deploy import MODEL, deployer, live_answer  # noqa: F401 - the fixture is used by name
+from deploy_support import EXPECT, TEST_POLICY, example_tags, stop_everything, version
+from test_deploy import MODEL, Deployer, deployer, live_answer  # noqa: F401 - the fixture is used by name
+
+
+@pytest.fixture
+def nginx_deployer(spawn_agent, agent_home, openrpc):
+    """The end-to-end deployer with the agent on the nginx router (still selectable, and kept tested)."""
+    (agent_home / "policy.json").write_text(json.dumps(TEST_POLICY))
+    d = Deployer(spawn_agent, agent_home, example_tags(), openrpc, router="nginx")
+    yield d
+    for a in spawn_agent.agents:
+        a.close()
+    stop_everything(agent_home)
 
 
 def _rollback(deployer, **extra):
@@ -129,7 +142,8 @@ def _wait_for(pred, timeout: float, what: str):
     raise AssertionError(f"not within {timeout} s: {what}")
 
 
-def test_a_killed_router_is_noticed_and_repaired(deployer):
+def test_a_killed_router_is_noticed_and_repaired(nginx_deployer):
+    deployer = nginx_deployer
     v1 = deployer.deploy("v1")
     v2 = deployer.deploy("v2")
     master = int((deployer.home / "router" / "run" / "nginx.pid").read_text())
@@ -162,7 +176,8 @@ def test_status_says_when_the_endpoint_does_not_answer(deployer):
     assert st["slot_alive"] is False and st["endpoint_alive"] is False
 
 
-def test_a_rollback_that_fails_at_the_switch_is_recorded(deployer):
+def test_a_rollback_that_fails_at_the_switch_is_recorded(nginx_deployer):
+    deployer = nginx_deployer
     deployer.deploy("v1")
     v2 = deployer.deploy("v2")
     # Someone leaves a broken file in the router's config: nginx -t refuses every change from now on.

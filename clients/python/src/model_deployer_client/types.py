@@ -74,7 +74,7 @@ class Deployment(TypedDict):
     deployment_strategy: Strategy
     status: DeploymentStatus
     previous_version: str | None
-    slot: Literal["blue", "green"] | None
+    slot: Literal["blue", "green", "teal"] | None
     plan: dict[str, Any]
     plan_hash: str
     health_check_passed: bool | None
@@ -173,7 +173,7 @@ class ExecuteResult(ModelDeployerOutput):
     model_name: str
     model_version: str
     environment: str
-    slot: Literal["blue", "green"] | None
+    slot: Literal["blue", "green", "teal"] | None
     gate: NotRequired[str]
     error: NotRequired[DeploymentErrorInfo]
 
