@@ -129,6 +129,14 @@ class SyncDeployerClient:
         """See :meth:`DeployerClient.rollback`."""
         return self._run(self.aio.rollback(*args, **kwargs))
 
+    def abort(self, deployment_id: str, requested_by: str, reason: str | None = None) -> Any:
+        """See :meth:`DeployerClient.abort`."""
+        return self._run(self.aio.abort(deployment_id, requested_by, reason))
+
+    def stop(self, model_name: str, environment: str, requested_by: str, reason: str | None = None) -> Any:
+        """See :meth:`DeployerClient.stop`."""
+        return self._run(self.aio.stop(model_name, environment, requested_by, reason))
+
     def status(self, deployment_id: str) -> Any:
         """See :meth:`DeployerClient.status`."""
         return self._run(self.aio.status(deployment_id))
