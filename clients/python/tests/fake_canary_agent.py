@@ -10,6 +10,7 @@ Behaviour: the canary's steps are plan.canary.steps (default [5, 25, 50, 100]); 
 one passing analysis window and then waits at awaiting_step (step_gates) or goes on to live; each approved
 step gate raises the weight by one step; a rejected one (or deploy.abort) aborts. With
 FAKE_AGENT_FAIL_AT_STEP=N, the analysis of step N fails and the canary is aborted (analysis_failed).
+deploy.follow in a fresh process plays a whole canary without gates (as if another process ran it).
 """
 import json
 import os
@@ -144,6 +145,12 @@ def handle(method: str, params: dict):
                     "endpoint_url": "http://127.0.0.1:39999", "slot": "teal", "bento_tag": None, "previous_version": "v1",
                     "previous_deployment_id": None, "previous_slot": "blue", "updated_at": now()}
         return {"deployment": deployment(), "events": STATE["events"], "live": live, "slot_alive": True}
+    if method == "deploy.follow":
+        # Another process's rollout, seen from here: a whole canary without gates, each event as progress.
+        if STATE["status"] is None:
+            STATE["step_gates"] = False
+            run_on()
+        return {"deployment": deployment(), "last_seq": len(STATE["events"])}
     if method == "history.query":
         result = {"deployments": [], "next_cursor": None}
         if "traffic_at" in params:

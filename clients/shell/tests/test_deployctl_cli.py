@@ -16,7 +16,8 @@ import pytest
 SHELL = Path(__file__).resolve().parents[1]
 DEPLOYCTL = str(SHELL / "deployctl")
 COMPLETION = SHELL / "deployctl.bash-completion"
-COMMANDS = ("plan", "approve", "execute", "deploy", "rollback", "status", "ls", "history", "ping", "call")
+COMMANDS = ("plan", "approve", "execute", "deploy", "abort", "rollback", "stop", "status", "ls", "history", "ping",
+            "call")
 EXIT_OK, EXIT_USAGE, EXIT_DOMAIN = 0, 1, 3
 
 
@@ -119,7 +120,7 @@ def complete(line: str) -> list[str]:
 def test_completion_of_commands_and_values() -> None:
     assert complete("deployctl hi") == ["history"]
     assert set(complete("deployctl ")) == {*COMMANDS, "help"}
-    assert complete("deployctl --home /tmp/x st") == ["status"]  # an option's value is not the command
+    assert complete("deployctl --home /tmp/x sta") == ["status"]  # an option's value is not the command
     assert complete("deployctl plan --strategy blu") == ["blue_green"]
     assert complete("deployctl approve --id x --decision ") == ["approve", "reject"]
     assert complete("deployctl -o t") == ["table"]
