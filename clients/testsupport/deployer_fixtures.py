@@ -75,6 +75,10 @@ class IrisStore:
     v1: str
     v2: str
     broken: str
+    flaky: str
+    """Answers like v1 + 20 ([20] for SETOSA); 30 % of its /predict requests answer HTTP 500."""
+    slow: str
+    """Answers like v1 + 30 ([30] for SETOSA); half of its /predict requests take 300 ms longer."""
 
     def env(self) -> dict[str, str]:
         return {
@@ -129,7 +133,7 @@ def iris_store() -> IrisStore:
         pytest.skip("needs BentoML: set MODEL_DEPLOYER_TEST_BENTOML_HOME to a BentoML store (examples/iris/build.sh fills it)")
     store = Path(home)
     kinds = _tags_file_versions() or _models_by_kind(store)
-    if not {"v1", "v2", "broken"} <= kinds.keys():
+    if not {"v1", "v2", "broken", "flaky", "slow"} <= kinds.keys():
         build = REPO / "examples" / "iris" / "build.sh"
         subprocess.run(
             [str(build), str(VENV_BIN.parent)],
@@ -138,11 +142,13 @@ def iris_store() -> IrisStore:
             stdout=subprocess.DEVNULL,
         )
         kinds = _models_by_kind(store)
-    return IrisStore(home=store, model_name="iris_clf", v1=kinds["v1"], v2=kinds["v2"], broken=kinds["broken"])
+    return IrisStore(home=store, model_name="iris_clf", v1=kinds["v1"], v2=kinds["v2"], broken=kinds["broken"],
+                     flaky=kinds["flaky"], slow=kinds["slow"])
 
 
 SETOSA = {"input": [[5.1, 3.5, 1.4, 0.2]]}
-"""A /predict request body: v1 answers [0], v2 answers [10], broken answers HTTP 500 (examples/iris)."""
+"""A /predict request body: v1 answers [0], v2 answers [10], flaky [20] (or HTTP 500), slow [30], broken answers
+HTTP 500 (examples/iris)."""
 
 
 def smoke(expect: list[int]) -> list[dict]:
@@ -164,7 +170,8 @@ def jq() -> str:
 
 
 def teardown_home(home: Path) -> None:
-    """Stops what deployments under `home` left running: BentoML slots (whole trees) and the nginx router.
+    """Stops what deployments under `home` left running: BentoML slots (whole trees) and the router (nginx or
+    HAProxy).
 
     Only processes recorded in this home's slot.json / nginx.pid files (started by this test) are signalled.
     """
@@ -217,6 +224,16 @@ def teardown_home(home: Path) -> None:
             os.kill(pid, signal.SIGTERM)
             victims.append(pid)  # wait for it too: the next test may want its port
         except (ValueError, ProcessLookupError, PermissionError):
+            pass
+    # The HAProxy router: one process per endpoint, its pid in router/**/ep-*.pid, its config under `home`.
+    for pidfile in (home / "router").glob("**/ep-*.pid"):
+        try:
+            pid = int(pidfile.read_text().split()[0])
+            if "haproxy" not in cmdline(pid) or str(home) not in cmdline(pid):
+                raise ProcessLookupError(pid)
+            os.kill(pid, signal.SIGTERM)
+            victims.append(pid)
+        except (ValueError, IndexError, ProcessLookupError, PermissionError, OSError):
             pass
     deadline = time.monotonic() + 5
     for pid in victims:
