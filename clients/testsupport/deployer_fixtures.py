@@ -170,10 +170,9 @@ def jq() -> str:
 
 
 def teardown_home(home: Path) -> None:
-    """Stops what deployments under `home` left running: BentoML slots (whole trees) and the router (nginx or
-    HAProxy).
+    """Stops what deployments under `home` left running: BentoML slots (whole trees) and the router (HAProxy or nginx).
 
-    Only processes recorded in this home's slot.json / nginx.pid files (started by this test) are signalled.
+    Only processes recorded in this home's slot.json / nginx.pid / ep-*.pid files (started by this test) are signalled.
     """
     import signal
     import time
@@ -225,15 +224,15 @@ def teardown_home(home: Path) -> None:
             victims.append(pid)  # wait for it too: the next test may want its port
         except (ValueError, ProcessLookupError, PermissionError):
             pass
-    # The HAProxy router: one process per endpoint, its pid in router/**/ep-*.pid, its config under `home`.
-    for pidfile in (home / "router").glob("**/ep-*.pid"):
+    # The default router, HAProxy: one process per endpoint, its config under this home's router/.
+    for pidfile in (home / "router").glob("ep-*.pid"):
         try:
             pid = int(pidfile.read_text().split()[0])
-            if "haproxy" not in cmdline(pid) or str(home) not in cmdline(pid):
+            if str(home) not in cmdline(pid):
                 raise ProcessLookupError(pid)
             os.kill(pid, signal.SIGTERM)
             victims.append(pid)
-        except (ValueError, IndexError, ProcessLookupError, PermissionError, OSError):
+        except (ValueError, IndexError, ProcessLookupError, PermissionError):
             pass
     deadline = time.monotonic() + 5
     for pid in victims:

@@ -76,7 +76,7 @@ class Deployment(TypedDict):
     deployment_strategy: Strategy
     status: DeploymentStatus
     previous_version: str | None
-    slot: Slot | None
+    slot: Literal["blue", "green", "teal"] | None
     plan: dict[str, Any]
     plan_hash: str
     health_check_passed: bool | None
@@ -242,7 +242,7 @@ class ExecuteResult(ModelDeployerOutput):
     model_name: str
     model_version: str
     environment: str
-    slot: Slot | None
+    slot: Literal["blue", "green", "teal"] | None
     gate: NotRequired[str]
     error: NotRequired[DeploymentErrorInfo]
 
