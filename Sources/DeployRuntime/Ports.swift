@@ -176,13 +176,17 @@ public struct BackendStats: Hashable, Sendable {
     public var errors: Int
     /// Requests in progress now, when known.
     public var active: Int?
+    /// What the backend served in the window asked for (``TrafficRouter/stats(modelName:environment:windowMs:)``),
+    /// from the router's request log: requests, 5xx answers and p95. Nil without a window.
+    public var window: WindowFigures?
 
     /// Counters.
-    public init(slot: SlotID, requests: Int, errors: Int, active: Int? = nil) {
+    public init(slot: SlotID, requests: Int, errors: Int, active: Int? = nil, window: WindowFigures? = nil) {
         self.slot = slot
         self.requests = requests
         self.errors = errors
         self.active = active
+        self.window = window
     }
 }
 
@@ -208,11 +212,20 @@ public protocol TrafficRouter: Sendable {
     func listenPort(preferred: Int, modelName: String, environment: String) async -> Int
     /// Per-backend traffic counters, `nil` for a router that keeps none.
     func stats(modelName: String, environment: String) async -> [BackendStats]?
+    /// Per-backend counters with each backend's ``BackendStats/window`` over the last `windowMs` (the
+    /// analysis interval), `nil` for a router that keeps no request log.
+    func stats(modelName: String, environment: String, windowMs: Int) async -> [BackendStats]?
+    /// Whether the router splits an endpoint's traffic by weight (a canary needs it; nginx does not).
+    var splitsTraffic: Bool { get }
 }
 
 extension TrafficRouter {
     /// Routers without counters.
     public func stats(modelName: String, environment: String) async -> [BackendStats]? { nil }
+    /// Routers without a request log.
+    public func stats(modelName: String, environment: String, windowMs: Int) async -> [BackendStats]? { nil }
+    /// Routers that serve one backend per endpoint.
+    public var splitsTraffic: Bool { false }
 }
 
 /// The models and bentos that can be deployed, as the core's facts.
