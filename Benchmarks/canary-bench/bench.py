@@ -114,7 +114,12 @@ def healthy_canary(agent: Agent, url: str, ver: dict, args) -> dict:
         t1 = time.monotonic()
         time.sleep(1)
     assert out["status"] == "live", out
-    steps = [(t, n) for t, n in agent.notes if n.get("step") == "canary_step"]
+    steps: list[tuple[float, dict]] = []
+    for t, n in agent.notes:  # a step is noted as the weight is raised and again once set: take the latter
+        if n.get("step") == "canary_step":
+            if steps and (steps[-1][1].get("data") or {}).get("step_index") == (n.get("data") or {}).get("step_index"):
+                steps.pop()
+            steps.append((t, n))
     windows = [(t, n) for t, n in agent.notes if n.get("step") == "analysis"]
     rows = []
     for i, (t, note) in enumerate(steps):

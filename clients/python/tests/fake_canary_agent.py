@@ -67,6 +67,8 @@ def run_on() -> None:
         i = STATE["index"]
         w = STATE["steps"][i]
         STATE["status"] = "canary"
+        # as the agent does: a note as the weight is raised, another once it is set
+        note("canary_step", {"step_index": i, "weight": w, "weights": weights(w)}, f"raising to {w}%")
         note("canary_step", {"step_index": i, "weight": w, "weights": weights(w)}, f"weight {w}%")
         if w == 100:
             STATE["status"] = "live"

@@ -179,7 +179,7 @@ def test_graph_interrupts_at_each_step_gate_and_goes_live(fake) -> None:
 
     asyncio.run(main())
     assert [r["params"]["gate"] for r in requests("deploy.approve")] == ["step", "step", "step"]
-    assert [n["data"]["weight"] for n in notes if n["step"] == "canary_step"] == [5, 25, 50, 100]
+    assert [r["weight"] for r in canary_rows(notes) if r["kind"] == "canary_step"] == [5, 25, 50, 100]
 
 
 def test_graph_rejecting_a_step_gate_aborts(fake) -> None:

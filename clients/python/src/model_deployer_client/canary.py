@@ -25,17 +25,21 @@ def canary_rows(items: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The canary's steps and analysis windows, in order, one flat dict each.
 
     ``items`` are ``deploy.progress`` params or ledger events (both have ``step``, ``data`` and ``at``);
-    others are skipped. Each row: ``kind`` (``canary_step``/``analysis``), ``at``, ``step`` (1-based, or
+    others are skipped. Two ``canary_step`` notes of the same step in a row (raising the weight, then set)
+    are one row, the later. Each row: ``kind`` (``canary_step``/``analysis``), ``at``, ``step`` (1-based, or
     ``None``), ``weight``, ``weights``, ``verdict`` and ``candidate``/``stable`` metrics (``None`` on a
     weight step).
     """
-    rows = []
+    rows: list[dict[str, Any]] = []
     for item in items:
         if item.get("step") not in CANARY_STEPS:
             continue
         data = item.get("data") or {}
         analysis = data.get("analysis") or {}
         index = data.get("step_index")
+        if (item["step"] == "canary_step" and rows and rows[-1]["kind"] == "canary_step"
+                and rows[-1]["step"] == (index + 1 if isinstance(index, int) else None)):
+            rows.pop()  # the agent notes a step as it raises the weight and once it is set: keep the latter
         rows.append(
             {
                 "kind": item["step"],
