@@ -133,7 +133,7 @@ def handle(method: str, params: dict):
         return {**result, "status": STATE["status"], "output": output()}
     if method == "deploy.abort":
         if STATE["status"] not in ("canary", "awaiting_step"):
-            return {"error": {"code": -32002, "message": f"deployment is {STATE['status']}",
+            return {"error": {"code": -32004, "message": f"deployment is {STATE['status']}",
                               "data": {"reason": "not_abortable", "status": STATE["status"]}}}
         abort("aborted", params.get("reason") or f"aborted by {params['requested_by']}")
         return {"deployment": deployment()}

@@ -100,6 +100,19 @@ def test_unknown_deployment_is_deployment_not_found(agent_bin: str, agent_home: 
     run(main())
 
 
+def test_stop_with_nothing_live_is_nothing_deployed(agent_bin: str, agent_home: Path) -> None:
+    async def main() -> None:
+        async with DeployerClient(agent_bin, home=agent_home) as client:
+            with pytest.raises(DeployerError) as info:
+                await client.stop("iris_clf", "clienttest", "ci", reason="cleanup")
+            assert (info.value.code, info.value.reason) == (-32006, "nothing_deployed")
+            with pytest.raises(DeployerError) as info:
+                await client.stop("iris_clf", "Clienttest", "ci")
+            assert (info.value.reason, info.value.data["field"]) == ("invalid_params", "environment")
+
+    run(main())
+
+
 def test_history_on_an_empty_ledger(agent_bin: str, agent_home: Path) -> None:
     async def main() -> None:
         async with DeployerClient(agent_bin, home=agent_home) as client:

@@ -60,3 +60,9 @@ def test_sync_client_deploys_and_rolls_back(agent_bin, agent_home, iris_store, s
         history = list(client.iter_history(model_name=iris_store.model_name, environment="development"))
         assert [d["deployment_strategy"] for d in history][0] == "rollback"
         assert len(history) == 3
+        # Undeploy: the rollback deployment that is live now is stopped, with both slots.
+        stopped = client.stop(iris_store.model_name, "development", "ci", reason="test over")
+        assert stopped["deployment"]["deployment_id"] == back["deployment_id"]
+        assert stopped["deployment"]["status"] == "stopped"
+        assert len(stopped["stopped_slots"]) == 2
+        assert client.live(iris_store.model_name, "development") == []

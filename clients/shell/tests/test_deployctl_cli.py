@@ -120,7 +120,8 @@ def complete(line: str) -> list[str]:
 def test_completion_of_commands_and_values() -> None:
     assert complete("deployctl hi") == ["history"]
     assert set(complete("deployctl ")) == {*COMMANDS, "help"}
-    assert complete("deployctl --home /tmp/x sta") == ["status"]  # an option's value is not the command
+    assert complete("deployctl --home /tmp/x st") == ["stop", "status"]  # an option's value is not the command
+    assert complete("deployctl stop iris qa --re") == ["--requested-by", "--reason"]
     assert complete("deployctl plan --strategy blu") == ["blue_green"]
     assert complete("deployctl approve --id x --decision ") == ["approve", "reject"]
     assert complete("deployctl -o t") == ["table"]

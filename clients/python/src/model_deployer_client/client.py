@@ -27,8 +27,8 @@ from .types import (
     LiveRow,
     PlanResult,
     RollbackResult,
-    StatusResult,
     StopResult,
+    StatusResult,
     to_output,
     with_int_error_code,
 )
@@ -680,27 +680,6 @@ class DeployerClient:
             result = {**result, "deployment": with_int_error_code(result["deployment"])}
         return cast(AbortResult, result)
 
-    async def stop(
-        self, model_name: str, environment: str, requested_by: str, reason: str | None = None
-    ) -> StopResult:
-        """``deploy.stop``: takes ``model_name`` off ``environment`` (undeploy).
-
-        The endpoint's route is removed (its port refuses or answers 503), every slot of the pair is stopped
-        (live, warm previous, candidate), and the live deployment ends ``stopped`` (a ``stop`` event with who
-        and why). Not an MCP tool: a person runs it.
-
-        Raises:
-            DeployerError: ``nothing_deployed`` when nothing is live there, ``rollout_in_progress`` while a
-                rollout of the pair runs.
-        """
-        result = await self.call(
-            "deploy.stop",
-            _params(model_name=model_name, environment=environment, requested_by=requested_by, reason=reason),
-        )
-        if isinstance(result, dict) and isinstance(result.get("deployment"), dict):
-            result = {**result, "deployment": with_int_error_code(result["deployment"])}
-        return cast(StopResult, result)
-
     async def status(self, deployment_id: str) -> StatusResult:
         """``deploy.status``: the deployment, its events, what is live, and whether its slot answers."""
         result = await self.call("deploy.status", {"deployment_id": deployment_id})
@@ -746,6 +725,25 @@ class DeployerClient:
         if isinstance(result, dict) and isinstance(result.get("deployment"), dict):
             result = {**result, "deployment": with_int_error_code(result["deployment"])}
         return cast(FollowResult, result)
+
+    async def stop(
+        self, model_name: str, environment: str, requested_by: str, *, reason: str | None = None
+    ) -> StopResult:
+        """``deploy.stop``: takes the model down in the environment (undeploy).
+
+        The endpoint's route is removed (its port refuses connections), every slot of the model and
+        environment is stopped, the live deployment becomes ``stopped`` (a ``stop`` event with
+        ``requested_by`` and ``reason``) and nothing is live there any more: :meth:`live` no longer lists
+        it and the next :meth:`plan` is a first deployment. Not an MCP tool: a person runs it.
+
+        Raises:
+            DeployerError: ``nothing_deployed`` (-32006) when nothing is live; ``rollout_in_progress``
+                (-32002, ``data["deployment_id"]``) while a rollout of the pair runs or the live version
+                is in its bake; ``runtime_unavailable`` (-32008) when the route or a slot could not be
+                taken down (call again); ``ledger_unavailable`` (-32007); ``invalid_params`` (-32602).
+        """
+        params = _params(model_name=model_name, environment=environment, requested_by=requested_by, reason=reason)
+        return cast(StopResult, await self.call("deploy.stop", params))
 
     async def live(self, model_name: str | None = None, environment: str | None = None) -> list[LiveRow]:
         """``deploy.list``: what is live now, one row per (model, environment), optionally filtered.

@@ -133,10 +133,6 @@ class SyncDeployerClient:
         """See :meth:`DeployerClient.abort`."""
         return self._run(self.aio.abort(deployment_id, requested_by, reason))
 
-    def stop(self, model_name: str, environment: str, requested_by: str, reason: str | None = None) -> Any:
-        """See :meth:`DeployerClient.stop`."""
-        return self._run(self.aio.stop(model_name, environment, requested_by, reason))
-
     def status(self, deployment_id: str) -> Any:
         """See :meth:`DeployerClient.status`."""
         return self._run(self.aio.status(deployment_id))
@@ -145,6 +141,10 @@ class SyncDeployerClient:
         """See :meth:`DeployerClient.follow` (``on_progress`` runs on the client's loop thread). Blocks until
         the rollout has ended; Ctrl-C cancels the follow on the agent."""
         return self._run(self.aio.follow(deployment_id, after_seq, on_progress, **kwargs))
+
+    def stop(self, *args: Any, **kwargs: Any) -> Any:
+        """See :meth:`DeployerClient.stop`."""
+        return self._run(self.aio.stop(*args, **kwargs))
 
     def live(self, model_name: str | None = None, environment: str | None = None) -> Any:
         """See :meth:`DeployerClient.live`."""

@@ -29,6 +29,7 @@ DeploymentStatus = Literal[
     "interrupted",
     "superseded",
     "expired",
+    "stopped",
 ]
 """Every status a deployment can have.
 
@@ -64,6 +65,21 @@ class DeploymentErrorInfo(TypedDict):
     step: NotRequired[str]
 
 
+class Runtime(TypedDict):
+    """Where a deployment runs (``deployment.runtime`` in deploy.status and history.query).
+
+    ``kind`` is ``"local"`` (BentoML processes on the agent's machine; no other key) or ``"kubernetes"``:
+    then ``context`` (``None``: kubectl's current one), ``namespace``, the version's ``deployment`` and the
+    model's stable ``service``.
+    """
+
+    kind: Literal["local", "kubernetes"]
+    context: NotRequired[str | None]
+    namespace: NotRequired[str]
+    deployment: NotRequired[str | None]
+    service: NotRequired[str | None]
+
+
 class Deployment(TypedDict):
     """A ledger row in wire form."""
 
@@ -91,6 +107,7 @@ class Deployment(TypedDict):
     idempotency_key: str | None
     created_at: str
     updated_at: str
+    runtime: NotRequired[Runtime]
     events: NotRequired[list["DeploymentEvent"]]
 
 
@@ -266,14 +283,6 @@ class AbortResult(TypedDict):
     deployment: Deployment
 
 
-class StopResult(TypedDict):
-    """Result of ``deploy.stop``: the live deployment, now ``stopped`` (``None`` if there was no row), and
-    the slots that were stopped."""
-
-    deployment: Deployment | None
-    stopped_slots: list[Slot]
-
-
 class TrafficShare(TypedDict):
     """A version's share of an endpoint's traffic at an instant (``history.query`` with ``traffic_at``)."""
 
@@ -330,6 +339,16 @@ class HistoryResult(TypedDict):
     traffic: NotRequired[list[TrafficShare]]
 
 
+class StopResult(TypedDict):
+    """Result of ``deploy.stop``."""
+
+    deployment: Deployment | None
+    """The deployment that was live, now ``stopped`` (its last event is ``stop``); ``None`` when the registry
+    named a deployment that was not live (its registry row was cleared all the same)."""
+    stopped_slots: list[str]
+    """The slots whose processes were stopped (live, warm previous, any other), sorted."""
+
+
 class FollowResult(TypedDict):
     """Result of ``deploy.follow``: the deployment once its rollout has ended."""
 
@@ -372,6 +391,9 @@ class LiveRow(TypedDict):
     """Whether the stable endpoint answers through the router now."""
     standby: LiveStandby | None
     in_flight: LiveInFlight | None
+    metrics_url: str | None
+    """The router's Prometheus exporter for this endpoint (HAProxy; ``None`` on nginx). Its series are labelled
+    ``server="<slot>"``: ``slot`` is the live version's, ``standby["slot"]`` the warm one's."""
     since: str
     """When the registry last changed for this pair (RFC 3339)."""
 
