@@ -115,10 +115,14 @@ def healthy_canary(agent: Agent, url: str, ver: dict, args) -> dict:
         time.sleep(1)
     assert out["status"] == "live", out
     steps: list[tuple[float, dict]] = []
+    raised: dict = {}  # step_index -> agent time of the note "raising ... to W%"
     for t, n in agent.notes:  # a step is noted as the weight is raised and again once set: take the latter
         if n.get("step") == "canary_step":
-            if steps and (steps[-1][1].get("data") or {}).get("step_index") == (n.get("data") or {}).get("step_index"):
+            index = (n.get("data") or {}).get("step_index")
+            if steps and (steps[-1][1].get("data") or {}).get("step_index") == index:
                 steps.pop()
+            else:
+                raised[index] = wall(n["at"])
             steps.append((t, n))
     windows = [(t, n) for t, n in agent.notes if n.get("step") == "analysis"]
     rows = []
@@ -136,7 +140,9 @@ def healthy_canary(agent: Agent, url: str, ver: dict, args) -> dict:
         rows.append({"weight": data.get("weight"), "client": (cand, total), "router": (router_c, router_t),
                      "verdicts": [((w.get("data") or {}).get("analysis") or {}).get("verdict") for _, w in windows
                                   if (w.get("data") or {}).get("step_index") == data.get("step_index")],
-                     "agent_ms": next((data[k] for k in ("switch_ms", "weight_ms", "elapsed_ms") if k in data), None)})
+                     # inside the agent: from its note "raising to W%" to its note that W% is set (both `at`)
+                     "agent_ms": (wall(note["at"]) - raised[data.get("step_index")]) * 1000
+                     if data.get("step_index") in raised else None})
     return {"rows": rows, "failed": load.failed, "served": load.ok + load.failed, "total_s": t1 - t0,
             "failures": load.failures[:5], "deployment_id": did}
 
@@ -267,9 +273,11 @@ def report_canary(run: dict) -> None:
           f"{'agent':>8}  analysis")
     for r in c["rows"]:
         (cc, ct), (rc, rt) = r["client"], r["router"]
-        print(f"  {r['weight']:>5}%  {cc:>9} / {ct:<8}  {100 * cc / ct if ct else 0:>5.1f}%  {rc:>8} / {rt:<8}  "
+        print(f"  {r['weight']:>5}%  {cc:>9} / {ct:<8}  {(f'{100 * cc / ct:5.1f}%') if ct else '  n/a '}  {rc:>8} / {rt:<8}  "
               f"{(f'{100 * rc / rt:5.1f}%') if rt else '  n/a '}  {fmt(r['agent_ms']):>8}  {', '.join(v or '?' for v in r['verdicts']) or '-'}")
     print(f"  failed requests: {c['failed']} of {c['served']}" + (f" ({c['failures']})" if c["failures"] else ""))
+    print("  (agent: from the agent's note raising the weight to its note that the weight is set, the ledger write"
+          " included; the 100 % step ends the rollout, so it has no window)")
 
     for kind, f in run["faulty"].items():
         print(f"\nfaulty canary {kind} beside v2: {f['status']} ({f['reason']}) {f['abort_after_s']:.1f} s after its "
