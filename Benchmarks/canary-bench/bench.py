@@ -116,11 +116,13 @@ def healthy_canary(agent: Agent, url: str, ver: dict, args) -> dict:
     assert out["status"] == "live", out
     steps: list[tuple[float, dict]] = []
     raised: dict = {}  # step_index -> agent time of the note "raising ... to W%"
+    set_at: set = set()  # step indexes whose "set" note came too (the 100 % step has none: it ends the rollout)
     for t, n in agent.notes:  # a step is noted as the weight is raised and again once set: take the latter
         if n.get("step") == "canary_step":
             index = (n.get("data") or {}).get("step_index")
             if steps and (steps[-1][1].get("data") or {}).get("step_index") == index:
                 steps.pop()
+                set_at.add(index)
             else:
                 raised[index] = wall(n["at"])
             steps.append((t, n))
@@ -142,7 +144,7 @@ def healthy_canary(agent: Agent, url: str, ver: dict, args) -> dict:
                                   if (w.get("data") or {}).get("step_index") == data.get("step_index")],
                      # inside the agent: from its note "raising to W%" to its note that W% is set (both `at`)
                      "agent_ms": (wall(note["at"]) - raised[data.get("step_index")]) * 1000
-                     if data.get("step_index") in raised else None})
+                     if data.get("step_index") in set_at else None})
     return {"rows": rows, "failed": load.failed, "served": load.ok + load.failed, "total_s": t1 - t0,
             "failures": load.failures[:5], "deployment_id": did}
 
