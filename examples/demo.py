@@ -2,8 +2,11 @@
 """The main job: a real deployment of the bundled example model with the embedded SQLite ledger.
 
   v1 goes live (direct: nothing to switch from), v2 replaces it blue-green while a client keeps calling
-  the endpoint, one call rolls back to v1 (still warm: a single router switch), and a broken version
-  fails its smoke test without touching traffic. Every step prints its progress; the ledger's history is printed at the end.
+  the endpoint, one call rolls back to v1 (still warm: a single router switch), a broken version fails
+  its smoke test without touching traffic, v2 goes live again as a canary (10 -> 50 -> 100 % of the
+  traffic, with a step gate a person approves), and a faulty version (30 % HTTP 500) is aborted by the
+  canary's analysis with the traffic back on v2. Every step prints its progress; the ledger's history is
+  printed at the end.
 
 Run through scripts/demo.sh (which installs and builds everything first). Options:
   --keep      leave the deployment serving afterwards (default: stop the slots and the router)
@@ -21,11 +24,14 @@ import threading
 import time
 from pathlib import Path
 
-from model_deployer_client import DeployerClient
+from model_deployer_client import DeployerClient, format_canary_table
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE_INPUT = {"input": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]}
-EXPECT = {"v1": [0, 2, 1], "v2": [10, 12, 11], "broken": [0, 2, 1]}
+EXPECT = {"v1": [0, 2, 1], "v2": [10, 12, 11], "broken": [0, 2, 1], "flaky": [20, 22, 21]}
+# The canary steps of the demo: short pauses and analysis windows, so it takes seconds, not minutes.
+CANARY = {"steps": [10, 50, 100], "pause_seconds": 3, "min_requests": 20, "max_inconclusive_seconds": 120,
+          "analysis": {"interval_seconds": 2, "failure_limit": 2, "min_requests": 10}}
 
 
 def bold(s: str) -> str:
@@ -39,13 +45,14 @@ def progress(note: dict) -> None:
 class Traffic:
     """A client calling the endpoint in the background, counting answers and failures."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, threads: int = 1):
         self.host, port = url[len("http://"):].rstrip("/").split(":")
         self.port = int(port)
         self.ok = self.failed = 0
         self.answers: dict[str, int] = {}
+        self.lock = threading.Lock()
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(threads)]
 
     def run(self) -> None:
         body = json.dumps({"input": [[5.1, 3.5, 1.4, 0.2]]})
@@ -56,22 +63,26 @@ class Traffic:
                 r = c.getresponse()
                 text = r.read().decode()
                 c.close()
-                if r.status == 200:
-                    self.ok += 1
-                    self.answers[text] = self.answers.get(text, 0) + 1
-                else:
-                    self.failed += 1
+                with self.lock:
+                    if r.status == 200:
+                        self.ok += 1
+                        self.answers[text] = self.answers.get(text, 0) + 1
+                    else:
+                        self.failed += 1
             except OSError:
-                self.failed += 1
+                with self.lock:
+                    self.failed += 1
             time.sleep(0.01)
 
     def __enter__(self) -> "Traffic":
-        self.thread.start()
+        for thread in self.threads:
+            thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self.stop.set()
-        self.thread.join()
+        for thread in self.threads:
+            thread.join()
         print(f"    client traffic meanwhile: {self.ok} answered, {self.failed} failed; answers {self.answers}")
 
 
@@ -100,13 +111,14 @@ def stop_everything(home: Path) -> None:
 
 
 async def main(home: Path, tags: dict[str, str], keep: bool) -> int:
-    version = {k: tags[f"model_{k}"].split(":", 1)[1] for k in ("v1", "v2", "broken")}
+    version = {k: tags[f"model_{k}"].split(":", 1)[1] for k in ("v1", "v2", "broken", "flaky")}
     smoke = lambda kind: [{"api": "predict", "input": SMOKE_INPUT, "expect": EXPECT[kind]}]  # noqa: E731
     env = "staging"
     async with DeployerClient(home=home, policy=ROOT / "examples" / "demo-policy.json", progress="off") as agent:
 
-        async def deploy(kind: str) -> dict:
-            plan = await agent.plan("iris_clf", version[kind], env, requested_by="alice", smoke_tests=smoke(kind))
+        async def deploy(kind: str, notes: list | None = None, **options) -> dict:
+            plan = await agent.plan("iris_clf", version[kind], env, requested_by="alice", smoke_tests=smoke(kind),
+                                    **options)
             p = plan["plan"]
             print(f"  plan {plan['deployment_id']}: {p['strategy']} to slot {p['config']['slot']}, status {plan['status']}")
             for reason in p["reasons"]:
@@ -114,7 +126,21 @@ async def main(home: Path, tags: dict[str, str], keep: bool) -> int:
             if plan["status"] == "awaiting_approval":
                 a = await agent.approve(plan["deployment_id"], approver="bob", comment="looks good")
                 print(f"  bob approved the deploy gate -> {a['status']}")
-            out = await agent.execute(plan["deployment_id"], on_progress=progress)
+
+            def note(n: dict) -> None:
+                progress(n)
+                if notes is not None:
+                    notes.append(n)
+
+            out = await agent.execute(plan["deployment_id"], on_progress=note)
+            while out["status"] == "awaiting_step":  # a canary step gate: a person looks, then approves
+                print(bold(f"  waiting at a step gate; the canary so far (router-counted requests/errors/p95):"))
+                print("    " + format_canary_table(notes or []).replace("\n", "\n    "))
+                print(f"  bob approves the next step, as he would with: deployctl approve {plan['deployment_id']} "
+                      "--gate step --approver bob")
+                step = await agent.approve(plan["deployment_id"], approver="bob", gate="step",
+                                           comment="analysis passes", on_progress=note)
+                out = step.get("output") or {**out, "status": step["status"]}
             print(f"  -> {bold(out['status'])}: {out['model_name']}:{out['model_version']} at {out['endpoint_url']} "
                   f"(strategy {out['deployment_strategy']}, previous {out['previous_version']})")
             if out.get("error"):
@@ -143,12 +169,30 @@ async def main(home: Path, tags: dict[str, str], keep: bool) -> int:
         with Traffic(url):
             await deploy("broken")
 
-        print(bold("5. the ledger (history.query, newest first)"))
+        print(bold(f"5. v2 again, as a canary: 10 -> 50 -> 100 % of the traffic, a step gate before each raise"))
+        notes: list[dict] = []
+        with Traffic(url, threads=2) as traffic:
+            canary = await deploy("v2", notes, strategy="canary", canary={**CANARY, "step_gates": True})
+            await asyncio.sleep(0.5)
+        print("    " + format_canary_table(notes).replace("\n", "\n    "))
+
+        print(bold(f"6. a faulty version ({version['flaky']}: 30 % of its answers are HTTP 500) as a canary: "
+                   "the analysis aborts it"))
+        with Traffic(url, threads=2) as traffic:
+            faulty = await deploy("flaky", [], strategy="canary", canary=CANARY)
+            await asyncio.sleep(1)
+            served_before = dict(traffic.answers)
+            await asyncio.sleep(1)
+            after = {k: traffic.answers.get(k, 0) - served_before.get(k, 0) for k in traffic.answers}
+        print(f"    answers in the second after the abort: {after} (v2 answers [10])")
+
+        print(bold("7. the ledger (history.query, newest first)"))
         hist = await agent.history(model_name="iris_clf", environment=env, limit=10)
         for d in hist["deployments"]:
             err = f" ({d['error']['reason']})" if d.get("error") else ""
             print(f"  {d['created_at']}  {d['deployment_id']}  {d['model_version']}  {d['deployment_strategy']:<10} {d['status']}{err}")
-        ok = v2["status"] == "live" and rb["status"] == "live"
+        ok = (v2["status"] == "live" and rb["status"] == "live" and canary["status"] == "live"
+              and faulty["status"] == "aborted" and (faulty.get("error") or {}).get("reason") == "analysis_failed")
     if keep:
         print(f"\nStill serving at {url} (POST /predict). Ledger: {home}/deployer.db. Stop: scripts/demo.sh --stop")
     else:

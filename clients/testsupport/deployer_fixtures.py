@@ -52,8 +52,74 @@ TEST_POLICY = {
         },
         # No gate, and the previous version stays warm long enough for a test to look at it (and kill it).
         "clientwarm": {"gates": [], "bake_seconds": 1, "keep_warm_seconds": 600},
+        # Canary tests (HAProxy): no deploy gate, the canary settings come with each plan.
+        "clientcanary": {"gates": [], "bake_seconds": 1, "keep_warm_seconds": 600},
     }
 }
+
+CANARY_ENV = {"MODEL_DEPLOYER_ROUTER": "haproxy"}
+"""Agent environment of the canary tests: a router that splits traffic by weight."""
+
+
+class Traffic:
+    """Steady POST /predict calls to an endpoint from `threads` threads, each on one kept connection (as
+    real clients do; HAProxy keeps them open through weight changes). Records every answer with the
+    monotonic time it arrived; a failure is an exception or a non-200 answer."""
+
+    def __init__(self, url: str, threads: int = 3) -> None:
+        import threading
+
+        host, port = url[len("http://"):].rstrip("/").rsplit(":", 1)
+        self.host, self.port = host, int(port)
+        self.stop_flag = threading.Event()
+        self.lock = threading.Lock()
+        self.answers: list[tuple[float, int, str]] = []
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def __enter__(self) -> "Traffic":
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_flag.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+
+    def _run(self) -> None:
+        import http.client
+        import time
+
+        body = json.dumps(SETOSA)
+        conn = None
+        while not self.stop_flag.is_set():
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
+                conn.request("POST", "/predict", body=body, headers={"Content-Type": "application/json"})
+                answer = conn.getresponse()
+                text = answer.read().decode()
+                status = answer.status
+            except Exception as exc:  # noqa: BLE001 - every failure counts
+                text, status = repr(exc), 0
+                if conn is not None:
+                    conn.close()
+                conn = None
+            with self.lock:
+                self.answers.append((time.monotonic(), status, text))
+            time.sleep(0.005)
+
+    def between(self, start: float, end: float = float("inf")) -> list[tuple[int, str]]:
+        with self.lock:
+            return [(status, text) for t, status, text in self.answers if start <= t < end]
+
+    def failed(self, start: float = 0.0, end: float = float("inf")) -> list[tuple[int, str]]:
+        return [(status, text) for status, text in self.between(start, end) if status != 200]
+
+
+@pytest.fixture
+def traffic():
+    return Traffic
 
 
 @pytest.fixture
@@ -75,6 +141,10 @@ class IrisStore:
     v1: str
     v2: str
     broken: str
+    flaky: str
+    """Answers like v1 + 20 ([20] for SETOSA); 30 % of its /predict requests answer HTTP 500."""
+    slow: str
+    """Answers like v1 + 30 ([30] for SETOSA); half of its /predict requests take 300 ms longer."""
 
     def env(self) -> dict[str, str]:
         return {
@@ -129,7 +199,7 @@ def iris_store() -> IrisStore:
         pytest.skip("needs BentoML: set MODEL_DEPLOYER_TEST_BENTOML_HOME to a BentoML store (examples/iris/build.sh fills it)")
     store = Path(home)
     kinds = _tags_file_versions() or _models_by_kind(store)
-    if not {"v1", "v2", "broken"} <= kinds.keys():
+    if not {"v1", "v2", "broken", "flaky", "slow"} <= kinds.keys():
         build = REPO / "examples" / "iris" / "build.sh"
         subprocess.run(
             [str(build), str(VENV_BIN.parent)],
@@ -138,11 +208,13 @@ def iris_store() -> IrisStore:
             stdout=subprocess.DEVNULL,
         )
         kinds = _models_by_kind(store)
-    return IrisStore(home=store, model_name="iris_clf", v1=kinds["v1"], v2=kinds["v2"], broken=kinds["broken"])
+    return IrisStore(home=store, model_name="iris_clf", v1=kinds["v1"], v2=kinds["v2"], broken=kinds["broken"],
+                     flaky=kinds["flaky"], slow=kinds["slow"])
 
 
 SETOSA = {"input": [[5.1, 3.5, 1.4, 0.2]]}
-"""A /predict request body: v1 answers [0], v2 answers [10], broken answers HTTP 500 (examples/iris)."""
+"""A /predict request body: v1 answers [0], v2 answers [10], flaky [20] (or HTTP 500), slow [30], broken answers
+HTTP 500 (examples/iris)."""
 
 
 def smoke(expect: list[int]) -> list[dict]:

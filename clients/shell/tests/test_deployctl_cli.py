@@ -16,7 +16,8 @@ import pytest
 SHELL = Path(__file__).resolve().parents[1]
 DEPLOYCTL = str(SHELL / "deployctl")
 COMPLETION = SHELL / "deployctl.bash-completion"
-COMMANDS = ("plan", "approve", "execute", "deploy", "rollback", "stop", "status", "ls", "history", "ping", "call")
+COMMANDS = ("plan", "approve", "execute", "deploy", "abort", "rollback", "stop", "status", "ls", "history", "ping",
+            "call")
 EXIT_OK, EXIT_USAGE, EXIT_DOMAIN = 0, 1, 3
 
 

@@ -6,13 +6,20 @@
   ``langchain-mcp-adapters``).
 """
 
+from .canary import canary_rows, format_canary_table
 from .client import DeployerClient, find_binary, format_timestamp, open_client
 from .errors import AgentDiedError, DeployerError, ModelDeployerClientError, ProtocolError
 from .signing import SSHSigner, canonical_json
 from .sync import SyncDeployerClient
 from .types import (
+    FAILED_STATUSES,
     TERMINAL_STATUSES,
+    AbortResult,
     ApproveResult,
+    CanaryAnalysis,
+    CanaryAnalysisSettings,
+    CanarySettings,
+    CanaryStepData,
     Deployment,
     DeploymentEvent,
     ExecuteResult,
@@ -30,12 +37,19 @@ from .types import (
     RollbackResult,
     StatusResult,
     StopResult,
+    TrafficShare,
+    VersionMetrics,
     parse_timestamp,
 )
 
 __all__ = [
+    "AbortResult",
     "AgentDiedError",
     "ApproveResult",
+    "CanaryAnalysis",
+    "CanaryAnalysisSettings",
+    "CanarySettings",
+    "CanaryStepData",
     "Deployment",
     "DeploymentEvent",
     "DeployerClient",
@@ -59,9 +73,14 @@ __all__ = [
     "StatusResult",
     "StopResult",
     "SyncDeployerClient",
+    "FAILED_STATUSES",
     "TERMINAL_STATUSES",
+    "TrafficShare",
+    "VersionMetrics",
+    "canary_rows",
     "canonical_json",
     "find_binary",
+    "format_canary_table",
     "format_timestamp",
     "open_client",
     "parse_timestamp",

@@ -17,7 +17,9 @@ from typing import Any, AsyncIterator, Callable, Iterable, Literal, Mapping, Seq
 from .errors import AgentDiedError, DeployerError, ProtocolError
 from .progress import ProgressMode, make_display
 from .types import (
+    AbortResult,
     ApproveResult,
+    CanarySettings,
     Deployment,
     ExecuteResult,
     FollowResult,
@@ -534,8 +536,16 @@ class DeployerClient:
         gates: Sequence[Literal["deploy", "promote"]] | None = None,
         idempotency_key: str | None = None,
         signer: "SSHSigner | None" = None,
+        canary: CanarySettings | Mapping[str, Any] | None = None,
     ) -> PlanResult:
         """``deploy.plan``: plans a deployment of ``model_name:model_version`` (``"latest"`` allowed).
+
+        ``strategy="canary"`` moves the endpoint's traffic to the new version in weight steps beside the live
+        version, judging each analysis window of real traffic (needs a version live and a router with
+        weights); ``canary`` (:class:`~model_deployer_client.types.CanarySettings`) overrides the
+        environment policy's canary settings, e.g. ``{"steps": [5, 25, 50, 100], "pause_seconds": 30,
+        "min_requests": 50, "step_gates": True, "analysis": {"interval_seconds": 10}}``; the plan's
+        ``plan["config"]["canary"]`` echoes the resolved settings.
 
         With ``signer`` (:class:`~model_deployer_client.signing.SSHSigner`) the request is SSH-signed, as an
         environment that requires signatures demands.
@@ -551,6 +561,7 @@ class DeployerClient:
             requirements=dict(requirements) if requirements is not None else None,
             gates=list(gates) if gates is not None else None,
             idempotency_key=idempotency_key,
+            canary=_canary_params(canary) if canary is not None else None,
         )
         if signer is not None:
             params = signer.sign_plan(params)
@@ -562,7 +573,7 @@ class DeployerClient:
         approver: str,
         decision: Literal["approve", "reject"] = "approve",
         *,
-        gate: Literal["deploy", "promote"] | None = None,
+        gate: Literal["deploy", "promote", "step"] | None = None,
         comment: str | None = None,
         on_progress: ProgressCallback | None = None,
         progress: ProgressMode | None = None,
@@ -574,8 +585,10 @@ class DeployerClient:
         In an environment that requires signatures pass ``signer`` (the gate and plan_hash are read from
         ``deploy.status`` when ``gate`` is left out) or a ready-made ``signature``.
 
-        Approving a promote gate resumes the rollout; its execute result is then in ``output``
-        (with ``deployment_timestamp`` parsed), and its progress goes to ``on_progress``.
+        Approving a promote gate, or a canary's ``step`` gate, resumes the rollout until the next gate or
+        the end; its execute result is then in ``output`` (with ``deployment_timestamp`` parsed), and its
+        progress (``canary_step`` and ``analysis`` notes with their ``data``) goes to ``on_progress``.
+        Rejecting a step gate aborts the canary (status ``aborted``: candidate weight 0, stable untouched).
         """
         params = _params(deployment_id=deployment_id, approver=approver, decision=decision, gate=gate, comment=comment)
         if signer is not None and signature is None:
@@ -587,8 +600,8 @@ class DeployerClient:
             params,
             deployment_id=deployment_id,
             on_progress=on_progress,
-            progress=progress if gate == "promote" and decision == "approve" else "off",
-            title=f"promote {deployment_id[:12]}",
+            progress=progress if gate in ("promote", "step") and decision == "approve" else "off",
+            title=f"{gate} {deployment_id[:12]}",
         )
         if isinstance(result, dict) and isinstance(result.get("output"), dict):
             result = {**result, "output": to_output(result["output"])}
@@ -647,6 +660,25 @@ class DeployerClient:
                 title=f"rollback {model_name}/{environment}",
             ),
         )
+
+    async def abort(self, deployment_id: str, requested_by: str, reason: str | None = None) -> AbortResult:
+        """``deploy.abort``: stops a canary, or a live deployment still in its bake, by hand.
+
+        A canary (``canary`` or ``awaiting_step``) goes back to the stable version (candidate weight 0, its
+        slot stopped) and ends ``aborted``; a deployment in its bake is rolled back to the warm previous
+        version in one flip and ends ``rolled_back``; both with ``error.reason`` ``"aborted"``. A call that
+        streams that rollout (execute, approve) ends with the aborted deployment.
+
+        Raises:
+            DeployerError: ``not_abortable`` for any other deployment (``data.status`` says where it is),
+                ``deployment_not_found`` (-32001).
+        """
+        result = await self.call(
+            "deploy.abort", _params(deployment_id=deployment_id, requested_by=requested_by, reason=reason)
+        )
+        if isinstance(result, dict) and isinstance(result.get("deployment"), dict):
+            result = {**result, "deployment": with_int_error_code(result["deployment"])}
+        return cast(AbortResult, result)
 
     async def status(self, deployment_id: str) -> StatusResult:
         """``deploy.status``: the deployment, its events, what is live, and whether its slot answers."""
@@ -738,8 +770,13 @@ class DeployerClient:
         limit: int | None = None,
         cursor: str | None = None,
         include_events: bool | None = None,
+        traffic_at: datetime | str | None = None,
     ) -> HistoryResult:
-        """``history.query``: one page of deployments, newest first; follow ``next_cursor`` for more."""
+        """``history.query``: one page of deployments, newest first; follow ``next_cursor`` for more.
+
+        ``traffic_at`` (with ``model_name`` and ``environment``) adds ``traffic``: the share each version
+        had of the endpoint's traffic at that instant (``[{"version", "deployment_id", "weight"}]``).
+        """
         params = _params(
             model_name=model_name,
             model_version=model_version,
@@ -753,6 +790,7 @@ class DeployerClient:
             limit=limit,
             cursor=cursor,
             include_events=include_events,
+            traffic_at=format_timestamp(traffic_at) if traffic_at is not None else None,
         )
         result = await self.call("history.query", params)
         if isinstance(result, dict) and isinstance(result.get("deployments"), list):
@@ -772,6 +810,34 @@ class DeployerClient:
                 return
 
 
+_CANARY_KEYS = frozenset(
+    {"steps", "pause_seconds", "min_requests", "max_inconclusive_seconds", "step_gates", "analysis"}
+)
+
+
+def _canary_params(canary: Mapping[str, Any]) -> dict[str, Any]:
+    """``deploy.plan``'s ``canary`` object: a plain copy (steps as a list, ``None`` values left out).
+
+    Unknown keys raise ``ValueError`` here, before anything is sent; the limits (1..10 steps, strictly
+    increasing, the last 100, ...) are the agent's to check (``invalid_params`` with the field).
+    """
+    if not isinstance(canary, Mapping):
+        raise TypeError(f"canary must be a mapping, got {type(canary).__name__}")
+    unknown = sorted(set(canary) - _CANARY_KEYS)
+    if unknown:
+        raise ValueError(f"unknown canary setting(s): {', '.join(unknown)} (known: {', '.join(sorted(_CANARY_KEYS))})")
+    out: dict[str, Any] = {}
+    for key, value in canary.items():
+        if value is None:
+            continue
+        if key == "steps" and not isinstance(value, (str, bytes)):
+            value = list(value)  # a tuple or range is fine; the agent checks the numbers
+        elif key == "analysis" and isinstance(value, Mapping):
+            value = {k: v for k, v in value.items() if v is not None}
+        out[key] = value
+    return out
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
         return format_timestamp(value)
@@ -789,7 +855,9 @@ async def _sign_approval(client: DeployerClient, signer: "SSHSigner", deployment
     """Signs an approval: the gate (when not given) and the plan_hash come from the deployment itself."""
     d = (await client.status(deployment_id))["deployment"]
     if gate is None:
-        gate = {"awaiting_approval": "deploy", "awaiting_promotion": "promote"}.get(d["status"], "deploy")
+        gate = {"awaiting_approval": "deploy", "awaiting_promotion": "promote", "awaiting_step": "step"}.get(
+            d["status"], "deploy"
+        )
     return signer.sign_approval(deployment_id, gate, decision, d["plan_hash"])
 
 

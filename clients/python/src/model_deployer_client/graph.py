@@ -6,9 +6,14 @@ Nodes and edges::
     plan            -> approval_gate (awaiting_approval) | execute (no gate) | END (refused)
     approval_gate   -> apply_approval (answer given) | approval_gate (invalid answer)      [interrupt]
     apply_approval  -> execute (approved) | approval_gate (refused, e.g. four eyes) | END (rejected, expired)
-    execute         -> verify (live) | promotion_gate (awaiting_promotion) | END (failed, rolled_back)
+    execute         -> verify (live) | promotion_gate (awaiting_promotion) | step_gate (awaiting_step)
+                       | END (failed, rolled_back, aborted)
     promotion_gate  -> apply_promotion (answer given) | promotion_gate (invalid answer)   [interrupt]
-    apply_promotion -> verify (live) | promotion_gate (refused) | execute (approved, not yet run) | END
+    apply_promotion -> verify (live) | promotion_gate (refused) | step_gate (awaiting_step)
+                       | execute (approved, not yet run) | END
+    step_gate       -> apply_step (answer given) | step_gate (invalid answer)             [interrupt]
+    apply_step      -> step_gate (the next step's gate) | verify (live) | step_gate (refused)
+                       | END (aborted: a rejected step gate aborts the canary)
     verify          -> END (passed: outcome live) | rollback (failed)
     rollback        -> END (outcome rolled_back or rollback_failed)
 
@@ -18,6 +23,13 @@ the agent's ledger holds the deployment itself, so a thread checkpointed by one 
 by another process running a different agent process on the same ledger.
 
 Resume a gate with ``Command(resume={"approver": "alice", "decision": "approve", "comment": "..."})``.
+
+A canary (``options={"strategy": "canary", "canary": {"step_gates": True, ...}}``) interrupts at each step
+gate (payload ``gate`` ``"step"``: the weights in force, the last analysis window, the next weight); an
+approval raises the weight (``deploy.approve`` with gate ``step``: the rollout runs on to the next gate or
+the end, its ``canary_step``/``analysis`` progress streamed like execute's), a rejection aborts the canary
+(outcome ``aborted``: traffic back on the stable version). The state's ``canary`` holds the last weight
+step / analysis data seen.
 
 Refusals land in the state, not in an exception: a missing input key, or the agent refusing a request
 (``model_not_found``, ``plan_stale``, ``rollout_in_progress``, invalid params: codes -32602 and
@@ -54,7 +66,7 @@ from .errors import DeployerError
 from .sync import SyncDeployerClient
 from .types import TERMINAL_STATUSES, StatusResult, to_output
 
-Outcome = Literal["live", "rejected", "failed", "rolled_back", "expired", "rollback_failed", "refused"]
+Outcome = Literal["live", "rejected", "failed", "rolled_back", "aborted", "expired", "rollback_failed", "refused"]
 
 _INPUT_KEYS = ("model_name", "model_version", "environment", "requested_by")
 _REQUEST_KEYS = (*_INPUT_KEYS, "options")
@@ -69,7 +81,8 @@ class DeploymentInput(TypedDict):
     environment: str
     requested_by: str
     options: NotRequired[dict[str, Any]]
-    """More ``deploy.plan`` params: bento, strategy, smoke_tests, requirements, gates, idempotency_key."""
+    """More ``deploy.plan`` params: bento, strategy, smoke_tests, requirements, gates, idempotency_key,
+    canary."""
 
 
 class DeploymentState(TypedDict, total=False):
@@ -93,6 +106,11 @@ class DeploymentState(TypedDict, total=False):
     approval_error: dict[str, Any] | None
     """Why the last approval was refused (the gate asks again)."""
     promotion: dict[str, Any] | None
+    step_decision: dict[str, Any] | None
+    """The resume value of the current canary step gate: {approver, decision, comment?}."""
+    canary: dict[str, Any] | None
+    """The last ``canary_step``/``analysis`` progress data of the rollout: step_index, weight, weights,
+    analysis (see :class:`~model_deployer_client.types.CanaryStepData`)."""
     output: dict[str, Any]
     """The execute result (``ExecuteResult``; ``deployment_timestamp`` is a datetime)."""
     verification: dict[str, Any]
@@ -135,8 +153,33 @@ def _refused(exc: DeployerError) -> dict[str, Any]:
 # The fields one run writes; a new run on the same thread starts without them.
 _RUN_FIELDS = (
     "deployment_id", "plan", "plan_hash", "status", "approval", "approval_error", "promotion", "output",
-    "verification", "rollback", "outcome", "error", "request",
+    "verification", "rollback", "outcome", "error", "request", "step_decision", "canary",
 )
+
+_END_STATUSES = ("failed", "rolled_back", "rejected", "expired", "aborted")
+"""Rollout results that end the run with that outcome."""
+
+
+class _CanaryRecorder:
+    """A progress callback that keeps the last canary step / analysis data and passes every note on."""
+
+    def __init__(self, on_progress: Callable[..., Any] | None) -> None:
+        self._on_progress = on_progress
+        self.last: dict[str, Any] | None = None
+
+    def __call__(self, note: dict[str, Any]) -> Any:
+        if isinstance(note, dict) and note.get("step") in ("canary_step", "analysis") and isinstance(note.get("data"), dict):
+            merged = dict(self.last or {})
+            merged.update(note["data"])
+            if note["step"] == "canary_step" and "analysis" not in note["data"]:
+                merged.pop("analysis", None)  # a new step: the last window was the previous step's
+            self.last = merged
+        if self._on_progress is not None:
+            return self._on_progress(note)
+        return None
+
+    def update(self) -> dict[str, Any]:
+        return {"canary": self.last} if self.last is not None else {}
 
 
 def _normalize_decision(value: Any, gate: str) -> tuple[dict[str, Any] | None, str | None]:
@@ -163,7 +206,7 @@ def _normalize_decision(value: Any, gate: str) -> tuple[dict[str, Any] | None, s
 def _after_execute(result: dict[str, Any]) -> dict[str, Any]:
     status = result.get("status")
     update: dict[str, Any] = {"output": result, "status": status, "error": result.get("error")}
-    if status in ("failed", "rolled_back", "rejected", "expired"):
+    if status in _END_STATUSES:
         update["outcome"] = status
     return update
 
@@ -304,8 +347,9 @@ def _apply_approval_step(state: DeploymentState) -> _Step:
 
 def _execute_step(state: DeploymentState, on_progress: Callable[..., Any] | None) -> _Step:
     deployment_id = state["deployment_id"]
+    recorder = _CanaryRecorder(on_progress)
     try:
-        result = yield _Call("execute", (deployment_id,), {"on_progress": on_progress})
+        result = yield _Call("execute", (deployment_id,), {"on_progress": recorder})
     except DeployerError as exc:
         if exc.reason != "not_executable":
             if _is_refusal(exc):  # plan_stale, rollout_in_progress, approval_required, ...
@@ -314,7 +358,7 @@ def _execute_step(state: DeploymentState, on_progress: Callable[..., Any] | None
         # Re-run after a crash: the agent already moved on; take its word for where the deployment is.
         status = yield _Call("status", (deployment_id,))
         result = _output_from_status(status)
-    return _after_execute(result)
+    return {**_after_execute(result), **recorder.update()}
 
 
 def _apply_promotion_step(state: DeploymentState, on_progress: Callable[..., Any] | None) -> _Step:
@@ -322,11 +366,12 @@ def _apply_promotion_step(state: DeploymentState, on_progress: Callable[..., Any
     if not promotion:
         return {}
     deployment_id = state["deployment_id"]
+    recorder = _CanaryRecorder(on_progress)
     try:
         result = yield _Call(
             "approve",
             (deployment_id, promotion["approver"], promotion["decision"]),
-            {"gate": "promote", "comment": promotion.get("comment"), "on_progress": on_progress,
+            {"gate": "promote", "comment": promotion.get("comment"), "on_progress": recorder,
              "signature": promotion.get("signature")},
         )
     except DeployerError as exc:
@@ -339,9 +384,42 @@ def _apply_promotion_step(state: DeploymentState, on_progress: Callable[..., Any
             return _refused(exc)
         raise
     if isinstance(result.get("output"), dict):
-        return _after_execute(result["output"])
-    update: dict[str, Any] = {"status": result["status"], "approval_error": None}
-    if result["status"] in ("rejected", "failed", "rolled_back", "expired"):
+        return {**_after_execute(result["output"]), **recorder.update()}
+    update: dict[str, Any] = {"status": result["status"], "approval_error": None, **recorder.update()}
+    if result["status"] in _END_STATUSES:
+        update["outcome"] = result["status"]
+    return update
+
+
+def _apply_step_step(state: DeploymentState, on_progress: Callable[..., Any] | None) -> _Step:
+    """Applies a canary step gate's decision: approve raises the weight (and runs the rollout on to the next
+    gate or the end), reject aborts the canary."""
+    decision = state.get("step_decision")
+    if not decision:
+        return {}
+    deployment_id = state["deployment_id"]
+    recorder = _CanaryRecorder(on_progress)
+    try:
+        result = yield _Call(
+            "approve",
+            (deployment_id, decision["approver"], decision["decision"]),
+            {"gate": "step", "comment": decision.get("comment"), "on_progress": recorder,
+             "signature": decision.get("signature")},
+        )
+    except DeployerError as exc:
+        if exc.reason == "not_awaiting_approval":  # already applied (node re-run), or aborted elsewhere
+            status = yield _Call("status", (deployment_id,))
+            return {**_after_execute(_output_from_status(status)), "step_decision": None, **recorder.update()}
+        if exc.code == -32004 and exc.reason != "approval_expired":  # e.g. approver_not_allowed: ask again
+            return {"step_decision": None, "approval_error": _err(exc)}
+        if _is_refusal(exc):
+            return {"step_decision": None, **_refused(exc)}
+        raise
+    update: dict[str, Any] = {"step_decision": None, "approval_error": None, **recorder.update()}
+    if isinstance(result.get("output"), dict):
+        return {**update, **_after_execute(result["output"])}
+    update["status"] = result["status"]
+    if result["status"] in _END_STATUSES:
         update["outcome"] = result["status"]
     return update
 
@@ -477,6 +555,8 @@ def _route_after_plan(state: DeploymentState) -> str:
         return "approval_gate"
     if status == "awaiting_promotion":  # a thread that was busy at its promote gate
         return "promotion_gate"
+    if status == "awaiting_step":  # ... or at a canary step gate
+        return "step_gate"
     if status == "live":
         return "verify"
     return "execute"
@@ -494,6 +574,8 @@ def _route_after_apply_approval(state: DeploymentState) -> str:
         return "approval_gate"
     if status == "awaiting_promotion":
         return "promotion_gate"
+    if status == "awaiting_step":
+        return "step_gate"
     if status in ("approved", "planned"):
         return "execute"
     if status == "live":
@@ -507,6 +589,8 @@ def _route_after_execute(state: DeploymentState) -> str:
     status = state.get("status")
     if status == "awaiting_promotion":
         return "promotion_gate"
+    if status == "awaiting_step":
+        return "step_gate"
     if status == "live":
         return "verify"
     return END
@@ -522,9 +606,28 @@ def _route_after_apply_promotion(state: DeploymentState) -> str:
     status = state.get("status")
     if status == "awaiting_promotion":
         return "promotion_gate"
+    if status == "awaiting_step":
+        return "step_gate"
     if status == "live":
         return "verify"
-    if status in ("approved", "deploying", "validating", "switching"):
+    if status in ("approved", "deploying", "validating", "switching", "canary"):
+        return "execute"
+    return END
+
+
+def _route_after_step_gate(state: DeploymentState) -> str:
+    return "apply_step" if state.get("step_decision") else "step_gate"
+
+
+def _route_after_apply_step(state: DeploymentState) -> str:
+    if state.get("outcome"):
+        return END
+    status = state.get("status")
+    if status == "awaiting_step":
+        return "step_gate"
+    if status == "live":
+        return "verify"
+    if status == "canary":  # the approve call was cut off mid-rollout: take the agent's word for it
         return "execute"
     return END
 
@@ -584,6 +687,39 @@ def _promotion_gate(state: DeploymentState) -> dict[str, Any]:
     return {"promotion": decision}
 
 
+def _step_gate(state: DeploymentState) -> dict[str, Any]:
+    plan = state.get("plan") or {}
+    settings = (plan.get("config") or {}).get("canary") or {}
+    steps = settings.get("steps") or []
+    canary = state.get("canary") or {}
+    index = canary.get("step_index")
+    next_weight = None
+    if isinstance(index, int) and 0 <= index + 1 < len(steps):
+        next_weight = steps[index + 1]
+    answer = interrupt(
+        {
+            "gate": "step",
+            "deployment_id": state.get("deployment_id"),
+            "model_name": state.get("model_name"),
+            "model_version": state.get("model_version"),
+            "environment": state.get("environment"),
+            "previous_version": plan.get("previous_version"),
+            "steps": steps,
+            "step_index": index,
+            "weight": canary.get("weight"),
+            "weights": canary.get("weights"),
+            "next_weight": next_weight,
+            "analysis": canary.get("analysis"),
+            "plan_hash": state.get("plan_hash"),
+            "error": state.get("approval_error"),
+        }
+    )
+    decision, problem = _normalize_decision(answer, "step")
+    if decision is None:
+        return {"step_decision": None, "approval_error": {"reason": "invalid_resume", "message": problem}}
+    return {"step_decision": decision}
+
+
 # ---------------------------------------------------------------------------- builder
 
 
@@ -620,6 +756,9 @@ def deployment_graph_builder(
 
         def apply_promotion(state: DeploymentState) -> dict[str, Any]:
             return driver.run(_apply_promotion_step(state, on_progress))
+
+        def apply_step(state: DeploymentState) -> dict[str, Any]:
+            return driver.run(_apply_step_step(state, on_progress))
 
         def verify_node(state: DeploymentState) -> dict[str, Any]:
             return driver.run(_verify_step(state, verify))
@@ -660,6 +799,9 @@ def deployment_graph_builder(
         async def apply_promotion(state: DeploymentState) -> dict[str, Any]:  # type: ignore[misc]
             return await adriver.run(_apply_promotion_step(state, progress_sink()))
 
+        async def apply_step(state: DeploymentState) -> dict[str, Any]:  # type: ignore[misc]
+            return await adriver.run(_apply_step_step(state, progress_sink()))
+
         async def verify_node(state: DeploymentState) -> dict[str, Any]:  # type: ignore[misc]
             return await adriver.run(_verify_step(state, verify))
 
@@ -673,20 +815,28 @@ def deployment_graph_builder(
     builder.add_node("execute", execute)
     builder.add_node("promotion_gate", _promotion_gate)
     builder.add_node("apply_promotion", apply_promotion)
+    builder.add_node("step_gate", _step_gate)
+    builder.add_node("apply_step", apply_step)
     builder.add_node("verify", verify_node)
     builder.add_node("rollback", rollback)
 
     builder.add_edge(START, "plan")
-    builder.add_conditional_edges("plan", _route_after_plan, ["approval_gate", "promotion_gate", "execute", "verify", END])
+    builder.add_conditional_edges(
+        "plan", _route_after_plan, ["approval_gate", "promotion_gate", "step_gate", "execute", "verify", END]
+    )
     builder.add_conditional_edges("approval_gate", _route_after_approval_gate, ["apply_approval", "approval_gate"])
     builder.add_conditional_edges(
-        "apply_approval", _route_after_apply_approval, ["approval_gate", "promotion_gate", "execute", "verify", END]
+        "apply_approval",
+        _route_after_apply_approval,
+        ["approval_gate", "promotion_gate", "step_gate", "execute", "verify", END],
     )
-    builder.add_conditional_edges("execute", _route_after_execute, ["promotion_gate", "verify", END])
+    builder.add_conditional_edges("execute", _route_after_execute, ["promotion_gate", "step_gate", "verify", END])
     builder.add_conditional_edges("promotion_gate", _route_after_promotion_gate, ["apply_promotion", "promotion_gate"])
     builder.add_conditional_edges(
-        "apply_promotion", _route_after_apply_promotion, ["promotion_gate", "verify", "execute", END]
+        "apply_promotion", _route_after_apply_promotion, ["promotion_gate", "step_gate", "verify", "execute", END]
     )
+    builder.add_conditional_edges("step_gate", _route_after_step_gate, ["apply_step", "step_gate"])
+    builder.add_conditional_edges("apply_step", _route_after_apply_step, ["step_gate", "verify", "execute", END])
     builder.add_conditional_edges("verify", _route_after_verify, ["rollback", END])
     builder.add_edge("rollback", END)
     return builder
@@ -722,7 +872,7 @@ def build_deployment_graph(
     Returns:
         The compiled graph. Input (:class:`DeploymentInput`): ``{"model_name", "model_version",
         "environment", "requested_by", "options"?}``; the final state has ``outcome`` (live, rejected,
-        failed, rolled_back, expired, rollback_failed, refused), ``error``, ``deployment_id``, ``output``,
+        failed, rolled_back, aborted, expired, rollback_failed, refused), ``error``, ``deployment_id``, ``output``,
         ``verification``, ``rollback``. New input on a finished thread starts a new run (see the module
         docstring).
     """

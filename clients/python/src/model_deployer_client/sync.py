@@ -129,6 +129,10 @@ class SyncDeployerClient:
         """See :meth:`DeployerClient.rollback`."""
         return self._run(self.aio.rollback(*args, **kwargs))
 
+    def abort(self, deployment_id: str, requested_by: str, reason: str | None = None) -> Any:
+        """See :meth:`DeployerClient.abort`."""
+        return self._run(self.aio.abort(deployment_id, requested_by, reason))
+
     def status(self, deployment_id: str) -> Any:
         """See :meth:`DeployerClient.status`."""
         return self._run(self.aio.status(deployment_id))

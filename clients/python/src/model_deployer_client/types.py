@@ -19,20 +19,38 @@ DeploymentStatus = Literal[
     "validating",
     "awaiting_promotion",
     "switching",
+    "canary",
+    "awaiting_step",
     "live",
     "failed",
     "rolled_back",
+    "aborted",
+    "stopped",
     "interrupted",
     "superseded",
     "expired",
     "stopped",
 ]
-"""Every status a deployment can have."""
+"""Every status a deployment can have.
+
+A canary goes ``validating -> [awaiting_promotion] -> canary -> [awaiting_step -> canary]* -> live``;
+``canary``/``awaiting_step`` may end ``aborted`` (failed analysis, a rejected step gate, ``deploy.abort``);
+a ``live`` deployment taken down by ``deploy.stop`` ends ``stopped``."""
 
 TERMINAL_STATUSES: frozenset[str] = frozenset(
-    {"rejected", "live", "failed", "rolled_back", "interrupted", "superseded", "expired", "stopped"}
+    {"rejected", "live", "failed", "rolled_back", "aborted", "stopped", "interrupted", "superseded", "expired"}
 )
-"""Statuses after which nothing more happens to a deployment (``live`` may later be superseded)."""
+"""Statuses after which nothing more happens to a deployment (``live`` may later be superseded or stopped)."""
+
+FAILED_STATUSES: frozenset[str] = frozenset({"failed", "rolled_back", "aborted"})
+"""End states of a rollout that did not put (or keep) the new version live."""
+
+GateKind = Literal["deploy", "promote", "step"]
+"""An approval gate: ``deploy`` (before anything runs), ``promote`` (before traffic moves), ``step``
+(a canary's gate before each weight step after the first)."""
+
+Slot = Literal["blue", "green", "teal"]
+"""A slot of a (model, environment): the live version, the warm previous one and a candidate each take one."""
 
 Strategy = Literal["direct", "blue_green", "canary", "rollback"]
 """How a deployment reaches traffic."""
@@ -107,21 +125,89 @@ class DeploymentEvent(TypedDict):
     data: dict[str, Any]
 
 
+class VersionMetrics(TypedDict):
+    """One version's traffic facts in an analysis window (counted by the router, on real traffic)."""
+
+    requests: int
+    errors: int
+    error_rate: float
+    p95_ms: float | None
+    """``None`` when the window had no request of this version."""
+
+
+class CanaryAnalysis(TypedDict):
+    """One analysis window of a canary: the candidate against the stable version, same interval."""
+
+    verdict: Literal["pass", "fail", "inconclusive"]
+    stable: VersionMetrics
+    candidate: VersionMetrics
+    limits: dict[str, Any]
+    """The thresholds the window was judged by (``max_error_rate_delta``, ``max_p95_ratio``, ...)."""
+
+
+class CanaryStepData(TypedDict, total=False):
+    """``data`` of a ``canary_step`` or ``analysis`` progress notification (and ledger event)."""
+
+    step_index: int
+    """Index into ``plan.config.canary.steps`` (0 for the first step)."""
+    weight: int
+    """The candidate's share of the endpoint's traffic, in percent."""
+    weights: dict[str, int]
+    """Percent per model version: ``{stable: 100 - weight, candidate: weight}``."""
+    analysis: CanaryAnalysis
+
+
 class Progress(TypedDict):
     """A ``deploy.progress`` notification."""
 
     deployment_id: str
     status: DeploymentStatus
     step: str
+    """``deploy``, ``validate``, ``switch``, ... ; ``canary_step`` (a weight step) and ``analysis`` (an
+    analysis window) carry :class:`CanaryStepData` in ``data``."""
     message: str
     progress: float
     at: str
+    data: NotRequired[dict[str, Any]]
+
+
+class CanaryAnalysisSettings(TypedDict, total=False):
+    """``canary.analysis`` of ``deploy.plan`` (defaults in brackets)."""
+
+    interval_seconds: int
+    """Length of one analysis window [10]."""
+    failure_limit: int
+    """Failed windows in a row that abort [2]."""
+    min_requests: int
+    """Requests per window and version, else the window is inconclusive [20]."""
+    max_error_rate_delta: float
+    """Candidate error rate minus the stable one's [0.05]."""
+    max_p95_ratio: float
+    """Candidate p95 / stable p95 [2.0]."""
+    min_p95_delta_ms: float
+    """A p95 difference below this never fails [50]."""
+
+
+class CanarySettings(TypedDict, total=False):
+    """``deploy.plan``'s ``canary`` param; left-out keys come from the environment policy, then the defaults."""
+
+    steps: list[int]
+    """Candidate weights in percent, strictly increasing, ending at 100 [5, 25, 50, 100]."""
+    pause_seconds: int
+    """Minimum time at each step below 100 [30]."""
+    min_requests: int
+    """Requests the candidate must serve at a step before it may advance [50]; fewer = inconclusive, wait."""
+    max_inconclusive_seconds: int
+    """Abort (``analysis_inconclusive``) after this long without enough data [600]."""
+    step_gates: bool
+    """Wait at ``awaiting_step`` for ``deploy.approve`` with gate ``step`` before every step after the first."""
+    analysis: CanaryAnalysisSettings
 
 
 class Gate(TypedDict):
     """An approval gate of a plan."""
 
-    kind: Literal["deploy", "promote"]
+    kind: GateKind
     approvers: list[str]
     four_eyes: bool
     timeout_seconds: int | None
@@ -179,14 +265,30 @@ class ExecuteResult(ModelDeployerOutput):
 
 
 class ApproveResult(TypedDict):
-    """Result of ``deploy.approve``; ``output`` is present when a promote approval finished the rollout."""
+    """Result of ``deploy.approve``; ``output`` is present when a promote or step approval ran the rollout on
+    (to the next gate or the end)."""
 
     deployment_id: str
     status: DeploymentStatus
-    gate: Literal["deploy", "promote"]
+    gate: GateKind
     decision: Literal["approve", "reject"]
     approved_by: str | None
     output: NotRequired[ExecuteResult]
+
+
+class AbortResult(TypedDict):
+    """Result of ``deploy.abort``: the deployment, now ``aborted`` (a canary) or ``rolled_back`` (a bake),
+    with ``error.reason`` ``aborted``."""
+
+    deployment: Deployment
+
+
+class TrafficShare(TypedDict):
+    """A version's share of an endpoint's traffic at an instant (``history.query`` with ``traffic_at``)."""
+
+    version: str
+    deployment_id: str
+    weight: int
 
 
 class RollbackResult(TypedDict):
@@ -230,10 +332,21 @@ class StatusResult(TypedDict):
 
 
 class HistoryResult(TypedDict):
-    """Result of ``history.query``."""
+    """Result of ``history.query``; ``traffic`` only with ``traffic_at``."""
 
     deployments: list[Deployment]
     next_cursor: str | None
+    traffic: NotRequired[list[TrafficShare]]
+
+
+class StopResult(TypedDict):
+    """Result of ``deploy.stop``."""
+
+    deployment: Deployment | None
+    """The deployment that was live, now ``stopped`` (its last event is ``stop``); ``None`` when the registry
+    named a deployment that was not live (its registry row was cleared all the same)."""
+    stopped_slots: list[str]
+    """The slots whose processes were stopped (live, warm previous, any other), sorted."""
 
 
 class StopResult(TypedDict):
