@@ -104,8 +104,11 @@ extension Engine {
             wanted.insert(slotRef(e, e.slot))
             if let p = e.previousSlot { wanted.insert(slotRef(e, p)) }
         }
-        let waiting = try ledger { () throws(StoreError) in try store.deployments(withStatuses: Self.owned + [.awaitingPromotion]) }
-        for r in waiting where r.status == .awaitingPromotion || ownerIsAlive(r.owner) {
+        // A candidate waiting at a gate (promote, or a canary's step gate) outlives its agent: a person may
+        // answer from another process, days later.
+        let gated: Set<DeploymentStatus> = [.awaitingPromotion, .awaitingStep]
+        let waiting = try ledger { () throws(StoreError) in try store.deployments(withStatuses: Self.owned + Array(gated)) }
+        for r in waiting where gated.contains(r.status) || ownerIsAlive(r.owner) {
             if let s = r.slot { wanted.insert(slotRef(r, s)) }
         }
         // Each runtime lists only what it made (a Kubernetes runtime: Deployments by its labels).

@@ -87,4 +87,24 @@ import TestSupport
         #expect(h.slots.state.withLock { $0.slots[stray] } == nil)
         #expect(h.slots.running("iris", "qa") == [v1.slot!])
     }
+
+    /// A canary waiting at a step gate outlives its agent (the approval may come from another process, as
+    /// `deployctl approve ID --gate step` does): the next agent neither interrupts it nor stops its candidate.
+    @Test func aCanaryAtAStepGateKeepsItsCandidate() async throws {
+        let h = Harness()
+        let v1 = try await h.deploy("v1")
+        let p = try await h.plan("v2")
+        let slot = try #require(p.slot)
+        let ref = SlotRef(modelName: "iris", environment: "qa", id: SlotID(rawValue: slot))
+        _ = try await h.slots.start(SlotLaunch(ref: ref, bentoTag: "svc:v2", version: "v2", preferredPort: 20_500))
+        var r = p
+        for to: DeploymentStatus in [.deploying, .validating, .canary, .awaitingStep] {
+            r = try h.store.transition(id: r.deploymentId, from: r.status, to: to,
+                                       changes: DeploymentChanges(owner: .some(to == .awaitingStep ? nil : Self.deadOwner)),
+                                       event: DeploymentEvent(deploymentId: r.deploymentId, at: h.clock.now(), step: "test", actor: "test", message: "->"))
+        }
+        await h.engine.reconcile()
+        #expect(try h.record(r.deploymentId).status == .awaitingStep)
+        #expect(h.slots.running("iris", "qa").sorted() == [v1.slot!, slot].sorted())
+    }
 }
