@@ -77,4 +77,5 @@ def test_canary_with_a_step_gate(agent_bin, agent_home, iris_store, smoke_test, 
     watch = run("-o", "table", "status", deployment_id, "--watch")
     assert watch.returncode == EXIT_OK, watch.stderr
     rows = [line.split() for line in watch.stdout.splitlines()[watch.stdout.splitlines().index("canary:") + 2:]]
-    assert [(r[0], r[1]) for r in rows if r[3] == "-"] == [("1", "30%"), ("2", "100%")]
+    # STEP WEIGHT, two WEIGHTS (stable and candidate), ANALYSIS: "-" marks the step rows
+    assert [(r[0], r[1]) for r in rows if r[4] == "-"] == [("1", "30%"), ("2", "100%")]
