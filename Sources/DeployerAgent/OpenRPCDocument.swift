@@ -2836,7 +2836,20 @@ public let openRPCDocumentText = ####"""
               "principal_mismatch",
               "canary_needs_live_version",
               "weights_unsupported",
-              "not_abortable"
+              "not_abortable",
+              "kube_unreachable",
+              "kube_forbidden",
+              "kube_not_owned",
+              "kube_not_found",
+              "kube_conflict",
+              "kube_in_use",
+              "kube_invalid_object",
+              "kube_invalid_config",
+              "kube_service_unavailable",
+              "kube_bad_response",
+              "kubectl_not_found",
+              "kubectl_failed",
+              "kubectl_timeout"
             ]
           },
           "message": {

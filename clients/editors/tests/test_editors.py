@@ -28,7 +28,7 @@ CONFIGS = {
     "zed-settings.json": ("context_servers",),
 }
 
-DEFAULT_TOOLS = {"deploy_plan", "deploy_execute", "deploy_rollback", "deploy_status", "deploy_list", "deploy_follow", "history_query"}
+DEFAULT_TOOLS = {"deploy_plan", "deploy_execute", "deploy_abort", "deploy_rollback", "deploy_status", "deploy_list", "deploy_follow", "history_query"}
 
 
 def server_entry(name: str) -> dict:

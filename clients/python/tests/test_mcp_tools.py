@@ -17,7 +17,7 @@ def errlog(tmp_path):
         yield f
 
 
-DEFAULT_TOOLS = {"deploy_plan", "deploy_execute", "deploy_rollback", "deploy_status", "deploy_list", "deploy_follow", "history_query"}
+DEFAULT_TOOLS = {"deploy_plan", "deploy_execute", "deploy_abort", "deploy_rollback", "deploy_status", "deploy_list", "deploy_follow", "history_query"}
 
 
 def test_tools_over_one_session(agent_bin, agent_home, errlog) -> None:

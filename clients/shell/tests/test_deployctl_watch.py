@@ -159,7 +159,7 @@ def test_ls_shows_live_standby_and_a_killed_slot(agent_bin, agent_home, iris_sto
     header, line = table.stdout.splitlines()
     assert header.split() == ["MODEL", "ENV", "VERSION", "ENDPOINT", "LIVE(slot/endpoint)", "STANDBY", "IN-FLIGHT", "METRICS"]
     assert line.split() == [iris_store.model_name, "clientwarm", iris_store.v2, row["endpoint_url"], "up/up",
-                            iris_store.v1, "(up)", "-", "-"]
+                            iris_store.v1, "(up)", "-", row["metrics_url"] or "-"]
 
     kill_slot(agent_home, row["slot"])
     after = one_json(run("ls").stdout)["live"]
