@@ -122,6 +122,7 @@ extension RolloutRunner {
             }
         }
         let alive = await ports.slots.state(newSlotRef)?.alive ?? false
+        if !alive { return .bakeWindow(observed: none, slotAlive: false, stillLive: true, traffic: traffic) }
         if let traffic, traffic.verdict != .inconclusive {
             return .bakeWindow(observed: none, slotAlive: alive, stillLive: true, traffic: traffic)
         }
@@ -131,11 +132,16 @@ extension RolloutRunner {
 
     /// The new version's next real-traffic window: from ``bakeWindowFrom`` until it is at least
     /// ``Machine/bakeTrafficWindowMs`` long and holds ``Analysis/minLatencySamples`` requests, or is
-    /// ``trafficWindowMs`` long, or the bake is over. `.some(nil)` when the router gives no figures;
+    /// ``trafficWindowMs`` long, or the bake is over; at once when the new version's process died (the
+    /// bake fails on that without waiting for figures). `.some(nil)` when the router gives no figures;
     /// nil when the task was cancelled.
     mutating func bakeTrafficWindow() async -> WindowFigures?? {
         let from = bakeWindowFrom ?? engine.now()
         while true {
+            guard await ports.slots.state(newSlotRef)?.alive == true else {
+                bakeWindowFrom = engine.now()
+                return .some(nil)
+            }
             let spanMs = Int(engine.now().timeIntervalSince(from) * 1000)
             let over = bakeEndsAt.map { engine.now() >= $0 } ?? true
             if spanMs >= Machine.bakeTrafficWindowMs || (over && spanMs >= 1000) {

@@ -225,6 +225,27 @@ import TestSupport
         #expect(Array(asked.prefix(4)) == [RolloutRunner.trafficWindowMs, 2000, 2500, 3000], "\(asked)")
     }
 
+    @Test func aProcessThatDiesWhileABakeWindowFillsRollsBackAtOnce() async throws {
+        let h = Harness()
+        _ = try await h.deploy("v1", env: "bake8")
+        h.router.state.withLock {
+            $0.windows = [["blue": WindowFigures(requests: 200, errors: 0, p95Ms: 20)], ["green": WindowFigures(requests: 10, errors: 0, p95Ms: 22)]]
+        }
+        let slots = h.slots, router = h.router
+        h.router.onStats.withLock { hook in
+            hook = {
+                // The first bake window (the second stats call) is too thin to judge; the new version dies while it grows.
+                guard router.state.withLock({ $0.statsCalls }) >= 1 else { return }
+                for (ref, slot) in slots.state.withLock({ $0.slots }) where ref.id.rawValue == "green" && slot.alive { slots.kill(ref) }
+            }
+        }
+        let v2 = try await h.deploy("v2", env: "bake8")
+        let after = try h.record(v2.deploymentId)
+        #expect(after.status == .rolledBack && after.error?["reason"] == "slot_died", "\(String(describing: after.error))")
+        // The pre-switch window, then one bake window: the death is not waited out to the 10 s window.
+        #expect(h.router.state.withLock { $0.windowsAsked } == [RolloutRunner.trafficWindowMs, Machine.bakeTrafficWindowMs])
+    }
+
     @Test func aLoadedHealthyVersionStaysLive() async throws {
         let h = Harness()
         _ = try await h.deploy("v1")
