@@ -81,10 +81,10 @@ public struct AnalysisResult: Sendable, Hashable {
 ///
 /// A p95 is only compared when both versions served ``minLatencySamples`` requests in the interval. The
 /// nearest-rank p95 of fewer than 20 requests is their slowest one, and a candidate at 5 % of the traffic
-/// serves few: under heavy load on a 2-core machine one request that waited for a core made a healthy
-/// candidate's p95 257 ms against the stable version's 64 ms. On fewer requests a p95 over the limits
-/// proves nothing either way, so the interval is inconclusive (it neither fails nor lets the step advance;
-/// the next interval decides), while the error-rate check still fails it.
+/// serves few: at 5 % under heavy load on a 2-core machine it served 7 to 31 requests per 2 s interval, so
+/// one pause of its process (BentoML's pause 220-320 ms about every 620 requests) is its p95. On fewer
+/// requests a p95 over the limits proves nothing either way, so the interval is inconclusive (it neither
+/// fails nor lets the step advance; the next interval decides), while the error-rate check still fails it.
 public enum Analysis {
     /// Requests each version must have served in an interval before their p95s are compared. With 40,
     /// the nearest-rank p95 has at least two requests above it, so it takes three slow requests (7.5 %
