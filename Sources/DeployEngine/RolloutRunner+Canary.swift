@@ -56,6 +56,7 @@ extension RolloutRunner {
             return .weightsFailed("\(error.code): \(error.message)")
         }
         switchMs = engine.ms(since: start)
+        weightsSetAt = engine.now()
         // An abort that landed while the weights were being set wins: traffic goes back to stable.
         guard try stillIn([.canary]) else {
             await engine.restoreRoute(try engine.registryEntry(record.modelName, record.environment))
@@ -66,9 +67,17 @@ extension RolloutRunner {
 
     /// Waits one analysis interval, then judges it from the router's request log: the candidate's window
     /// against the stable version's, the same interval on the same traffic.
+    /// The first window of a step starts ``Analysis/settleMs`` after the weights changed, so it never
+    /// holds the requests in flight at the change.
     mutating func measureAnalysis(afterMs: Int) async throws(EngineError) -> RolloutEvent? {
-        if afterMs > 0 {
-            do { try await engine.clock.sleep(milliseconds: afterMs) } catch { return .cancelled }
+        var wait = afterMs
+        if let set = weightsSetAt {
+            let from = set.addingTimeInterval(Double(Analysis.settleMs) / 1000)
+            wait += max(0, Int((from.timeIntervalSince(engine.now()) * 1000).rounded(.up)))
+            weightsSetAt = nil
+        }
+        if wait > 0 {
+            do { try await engine.clock.sleep(milliseconds: wait) } catch { return .cancelled }
         }
         if Task.isCancelled { return .cancelled }
         guard try stillIn([.canary]) else { return nil }

@@ -56,6 +56,7 @@ extension RolloutRunner {
         switchSplit = split.laps
         switchMs = engine.ms(since: start)
         switchedAt = ContinuousClock.now
+        bakeWindowFrom = engine.now().addingTimeInterval(Double(Analysis.settleMs) / 1000)
         return .switched
     }
 
@@ -106,7 +107,10 @@ extension RolloutRunner {
         engine.scheduleRetirement(record, slot: previous.slot, after: seconds)
     }
 
-    /// One bake window through the router (after `afterMs`).
+    /// One bake window (after `afterMs`). With a real-traffic baseline the new version's traffic is
+    /// judged in disjoint windows (``Machine/bakeTrafficWindowMs``); the probe through the router only
+    /// fills in when that traffic is too thin to judge, since it loads the new version alone (the old
+    /// version's baseline carried no probes).
     mutating func measureBake(afterMs: Int) async throws(EngineError) -> RolloutEvent? {
         if afterMs > 0 {
             do { try await engine.clock.sleep(milliseconds: afterMs) } catch { return .cancelled }
@@ -116,17 +120,55 @@ extension RolloutRunner {
         guard try engine.registryEntry(record.modelName, record.environment)?.deploymentId == record.deploymentId, let config = plan?.config else {
             return .bakeWindow(observed: none, slotAlive: true, stillLive: false)
         }
-        let observed = await ports.prober.measure(ports.router.endpointAddress(listenPort: endpointPort ?? 0, modelName: record.modelName, environment: record.environment), load: ProbeLoad(config, requests: 20, concurrency: 2))
-        let alive = await ports.slots.state(newSlotRef)?.alive ?? false
         var traffic: AnalysisResult?
         if let before = trafficBaseline {
-            let since = Int((ContinuousClock.now - switchedAt) / .milliseconds(1))
-            let windowMs = max(1000, min(Self.trafficWindowMs, since))
-            if let stats = await ports.router.stats(modelName: record.modelName, environment: record.environment, windowMs: windowMs) {
-                let after = stats.first { $0.slot == newSlotRef.id }?.window ?? .none
-                traffic = Analysis.compare(stable: before, candidate: after, limits: AnalysisLimits())
+            guard let window = await bakeTrafficWindow() else { return .cancelled }
+            traffic = window.map { Analysis.compare(stable: before, candidate: $0, limits: AnalysisLimits()) }
+            // A rollback or a newer rollout may have taken the endpoint while the window filled.
+            guard try engine.registryEntry(record.modelName, record.environment)?.deploymentId == record.deploymentId else {
+                return .bakeWindow(observed: none, slotAlive: true, stillLive: false)
             }
         }
+        let alive = await ports.slots.state(newSlotRef)?.alive ?? false
+        if !alive { return .bakeWindow(observed: none, slotAlive: false, stillLive: true, traffic: traffic) }
+        if let traffic, traffic.verdict != .inconclusive {
+            return .bakeWindow(observed: none, slotAlive: alive, stillLive: true, traffic: traffic)
+        }
+        let observed = await ports.prober.measure(ports.router.endpointAddress(listenPort: endpointPort ?? 0, modelName: record.modelName, environment: record.environment), load: ProbeLoad(config, requests: 20, concurrency: 2))
         return .bakeWindow(observed: observed, slotAlive: alive, stillLive: true, traffic: traffic)
+    }
+
+    /// The new version's next real-traffic window: from ``bakeWindowFrom`` until it is at least
+    /// ``Machine/bakeTrafficWindowMs`` long and holds ``Analysis/minLatencySamples`` requests, or is
+    /// ``trafficWindowMs`` long, or the bake is over (then at its shortest length); at once when the new version's process died (the
+    /// bake fails on that without waiting for figures). `.some(nil)` when the router gives no figures;
+    /// nil when the task was cancelled.
+    mutating func bakeTrafficWindow() async -> WindowFigures?? {
+        let from = bakeWindowFrom ?? engine.now()
+        while true {
+            guard await ports.slots.state(newSlotRef)?.alive == true else {
+                bakeWindowFrom = engine.now()
+                return .some(nil)
+            }
+            let spanMs = Int(engine.now().timeIntervalSince(from) * 1000)
+            let over = bakeEndsAt.map { engine.now() >= $0 } ?? true
+            // Never a shorter window, not even the last one: the bake ends with the first window that
+            // closes after its time (measured: a 1 s window closed at the bake's end held one process
+            // pause in 12 % of its requests and failed a healthy version).
+            if spanMs >= Machine.bakeTrafficWindowMs {
+                guard let stats = await ports.router.stats(modelName: record.modelName, environment: record.environment, windowMs: spanMs) else {
+                    bakeWindowFrom = engine.now()
+                    return .some(nil)
+                }
+                let after = stats.first { $0.slot == newSlotRef.id }?.window ?? .none
+                if after.requests >= Analysis.minLatencySamples || spanMs >= Self.trafficWindowMs || over {
+                    bakeWindowFrom = engine.now()
+                    return .some(after)
+                }
+            }
+            let short = Machine.bakeTrafficWindowMs - spanMs
+            let step = short > 0 ? max(100, min(500, short)) : 500
+            do { try await engine.clock.sleep(milliseconds: step) } catch { return nil }
+        }
     }
 }

@@ -29,6 +29,12 @@ struct RolloutRunner {
     /// keeps a request log), and when the switch took effect.
     var trafficBaseline: WindowFigures?
     var switchedAt = ContinuousClock.now
+    /// Where the bake's next real-traffic window starts (``Analysis/settleMs`` after the switch, then
+    /// where the last window ended).
+    var bakeWindowFrom: Date?
+    /// When a canary's weights last changed: the first analysis window of a step starts
+    /// ``Analysis/settleMs`` later.
+    var weightsSetAt: Date?
     /// The new version's slot once started (or found, when resuming after the promotion gate).
     var newSlot: RunningSlot?
     var readiness: ReadinessResult?

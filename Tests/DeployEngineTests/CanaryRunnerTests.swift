@@ -56,6 +56,24 @@ import TestSupport
         #expect(v1.status == .superseded)
     }
 
+    @Test func theFirstWindowOfAStepStartsOnceTheNewWeightsSettled() async throws {
+        let h = Harness()
+        let r = try await run(h, try await canaryPlan(h))
+        #expect(r.status == .live)
+        let events = try h.store.events(deploymentId: r.deploymentId)
+        let steps = events.filter { $0.step == "canary_step" && $0.message.hasPrefix("canary step") && $0.data["weight"] != 100 }
+        let windows = events.filter { $0.step == "analysis" }
+        #expect(steps.count == 2 && windows.count == 4)
+        // 5 s intervals: the first window of each step ends settle + 5 s after its weights were set, the next 5 s later.
+        let settle = Double(Analysis.settleMs) / 1000
+        for (i, step) in steps.enumerated() {
+            #expect(windows[2 * i].at.timeIntervalSince(step.at) == settle + 5)
+            #expect(windows[2 * i + 1].at.timeIntervalSince(windows[2 * i].at) == 5)
+        }
+        // Each window is one interval long: the settle time is waited, not judged.
+        #expect(h.router.state.withLock { $0.windowsAsked } == [5000, 5000, 5000, 5000])
+    }
+
     @Test func failingCandidateIsAbortedWithTrafficBackOnStable() async throws {
         let h = Harness()
         let p = try await canaryPlan(h)
@@ -163,17 +181,69 @@ import TestSupport
 @Suite struct BakeOnTrafficTests {
     @Test func slowRealTrafficAfterTheSwitchRollsBackEvenWithGoodProbes() async throws {
         let h = Harness()
-        _ = try await h.deploy("v1")
+        // A bake long enough for two disjoint windows after the settle time.
+        _ = try await h.deploy("v1", env: "bake8")
         // Call 0 is taken just before the switch (v1 in blue); the bake's windows see v2 in green.
         h.router.state.withLock {
             $0.windows = [["blue": WindowFigures(requests: 200, errors: 0, p95Ms: 20)], ["green": WindowFigures(requests: 100, errors: 0, p95Ms: 400)]]
         }
-        let v2 = try await h.deploy("v2")
+        let v2 = try await h.deploy("v2", env: "bake8")
         let after = try h.record(v2.deploymentId)
         #expect(after.status == .rolledBack && after.error?["reason"] == "latency_regression")
-        #expect(try h.registry()?.modelVersion == "v1")
+        #expect(try h.registry("bake8")?.modelVersion == "v1")
         let notes = try h.store.events(deploymentId: v2.deploymentId).map(\.message)
         #expect(notes.filter { $0.hasPrefix("bake window (real traffic): p95 400 ms") }.count == 2)
+    }
+
+    @Test func bakeWindowsAreDisjointAndStartOnceTheSwitchSettled() async throws {
+        let h = Harness()
+        _ = try await h.deploy("v1", env: "bake8")
+        h.router.state.withLock {
+            $0.windows = [["blue": WindowFigures(requests: 200, errors: 0, p95Ms: 20)], ["green": WindowFigures(requests: 100, errors: 0, p95Ms: 22)]]
+        }
+        let v2 = try await h.deploy("v2", env: "bake8")
+        #expect(try h.record(v2.deploymentId).status == .live)
+        // The old version's 10 s before the switch, then the new version's windows: each starts where the
+        // last one ended (the first one settle time after the switch) and lasts the shortest window, as
+        // it already holds enough requests.
+        let asked = h.router.state.withLock { $0.windowsAsked }
+        #expect(asked.first == RolloutRunner.trafficWindowMs && asked.count > 2)
+        #expect(asked.dropFirst().dropLast().allSatisfy { $0 == Machine.bakeTrafficWindowMs }, "\(asked)")
+    }
+
+    @Test func aThinTrafficBakeWindowGrowsUntilItHoldsEnoughRequests() async throws {
+        let h = Harness()
+        _ = try await h.deploy("v1", env: "bake8")
+        h.router.state.withLock {
+            $0.windows = [["blue": WindowFigures(requests: 200, errors: 0, p95Ms: 20)], ["green": WindowFigures(requests: 10, errors: 0, p95Ms: 22)],
+                          ["green": WindowFigures(requests: 10, errors: 0, p95Ms: 22)], ["green": WindowFigures(requests: Analysis.minLatencySamples, errors: 0, p95Ms: 22)]]
+        }
+        let v2 = try await h.deploy("v2", env: "bake8")
+        #expect(try h.record(v2.deploymentId).status == .live)
+        let asked = h.router.state.withLock { $0.windowsAsked }
+        // 10 requests in 2 s: not enough to judge a p95, so the same window is asked again, longer, until it holds 40.
+        #expect(Array(asked.prefix(4)) == [RolloutRunner.trafficWindowMs, 2000, 2500, 3000], "\(asked)")
+    }
+
+    @Test func aProcessThatDiesWhileABakeWindowFillsRollsBackAtOnce() async throws {
+        let h = Harness()
+        _ = try await h.deploy("v1", env: "bake8")
+        h.router.state.withLock {
+            $0.windows = [["blue": WindowFigures(requests: 200, errors: 0, p95Ms: 20)], ["green": WindowFigures(requests: 10, errors: 0, p95Ms: 22)]]
+        }
+        let slots = h.slots, router = h.router
+        h.router.onStats.withLock { hook in
+            hook = {
+                // The first bake window (the second stats call) is too thin to judge; the new version dies while it grows.
+                guard router.state.withLock({ $0.statsCalls }) >= 1 else { return }
+                for (ref, slot) in slots.state.withLock({ $0.slots }) where ref.id.rawValue == "green" && slot.alive { slots.kill(ref) }
+            }
+        }
+        let v2 = try await h.deploy("v2", env: "bake8")
+        let after = try h.record(v2.deploymentId)
+        #expect(after.status == .rolledBack && after.error?["reason"] == "slot_died", "\(String(describing: after.error))")
+        // The pre-switch window, then one bake window: the death is not waited out to the 10 s window.
+        #expect(h.router.state.withLock { $0.windowsAsked } == [RolloutRunner.trafficWindowMs, Machine.bakeTrafficWindowMs])
     }
 
     @Test func aLoadedHealthyVersionStaysLive() async throws {

@@ -79,6 +79,8 @@ final class FakeRouter: TrafficRouter {
         /// traffic unless a test scripts it (the bake then judges by its probes).
         var windows: [[String: WindowFigures]] = [[:]]
         var statsCalls = 0
+        /// The `windowMs` of every stats call, in order.
+        var windowsAsked: [Int] = []
     }
     let state = Mutex(State())
 
@@ -114,6 +116,7 @@ final class FakeRouter: TrafficRouter {
             guard let route = s.routes[Self.key(modelName, environment)] else { return nil }
             let w = s.windows[min(s.statsCalls, s.windows.count - 1)]
             s.statsCalls += 1
+            s.windowsAsked.append(windowMs)
             return route.backends.map { b in
                 BackendStats(slot: b.slot, requests: 0, errors: 0, window: w[b.slot.rawValue] ?? .none)
             }

@@ -32,6 +32,8 @@ struct Harness {
         "qa": EnvironmentPolicy(name: "qa", gates: [], approvalTimeoutSeconds: nil, bakeSeconds: 2, keepWarmSeconds: 60),
         "prod": EnvironmentPolicy(name: "prod", gates: [.promote], approvalTimeoutSeconds: 60, bakeSeconds: 0, keepWarmSeconds: 60),
         "development": EnvironmentPolicy(name: "development", gates: [], approvalTimeoutSeconds: nil, bakeSeconds: 0, keepWarmSeconds: 60),
+        // A bake long enough for several real-traffic windows.
+        "bake8": EnvironmentPolicy(name: "bake8", gates: [], approvalTimeoutSeconds: nil, bakeSeconds: 8, keepWarmSeconds: 60),
         // Canaries: 5 s analysis intervals (the manual clock passes sleeps under 10 s at once), 10 s pauses.
         "cn": {
             var p = EnvironmentPolicy(name: "cn", gates: [], approvalTimeoutSeconds: 60, bakeSeconds: 2, keepWarmSeconds: 60)

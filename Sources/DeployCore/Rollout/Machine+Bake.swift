@@ -6,6 +6,11 @@ extension Machine {
     public static let bakeIntervalMs = 500
     /// Regressed windows in a row that fail the bake.
     public static let bakeStrikesToFail = 2
+    /// The shortest real-traffic window the bake judges, ms. Windows are disjoint (each starts where the
+    /// last one ended, the first ``Analysis/settleMs`` after the switch), so two regressed windows in a
+    /// row are two observations; a window grows (up to 10 s) until the new version served
+    /// ``Analysis/minLatencySamples`` requests in it.
+    public static let bakeTrafficWindowMs = 2000
 
     static func baking(_ s: Snapshot, _ event: RolloutEvent) -> Decision {
         switch event {

@@ -126,8 +126,48 @@ import Testing
         // 3x slower but only 20 ms more: noise.
         w.window(candidate: Self.figures(20, p95: 30), stable: Self.figures(100, p95: 10))
         #expect(w.s.canary.failures == 0)
-        w.window(candidate: Self.figures(20, p95: 300), stable: Self.figures(100, p95: 10))
+        w.window(candidate: Self.figures(40, p95: 300), stable: Self.figures(100, p95: 10))
         #expect(w.s.canary.failures == 1)
+    }
+
+    @Test func aSlowP95OnFewRequestsWaitsForTheNextIntervalInsteadOfFailing() {
+        // Measured: a healthy candidate at 5 % under heavy load, one request that waited for a core.
+        var w = Walk(Self.plan())
+        w.feed(.baseline(T.good))
+        w.feed(.weightsSet(5))
+        let d = w.window(candidate: Self.figures(25, p95: 257), stable: Self.figures(400, p95: 64))
+        #expect(d.status == .canary && w.s.canary.failures == 0)
+        #expect(d.message.hasPrefix("inconclusive: p95 257 ms") && d.message.contains("on 25 requests"), "\(d.message)")
+        // It does not advance on that interval: the pause is over, yet the step waits for a passing one.
+        w.advance(20)
+        #expect(w.window(candidate: Self.figures(25, p95: 257), stable: Self.figures(400, p95: 64)).actions.contains(.setWeights(25)) == false)
+        // The next interval is fine: the canary goes on to 25 %.
+        #expect(w.window(candidate: Self.figures(25, p95: 60), stable: Self.figures(400, p95: 64)).actions.contains(.setWeights(25)))
+    }
+
+    @Test func aSlowCandidateOnFewRequestsNeverAdvancesAndIsAbortedAsInconclusive() {
+        var w = Walk(Self.plan())
+        w.feed(.baseline(T.good))
+        w.feed(.weightsSet(5))
+        var last = w.window(candidate: Self.figures(25, p95: 400), stable: Self.figures(400, p95: 20))
+        while last.status == .canary {
+            #expect(!last.actions.contains(.setWeights(25)))
+            last = w.window(candidate: Self.figures(25, p95: 400), stable: Self.figures(400, p95: 20))
+        }
+        #expect(last.status == .aborted && w.s.now.timeIntervalSince1970 <= 10 + 60 + 10)
+        guard case .abort(let f)? = last.actions.dropLast().last else { Issue.record("no abort"); return }
+        #expect(f.reason == .analysisInconclusive)
+    }
+
+    @Test func onFewRequestsTheErrorRateStillFails() {
+        var w = Walk(Self.plan())
+        w.feed(.baseline(T.good))
+        w.feed(.weightsSet(5))
+        w.window(candidate: Self.figures(25, errors: 8, p95: 400), stable: Self.figures(400, p95: 20))
+        let d = w.window(candidate: Self.figures(25, errors: 8, p95: 400), stable: Self.figures(400, p95: 20))
+        #expect(d.status == .aborted)
+        guard case .abort(let f)? = d.actions.dropLast().last else { Issue.record("no abort"); return }
+        #expect(f.reason == .analysisFailed && f.message.contains("error rate 32%"), "\(f.message)")
     }
 
     @Test func stepGatesWaitForApproval() {
@@ -196,6 +236,15 @@ import Testing
         #expect(v(10, 61) == .fail)
         #expect(v(200, 390) == .pass)  // 190 ms more but under 2x
         #expect(v(200, 401) == .fail)
+        // A p95 over the limits is only a regression on enough requests on both sides.
+        func few(_ c: Int, _ st: Int) -> AnalysisResult {
+            Analysis.compare(stable: WindowFigures(requests: st, errors: 0, p95Ms: 10), candidate: WindowFigures(requests: c, errors: 0, p95Ms: 300), limits: limits)
+        }
+        #expect(few(Analysis.minLatencySamples - 1, 500).verdict == .inconclusive)
+        #expect(few(500, Analysis.minLatencySamples - 1).verdict == .inconclusive)
+        #expect(few(Analysis.minLatencySamples, Analysis.minLatencySamples).verdict == .fail)
+        // A p95 within the limits passes on few requests (min_requests still applies).
+        #expect(Analysis.compare(stable: WindowFigures(requests: 400, errors: 0, p95Ms: 10), candidate: WindowFigures(requests: 20, errors: 0, p95Ms: 12), limits: limits).verdict == .pass)
         // No logged latency on one side: only the error rate is judged.
         #expect(Analysis.compare(stable: WindowFigures(requests: 50, errors: 0, p95Ms: nil), candidate: WindowFigures(requests: 50, errors: 0, p95Ms: 900), limits: limits).verdict == .pass)
     }
