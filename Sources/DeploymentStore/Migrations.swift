@@ -9,7 +9,7 @@ struct Migration: Sendable {
 
 extension Migration {
     /// Every migration, in order.
-    static let all: [Migration] = [initialSchema, eventHashChain]
+    static let all: [Migration] = [initialSchema, eventHashChain, eventNotify]
 
     static let initialSchema = Migration(
         version: 1, name: "initial ledger schema",
@@ -187,6 +187,35 @@ extension Migration {
         postgres: [
             "ALTER TABLE ml_deployment_events ADD COLUMN prev_hash text",
             "ALTER TABLE ml_deployment_events ADD COLUMN hash text",
+        ]
+    )
+}
+
+extension Migration {
+    /// Postgres announces every appended event on ``PostgresStore/eventChannel`` (payload
+    /// `<deployment_id>:<seq>`), so a follower in another process is woken at commit instead of polling.
+    ///
+    /// A trigger rather than a `NOTIFY` next to each insert in the Swift code: every path that adds an
+    /// event row (insert, transition, appendEvent, bulk load, and an older agent binary sharing the ledger
+    /// once any newer agent has migrated it) announces it, and the SQL shared with SQLite stays one text.
+    /// Like any `NOTIFY`, it is delivered when the transaction commits and never for one rolled back.
+    /// SQLite has no equivalent: its followers poll.
+    static let eventNotify = Migration(
+        version: 3, name: "notify appended events",
+        sqlite: [],
+        postgres: [
+            """
+            CREATE FUNCTION ml_deployment_events_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                PERFORM pg_notify('\(PostgresStore.eventChannel)', NEW.deployment_id || ':' || NEW.seq);
+                RETURN NULL;
+            END
+            $$
+            """,
+            """
+            CREATE TRIGGER ml_deployment_events_notify AFTER INSERT ON ml_deployment_events
+                FOR EACH ROW EXECUTE FUNCTION ml_deployment_events_notify()
+            """,
         ]
     )
 }
