@@ -200,6 +200,11 @@ extension Migration {
     /// once any newer agent has migrated it) announces it, and the SQL shared with SQLite stays one text.
     /// Like any `NOTIFY`, it is delivered when the transaction commits and never for one rolled back.
     /// SQLite has no equivalent: its followers poll.
+    ///
+    /// Cost, measured here (Postgres 15): ~13 us per single-row insert, nothing beside a ledger append's
+    /// milliseconds; a 200k-row `INSERT ... SELECT` (the bulk loader's shape) took 1.2 s instead of 0.25 s.
+    /// A statement-level trigger over a transition table halved the bulk case (0.58 s) but cost ~22 us per
+    /// single insert, the case that matters.
     static let eventNotify = Migration(
         version: 3, name: "notify appended events",
         sqlite: [],
