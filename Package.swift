@@ -33,7 +33,8 @@ let package = Package(
 
         // Benchmarks: programs that print figures, run on demand (see BENCHMARKS.md).
         .executableTarget(name: "ledger-bench", dependencies: ["DeploymentStore", "DeployCore", "JSON"], path: "Benchmarks/ledger-bench"),
-        .executableTarget(name: "kube-bench", dependencies: ["DeployRuntime", "JSON"], path: "Benchmarks/kube-bench"),
+        .executableTarget(name: "kube-bench", dependencies: ["DeployRuntime", "JSON"], path: "Benchmarks/kube-bench",
+                          exclude: ["agent_bench.py"]),
         .executableTarget(name: "haproxy-bench", dependencies: ["DeployRuntime"], path: "Benchmarks/haproxy-bench"),
 
         .target(name: "TestSupport", dependencies: ["DeployCore", "DeploymentStore", "JSON"], path: "Tests/TestSupport"),

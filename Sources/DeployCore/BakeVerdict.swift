@@ -106,8 +106,7 @@ public enum BakeVerdict {
             + "p95 \(ms(observed.p95Ms)) (limit \(ms(latencyThreshold(baseline: baseline, policy: policy))))"
     }
 
-    private static func percent(_ x: Double) -> String { "\(fmt((x * 10000).rounded() / 100))%" }
-    private static func ms(_ x: Double) -> String { "\(fmt((x * 10).rounded() / 10)) ms" }
+
 }
 
 extension Verdict {
@@ -116,3 +115,8 @@ extension Verdict {
         BakeVerdict.evaluate(baseline: baseline, observed: observed, policy: policy)
     }
 }
+
+/// `12.5%` (two decimals at most): the one spelling of rates in verdict sentences.
+func percent(_ x: Double) -> String { "\(fmt((x * 10000).rounded() / 100))%" }
+/// `12.3 ms`: the one spelling of latencies in verdict sentences.
+func ms(_ x: Double) -> String { "\(fmt((x * 10).rounded() / 10)) ms" }

@@ -72,12 +72,15 @@ extension RollbackPolicy {
 extension DeploymentConfig {
     /// snake_case JSON.
     public func toJSON() -> JSONValue {
-        .object([
+        var o: [String: JSONValue] = [
             "slot": .string(slot.rawValue), "slot_port": .integer(slotPort), "router_port": .integer(routerPort),
             "health_path": .string(healthPath), "startup_deadline_seconds": .integer(startupDeadlineSeconds),
             "probe_timeout_ms": .integer(probeTimeoutMs), "probe_interval_ms": .integer(probeIntervalMs),
             "smoke_tests": .array(smokeTests.map { $0.toJSON() }), "baseline": baseline.toJSON(), "rollback": rollback.toJSON(),
-        ])
+        ]
+        // Only a canary plan has the member, so other plans (and their hashes) are as before.
+        if let canary { o["canary"] = canary.toJSON() }
+        return .object(o)
     }
 
     /// Parses a config.
@@ -85,12 +88,15 @@ extension DeploymentConfig {
         let r = try ObjectReader(json, path: path)
         var tests: [SmokeTest] = []
         for (i, t) in try r.array("smoke_tests").enumerated() { tests.append(try SmokeTest(json: t, path: "\(r.at("smoke_tests"))[\(i)]")) }
+        var canary: CanaryConfig?
+        if let c = r.value("canary") { canary = try CanaryConfig(json: c, path: r.at("canary")) }
         self.init(
             slot: try enumValue(r, "slot", Slot.self), slotPort: try r.int("slot_port"), routerPort: try r.int("router_port"),
             healthPath: try r.string("health_path"), startupDeadlineSeconds: try r.int("startup_deadline_seconds"),
             probeTimeoutMs: try r.int("probe_timeout_ms"), probeIntervalMs: try r.int("probe_interval_ms"), smokeTests: tests,
             baseline: try BaselineSpec(json: try r.require("baseline"), path: r.at("baseline")),
-            rollback: try RollbackPolicy(json: try r.require("rollback"), path: r.at("rollback")))
+            rollback: try RollbackPolicy(json: try r.require("rollback"), path: r.at("rollback")),
+            canary: canary)
     }
 }
 

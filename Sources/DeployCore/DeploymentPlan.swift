@@ -77,12 +77,14 @@ public struct DeploymentConfig: Sendable, Hashable {
     public var baseline: BaselineSpec
     /// Automatic rollback rules.
     public var rollback: RollbackPolicy
+    /// The canary's resolved settings (a canary plan only; absent from other plans' JSON).
+    public var canary: CanaryConfig?
 
     /// A config.
     public init(
         slot: Slot, slotPort: Int, routerPort: Int, healthPath: String = "/readyz", startupDeadlineSeconds: Int = 60,
         probeTimeoutMs: Int = 500, probeIntervalMs: Int = 250, smokeTests: [SmokeTest] = [], baseline: BaselineSpec = .init(),
-        rollback: RollbackPolicy = .init()
+        rollback: RollbackPolicy = .init(), canary: CanaryConfig? = nil
     ) {
         self.slot = slot
         self.slotPort = slotPort
@@ -94,6 +96,7 @@ public struct DeploymentConfig: Sendable, Hashable {
         self.smokeTests = smokeTests
         self.baseline = baseline
         self.rollback = rollback
+        self.canary = canary
     }
 }
 

@@ -18,10 +18,16 @@ public enum DeploymentStatus: String, Sendable, CaseIterable, Hashable, Codable 
     case expired
     /// A live deployment taken down by `deploy.stop`: its route removed, its slots stopped, nothing live after it.
     case stopped
+    /// The candidate serves a share of the endpoint's traffic beside the stable version (weight steps, analysis).
+    case canary
+    /// A canary waits at a step gate for `deploy.approve` (gate `step`) before raising the weight.
+    case awaitingStep = "awaiting_step"
+    /// A canary stopped by failed analysis or by `deploy.abort`: candidate weight 0 and stopped, stable untouched.
+    case aborted
 
     /// Statuses that hold the (model, environment) rollout lock: at most one deployment per pair may be in one.
     public static let inFlight: Set<DeploymentStatus> = [
-        .planned, .awaitingApproval, .approved, .deploying, .validating, .awaitingPromotion, .switching,
+        .planned, .awaitingApproval, .approved, .deploying, .validating, .awaitingPromotion, .switching, .canary, .awaitingStep,
     ]
 
     /// `true` while this status holds the rollout lock.
@@ -30,7 +36,7 @@ public enum DeploymentStatus: String, Sendable, CaseIterable, Hashable, Codable 
     /// `true` for statuses no transition leaves (except `live`, which a rollback or a newer version ends).
     public var isTerminal: Bool {
         switch self {
-        case .rejected, .failed, .rolledBack, .interrupted, .superseded, .expired, .stopped: return true
+        case .rejected, .failed, .rolledBack, .interrupted, .superseded, .expired, .aborted, .stopped: return true
         default: return false
         }
     }
@@ -42,7 +48,7 @@ public enum DeploymentStrategy: String, Sendable, CaseIterable, Hashable, Codabl
     case direct
     /// Start the new version beside the live one, validate, switch, keep the old one warm.
     case blueGreen = "blue_green"
-    /// Shift traffic gradually (accepted on the wire, not built yet).
+    /// Shift traffic gradually: weight steps beside the live version, each judged by analysis on real traffic.
     case canary
     /// A deployment that restores an earlier version.
     case rollback

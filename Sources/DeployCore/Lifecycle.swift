@@ -24,12 +24,19 @@ public enum LifecycleEvent: Sendable, Hashable {
     case expire
     /// `deploy.stop` took the live deployment down (route removed, slots stopped).
     case stop
+    /// A validated (and, with a promotion gate, approved) canary takes its first weight step.
+    case startCanary
+    /// A canary reached a step gate.
+    case awaitStep
+    /// A canary was stopped: failed analysis, or `deploy.abort`.
+    case abort
 
     /// Every event, with every gate and flag value (for exhaustive tests and docs).
     public static let all: [LifecycleEvent] = [
         .approve(gate: .deploy), .approve(gate: .promote), .reject(gate: .deploy), .reject(gate: .promote),
         .execute, .slotReady, .validated(promotionGate: true), .validated(promotionGate: false),
         .switched, .fail, .rollBack, .supersede, .interrupt, .expire, .stop,
+        .approve(gate: .step), .reject(gate: .step), .startCanary, .awaitStep, .abort,
     ]
 
     /// A stable name for the events table, e.g. `approve:deploy`, `validated:promotion_gate`, `roll_back`.
@@ -47,6 +54,9 @@ public enum LifecycleEvent: Sendable, Hashable {
         case .interrupt: return "interrupt"
         case .expire: return "expire"
         case .stop: return "stop"
+        case .startCanary: return "start_canary"
+        case .awaitStep: return "await_step"
+        case .abort: return "abort"
         }
     }
 }
@@ -84,7 +94,10 @@ public struct LifecycleError: Error, Sendable, Hashable, CustomStringConvertible
 /// deploying|validating|switching --fail--> failed
 /// live --rollBack--> rolled_back        live --supersede--> superseded        live --stop--> stopped
 /// any in-flight status --interrupt--> interrupted
-/// planned|awaiting_approval|awaiting_promotion --expire--> expired
+/// planned|awaiting_approval|awaiting_promotion|awaiting_step --expire--> expired
+/// validating|awaiting_promotion --startCanary--> canary --awaitStep--> awaiting_step --approve(step)--> canary
+/// canary --switched--> live        canary --fail--> failed        canary|awaiting_step --abort--> aborted
+/// awaiting_step --reject(step)--> aborted
 /// ```
 /// Approve and reject must name the gate the deployment is waiting at: approving `promote` while
 /// `awaiting_approval` (the deploy gate) is `not_awaiting_approval`. Everything else is refused.
@@ -106,7 +119,13 @@ public enum Lifecycle {
         case (.live, .supersede): return .success(.superseded)
         case (.live, .stop): return .success(.stopped)
         case (_, .interrupt) where from.isInFlight: return .success(.interrupted)
-        case (.planned, .expire), (.awaitingApproval, .expire), (.awaitingPromotion, .expire): return .success(.expired)
+        case (.planned, .expire), (.awaitingApproval, .expire), (.awaitingPromotion, .expire), (.awaitingStep, .expire): return .success(.expired)
+        case (.validating, .startCanary), (.awaitingPromotion, .startCanary): return .success(.canary)
+        case (.canary, .awaitStep): return .success(.awaitingStep)
+        case (.awaitingStep, .approve(gate: .step)): return .success(.canary)
+        case (.awaitingStep, .reject(gate: .step)), (.canary, .abort), (.awaitingStep, .abort): return .success(.aborted)
+        case (.canary, .switched): return .success(.live)
+        case (.canary, .fail): return .success(.failed)
         case (_, .approve(let gate)), (_, .reject(let gate)):
             let verb = if case .approve = event { "approve" } else { "reject" }
             let waiting = pendingGate(from).map { "it is waiting at the \($0.rawValue) gate" } ?? "it is \(from.rawValue), not awaiting approval"
@@ -130,6 +149,7 @@ public enum Lifecycle {
         switch status {
         case .awaitingApproval: return .deploy
         case .awaitingPromotion: return .promote
+        case .awaitingStep: return .step
         default: return nil
         }
     }
@@ -160,6 +180,9 @@ extension DeploymentStatus {
         case .superseded: return "replaced by a newer deployment"
         case .expired: return "the approval window ran out"
         case .stopped: return "stopped by deploy.stop: the endpoint's route was removed and its slots stopped"
+        case .canary: return "canary: the new version serves a share of the traffic beside the stable one, judged by analysis"
+        case .awaitingStep: return "canary: waiting for approval (gate step) before raising the new version's weight"
+        case .aborted: return "aborted: the new version's weight is 0 and it is stopped; the stable version serves all traffic"
         }
     }
 }

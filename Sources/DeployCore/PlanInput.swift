@@ -8,7 +8,8 @@ public enum StrategyRequest: String, Sendable, Hashable, CaseIterable, Codable {
     case direct
     /// Start beside the live version, validate, switch, keep the old one warm.
     case blueGreen = "blue_green"
-    /// Gradual traffic shift: accepted on the wire, refused with `strategy_unsupported`.
+    /// Gradual traffic shift in weight steps beside the live version, each judged on real traffic; needs a
+    /// live version and a router that splits traffic (HAProxy).
     case canary
 }
 
@@ -177,13 +178,17 @@ public struct PlanInput: Sendable, Hashable {
     public var policy: EnvironmentPolicy
     /// Gates the request adds to the policy's.
     public var extraGates: [GateKind]
+    /// The request's `canary` object (every member optional), over the policy's settings.
+    public var canary: JSONValue?
+    /// Whether the environment's router splits traffic by weight (HAProxy does, nginx does not).
+    public var routerSplitsTraffic: Bool
 
     /// A plan input.
     public init(
         modelName: String, modelVersion: String, environment: String, bentoTag: String,
         strategyRequest: StrategyRequest = .auto, smokeTests: [SmokeTest] = [], requirements: RequirementOverrides = .init(),
         requestedBy: String, model: ModelFacts, bento: BentoFacts, live: LiveFacts? = nil, host: HostFacts,
-        policy: EnvironmentPolicy, extraGates: [GateKind] = []
+        policy: EnvironmentPolicy, extraGates: [GateKind] = [], canary: JSONValue? = nil, routerSplitsTraffic: Bool = false
     ) {
         self.modelName = modelName
         self.modelVersion = modelVersion
@@ -199,5 +204,7 @@ public struct PlanInput: Sendable, Hashable {
         self.host = host
         self.policy = policy
         self.extraGates = extraGates
+        self.canary = canary
+        self.routerSplitsTraffic = routerSplitsTraffic
     }
 }

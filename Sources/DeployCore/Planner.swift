@@ -29,7 +29,9 @@ public struct PlanRefusal: Error, Sendable, Hashable, CustomStringConvertible {
 ///   downgraded: the caller asked for a replacement with no validated standby, and silently doing something
 ///   else would surprise them more than a clear refusal naming `blue_green`.
 /// - explicit `blue_green` with nothing live falls back to `direct`, and the plan says why.
-/// - `canary` is refused (`strategy_unsupported`); redeploying the live version with the live bento is
+/// - `canary` needs a live version (`canary_needs_live_version`) and a router that splits traffic
+///   (`weights_unsupported`); `auto` picks it only where the policy sets `default_strategy: canary`
+///   (and falls back to blue-green, saying why, where the router cannot split). Redeploying the live version with the live bento is
 ///   refused (`already_live`); the same version with a different bento is a legitimate redeploy.
 /// - `direct` with a version live (development) still starts the new version in the other slot and switches,
 ///   so the endpoint never goes dark, then retires the old slot at once (no bake, nothing kept warm).
@@ -58,11 +60,27 @@ public enum Planner {
                 reason: "already_live",
                 message: "\(modelTag) is already live in \(env) (deployment \(live.deploymentId), bento \(live.bentoTag)); nothing to deploy"))
         }
-        switch (input.strategyRequest, input.live) {
-        case (.canary, _):
+        var request = input.strategyRequest
+        if request == .auto, input.policy.defaultStrategy == .canary, input.live != nil, !isDevelopment {
+            if input.routerSplitsTraffic {
+                request = .canary
+                reasons.append("\(env)'s policy makes canary the default strategy")
+            } else {
+                reasons.append("\(env)'s policy makes canary the default strategy, but this router cannot split traffic by weight: blue-green instead")
+            }
+        }
+        switch (request, input.live) {
+        case (.canary, nil):
             return .failure(PlanRefusal(
-                reason: "strategy_unsupported",
-                message: "canary is not supported yet; use blue_green (validated standby, instant switch and rollback) or auto"))
+                reason: "canary_needs_live_version",
+                message: "a canary runs beside a live version and nothing is live for \(input.modelName) in \(env); deploy it first (auto or direct)"))
+        case (.canary, _) where !input.routerSplitsTraffic:
+            return .failure(PlanRefusal(
+                reason: "weights_unsupported",
+                message: "this environment's router cannot split traffic by weight (nginx); run serve with --router haproxy for canary, or use blue_green"))
+        case (.canary, let live?):
+            strategy = .canary
+            reasons.append("canary was requested; \(input.modelVersion) takes a growing share of \(env)'s traffic beside \(live.version), judged against it on the same traffic at every step")
         case (.auto, nil):
             strategy = .direct
             reasons.append("first deployment of \(input.modelName) in \(env): nothing is live to switch from, so it deploys directly")
@@ -88,6 +106,22 @@ public enum Planner {
         case (.blueGreen, let live?):
             strategy = .blueGreen
             reasons.append("blue_green was requested explicitly; \(env) has \(live.version) live and it keeps serving until \(input.modelVersion) passes validation")
+        }
+
+        // Canary settings: the request's over the policy's over the defaults.
+        var canary: CanaryConfig?
+        if strategy == .canary {
+            var c = input.policy.canary
+            if let given = input.canary {
+                do { c = try c.applying(given, path: "canary") } catch {
+                    return .failure(PlanRefusal(reason: "invalid_params", message: error.description, field: "canary"))
+                }
+            }
+            canary = c
+        } else if input.canary != nil {
+            return .failure(PlanRefusal(reason: "invalid_params",
+                                        message: "canary settings were given but the plan's strategy is \(strategy.rawValue), not canary",
+                                        field: "canary"))
         }
 
         // Analysis of the model and bento.
@@ -123,8 +157,13 @@ public enum Planner {
         }
 
         // Gates.
-        let gates = input.policy.gates(extra: input.extraGates)
-        reasons.append(input.policy.gateSentence(extra: input.extraGates))
+        var gates = input.policy.gates(extra: input.extraGates.filter { $0 != .step })
+        reasons.append(input.policy.gateSentence(extra: input.extraGates.filter { $0 != .step }))
+        if let canary, canary.stepGates, canary.steps.count > 1 {
+            let p = input.policy
+            gates.append(Gate(kind: .step, approvers: p.approvers, fourEyes: p.fourEyes, timeoutSeconds: p.approvalTimeoutSeconds))
+            reasons.append("canary step gates: each weight step after the first waits for deploy.approve with gate step")
+        }
 
         // Rollback policy and steps.
         var rollback = input.policy.rollbackPolicy
@@ -133,11 +172,23 @@ public enum Planner {
             rollback.bakeSeconds = 0
             rollback.keepWarmSeconds = 0
         }
+        if strategy == .canary {
+            // The analysis at every step is the bake: at 100 the new version is live with nothing left to watch.
+            rollback.bakeSeconds = 0
+        }
         var steps = ["start_slot", "readiness"]
         if !input.smokeTests.isEmpty { steps.append("smoke_tests") }
         steps.append("baseline")
         if gates.contains(where: { $0.kind == .promote }) { steps.append("gate:promote") }
-        steps += ["switch", "register"]
+        if let canary {
+            for (i, w) in canary.steps.enumerated() {
+                if i > 0, canary.stepGates { steps.append("gate:step") }
+                steps.append("canary_step:\(w)")
+            }
+            steps.append("register")
+        } else {
+            steps += ["switch", "register"]
+        }
         if strategy == .blueGreen { steps.append("bake") }
         if hasPrevious { steps.append("retire_previous") }
 
@@ -145,7 +196,15 @@ public enum Planner {
         let smoke = input.smokeTests.isEmpty
             ? "WARNING: no smoke tests were given, so validation only checks /readyz and the baseline load: a version that answers 500 to every prediction would still take traffic; pass smoke_tests"
             : "\(input.smokeTests.count) smoke test\(input.smokeTests.count == 1 ? "" : "s") must pass (\(input.smokeTests.map(\.api).joined(separator: ", ")))"
-        if strategy == .blueGreen, let live = input.live {
+        if let canary, let live = input.live {
+            let a = canary.analysis
+            reasons.append(
+                "canary steps \(canary.steps.map { "\($0)%" }.joined(separator: " -> ")): at least \(canary.pauseSeconds) s and \(canary.minRequests) candidate requests per step; "
+                    + "every \(a.intervalSeconds) s the candidate is compared with \(live.version) on the same traffic (at least \(a.minRequests) requests each, else inconclusive: the canary waits, and is aborted after \(canary.maxInconclusiveSeconds) s); "
+                    + "an interval fails when the error rate is more than \(fmt(a.maxErrorRateDelta * 100)) points above \(live.version)'s or p95 is over \(fmt(a.maxP95Ratio))x its p95 (differences under \(fmt(a.minP95DeltaMs)) ms never fail); "
+                    + "\(a.failureLimit) failed interval\(a.failureLimit == 1 ? "" : "s") in a row abort: weight 0, the candidate stopped, \(live.version) untouched; "
+                    + "at 100% \(live.version) stays warm for \(rollback.keepWarmSeconds) s; \(smoke)")
+        } else if strategy == .blueGreen, let live = input.live {
             reasons.append(
                 "automatic rollback: the new slot is torn down if it is not ready within \(deadline) s or a smoke test fails (\(live.version) untouched); "
                     + "during the \(rollback.bakeSeconds) s bake, traffic goes back to \(live.version) if the error rate exceeds max(\(fmt(rollback.errorRateFactor))x baseline, \(fmt(rollback.minErrorRate * 100))%) "
@@ -158,7 +217,8 @@ public enum Planner {
         let config = DeploymentConfig(
             slot: slot, slotPort: slotPort, routerPort: routerPort, healthPath: "/readyz", startupDeadlineSeconds: deadline,
             probeTimeoutMs: 500, probeIntervalMs: 250, smokeTests: input.smokeTests,
-            baseline: BaselineSpec(requests: 50, concurrency: 4, api: first?.api, input: first?.input), rollback: rollback)
+            baseline: BaselineSpec(requests: 50, concurrency: 4, api: first?.api, input: first?.input), rollback: rollback,
+            canary: canary)
 
         let requirements = PlanRequirements(
             estimatedMemoryMB: resources.memoryMB, memoryBasis: resources.basis, cpu: resources.cpu, gpu: resources.gpu,

@@ -11,6 +11,9 @@ public enum GateKind: String, Sendable, Hashable, CaseIterable, Codable {
     case deploy
     /// After validation, before the traffic switch (`awaiting_promotion`).
     case promote
+    /// A canary's step gate, before each weight step after the first (`awaiting_step`); set by the plan's
+    /// `canary.step_gates`, never by a policy's `gates`.
+    case step
 }
 
 /// One approval gate of a deployment, with who may answer it and for how long it stays open.
@@ -72,6 +75,12 @@ public struct EnvironmentPolicy: Sendable, Hashable {
     public var signatures: SignatureRequirement = .off
     /// Where versions run: on this machine (default) or in a Kubernetes cluster.
     public var runtime: RuntimeSetting = .local
+    /// The canary settings of this environment (the policy's `canary:` section over the built-in defaults);
+    /// a request's `canary` object overrides them member by member.
+    public var canary: CanaryConfig = .defaults
+    /// What `auto` means here when a version is live: only `canary` changes it (`default_strategy`);
+    /// nil: blue-green, as always.
+    public var defaultStrategy: StrategyRequest?
 
     /// A policy; unspecified fields take the staging defaults.
     public init(
@@ -146,6 +155,8 @@ public struct EnvironmentPolicy: Sendable, Hashable {
             "signatures": signatures.toJSON(),
             "runtime": .string(runtime.kind),
             "kubernetes": runtime.kubernetes?.toJSON() ?? .null,
+            "canary": canary.toJSON(),
+            "default_strategy": defaultStrategy.map { .string($0.rawValue) } ?? .null,
         ])
     }
 }
@@ -226,7 +237,7 @@ public struct ApprovalPolicy: Sendable, Hashable {
         "gates", "approvers", "four_eyes", "approval_timeout", "bake_seconds", "keep_warm_seconds",
         "error_rate_factor", "latency_factor", "startup_deadline_seconds", "min_error_rate", "latency_floor_ms",
         "require_smoke_tests",
-        "signatures",
+        "signatures", "canary", "default_strategy",
         "runtime", "kubernetes",
     ]
 
@@ -275,7 +286,7 @@ public struct ApprovalPolicy: Sendable, Hashable {
             if let gates = try e.optionalStrings("gates") {
                 var kinds: [GateKind] = []
                 for (i, g) in gates.enumerated() {
-                    guard let k = GateKind(rawValue: g) else {
+                    guard let k = GateKind(rawValue: g), k != .step else {
                         throw JSONShapeError(path: "\(e.at("gates"))[\(i)]", message: "unknown gate \(Names.quoted(g)) (expected deploy or promote)")
                     }
                     kinds.append(k)
@@ -315,6 +326,13 @@ public struct ApprovalPolicy: Sendable, Hashable {
             }
             if let sig = try e.optionalObject("signatures") { p.signatures = try signatureRequirement(sig) }
             p.runtime = try runtimeSetting(e, current: p.runtime)
+            if let c = e.value("canary") { p.canary = try p.canary.applying(c, path: e.at("canary")) }
+            if let d = try e.optionalString("default_strategy") {
+                guard let s = StrategyRequest(rawValue: d), s == .auto || s == .blueGreen || s == .canary else {
+                    throw JSONShapeError(path: e.at("default_strategy"), message: "must be auto, blue_green or canary")
+                }
+                p.defaultStrategy = s == .canary ? .canary : nil
+            }
             result.environments[name] = p
         }
         return result

@@ -43,7 +43,7 @@ extension Engine {
         }
         try checkApproval(r, plan: plan, gate: gate, pending: pending, approver: approver)
         let answered = try await runner.run(.approved)
-        return ApprovalOutcome(record: answered, gate: pending, decision: decision, execution: pending == .promote ? answered : nil)
+        return ApprovalOutcome(record: answered, gate: pending, decision: decision, execution: pending == .promote || pending == .step ? answered : nil)
     }
 
     /// The policy's and the plan's conditions for an approval: who may approve, and nothing changed live since.

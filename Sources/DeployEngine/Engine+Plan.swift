@@ -38,7 +38,7 @@ extension Engine {
             modelName: req.modelName, modelVersion: model.version, environment: req.environment, bentoTag: bento.tag,
             strategyRequest: req.strategy, smokeTests: req.smokeTests, requirements: req.requirements,
             requestedBy: req.requestedBy, model: model, bento: bento, live: live, host: ports(for: req.environment).catalog.hostFacts(),
-            policy: envPolicy, extraGates: req.extraGates)
+            policy: envPolicy, extraGates: req.extraGates, canary: req.canary, routerSplitsTraffic: ports(for: req.environment).router.splitsTraffic)
         let plan: DeploymentPlan
         switch Planner.plan(input) {
         case .success(let p): plan = p

@@ -19,8 +19,9 @@ extension Engine {
         await repairRouterIfDown()
     }
 
-    /// The statuses a running agent owns: work in them stops when its agent does.
-    static let owned: [DeploymentStatus] = [.deploying, .validating, .switching]
+    /// The statuses a running agent owns: work in them stops when its agent does (a canary's weight steps
+    /// and analysis too: nobody judges its traffic any more, so it goes back on the stable version).
+    static let owned: [DeploymentStatus] = [.deploying, .validating, .switching, .canary]
 
     /// After a crash: in-flight work whose owner is gone goes through the machine as `ownerGone` (a finished
     /// switch is completed, anything else interrupted: staging slot stopped, live untouched); the router is

@@ -24,6 +24,12 @@ extension Engine {
         {
             throw EngineError.rolloutInProgress(blocking.deploymentId, "deployment \(blocking.deploymentId) is \(blocking.status.rawValue); wait for it or cancel it first")
         }
+        if let blocking = try ledger({ () throws(StoreError) in try store.inFlight(modelName: modelName, environment: environment) }),
+            [.canary, .awaitingStep].contains(blocking.status)
+        {
+            // The live version is the canary's stable one: what undoes a canary is deploy.abort.
+            throw EngineError.rolloutInProgress(blocking.deploymentId, "deployment \(blocking.deploymentId) is a canary (\(blocking.status.rawValue)) beside the live version; deploy.abort puts all traffic back on it")
+        }
         let undone = try record(entry.deploymentId)
         let warm = await isWarm(entry)
         let past = try pastVersions(modelName, environment, excluding: entry.modelVersion)
@@ -95,12 +101,14 @@ extension Engine {
     /// One router switch back to the warm previous slot, recorded as a `rollback` deployment: the machine's
     /// `rollBack` path, the same one the bake takes after a regression.
     func switchToWarm(
-        undone: DeploymentRecord, entry: RegistryEntry, reason: String, requestedBy: String, progress: @escaping ProgressHandler
+        undone: DeploymentRecord, entry: RegistryEntry, reason: String, requestedBy: String, cause: Failure? = nil,
+        progress: @escaping ProgressHandler
     ) async throws(EngineError) -> RollbackOutcome {
         let start = ContinuousClock.now
         var runner = RolloutRunner(engine: self, record: undone, plan: try? DeploymentPlan(json: undone.plan), actor: requestedBy, progress: progress)
         runner.step = .done
         runner.rollbackReason = reason
+        runner.rollbackCause = cause
         _ = try await runner.run(.rollBack)
         if let error = runner.rollbackError { throw error }
         guard let rec = runner.rollbackRecord else {

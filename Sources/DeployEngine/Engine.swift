@@ -43,6 +43,8 @@ public struct ProgressUpdate: Sendable {
     /// 0...100.
     public var percent: Double
     public var at: Date
+    /// Facts of the step (a canary step's weights, an analysis interval's figures); nil for most steps.
+    public var data: JSONValue? = nil
 }
 
 /// Receives progress updates.
@@ -62,11 +64,13 @@ public struct PlanRequest: Sendable {
     public var idempotencyKey: String?
     /// The caller's SSH signature over the request (checked where the environment's policy asks).
     public var signature: RequestSignature?
+    /// The `canary` settings object as given (checked by the planner).
+    public var canary: JSONValue?
 
     public init(
         modelName: String, modelVersion: String, environment: String, requestedBy: String, bento: String? = nil,
         strategy: StrategyRequest = .auto, smokeTests: [SmokeTest] = [], requirements: RequirementOverrides = .init(),
-        extraGates: [GateKind] = [], idempotencyKey: String? = nil, signature: RequestSignature? = nil
+        extraGates: [GateKind] = [], idempotencyKey: String? = nil, signature: RequestSignature? = nil, canary: JSONValue? = nil
     ) {
         self.modelName = modelName
         self.modelVersion = modelVersion
@@ -79,6 +83,7 @@ public struct PlanRequest: Sendable {
         self.extraGates = extraGates
         self.idempotencyKey = idempotencyKey
         self.signature = signature
+        self.canary = canary
     }
 }
 

@@ -17,11 +17,16 @@ extension PlanRequest {
             if let e = t.expect { o["expect"] = ["value": e] }
             return .object(o)
         }
-        let doc: JSONValue = [
+        var doc: JSONValue = [
             "model_name": .string(modelName), "model_version": .string(modelVersion), "environment": .string(environment),
             "requested_by": .string(requestedBy), "bento": .string(bento), "strategy": .string(strategy.rawValue),
             "smoke_tests": .array(smoke), "requirements": .object(req), "gates": .array(extraGates.map { .string($0.rawValue) }),
         ]
+        // Only a request with canary settings has the member, so earlier fingerprints stay valid.
+        if let canary, case .object(var o) = doc {
+            o["canary"] = canary
+            doc = .object(o)
+        }
         return SHA256.hex(SHA256.hash(doc.jsonBytes))
     }
 }

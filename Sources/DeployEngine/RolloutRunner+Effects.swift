@@ -34,6 +34,11 @@ extension RolloutRunner {
         case .expire(let f): try expire(f)
         case .note(let step, let message): note(step, message)
         case .report(let step, let message, let percent): report(step, message, percent)
+        case .noteData(let step, let message, let data): note(step, message, data: data)
+        case .reportData(let step, let message, let percent, let data): report(step, message, percent, data: data)
+        case .setWeights(let w): return try await setWeights(w)
+        case .measureAnalysis(let afterMs): return try await measureAnalysis(afterMs: afterMs)
+        case .abort(let f): try await abortCanary(f)
         }
         return nil
     }

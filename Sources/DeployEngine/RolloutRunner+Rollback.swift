@@ -37,8 +37,10 @@ extension RolloutRunner {
     /// The rollback deployment, live; the undone one leaves live (with `cause` as its error when the bake failed).
     mutating func recordRollback(_ cause: Failure?) throws(EngineError) {
         guard let entry = previous else { return }
-        let who = cause == nil ? actor : "model-deployer"
-        let reason = cause.map { "automatic rollback: \($0.message)" } ?? rollbackReason
+        // A person's abort during the bake is theirs, with its own sentence; a failed bake is the agent's.
+        let byPerson = cause == nil || cause?.reason == .aborted
+        let who = byPerson ? actor : "model-deployer"
+        let reason = cause.map { $0.reason == .aborted ? $0.message : "automatic rollback: \($0.message)" } ?? rollbackReason
         let rec = try engine.recordWarmRollback(undone: record, entry: entry, reason: reason, requestedBy: who, switchMs: switchMs)
         rollbackRecord = rec
         let current = try engine.record(record.deploymentId)

@@ -29,6 +29,13 @@ extension RolloutRunner {
         endpointPort = port
         let spec = RouteSpec(modelName: record.modelName, environment: record.environment, listenPort: port,
                              backends: [WeightedBackend(slot: ref.id, address: slot.address, version: record.modelVersion)])
+        if let live = previous, live.slot != ref.id.rawValue,
+            let stats = await ports.router.stats(modelName: record.modelName, environment: record.environment, windowMs: Self.trafficWindowMs)
+        {
+            // What the old version served on real traffic just before the switch: the bake compares the new
+            // version's real traffic after it with this.
+            trafficBaseline = stats.first { $0.slot.rawValue == live.slot }?.window
+        }
         let start = ContinuousClock.now
         do {
             try await ports.router.ensureRunning()
@@ -40,8 +47,12 @@ extension RolloutRunner {
             return .switchFailed(.switchUnverified, "the router did not answer from slot \(ref.id) within 5 s")
         }
         switchMs = engine.ms(since: start)
+        switchedAt = ContinuousClock.now
         return .switched
     }
+
+    /// The real-traffic window the bake judges (and takes before the switch), ms.
+    static let trafficWindowMs = 10_000
 
     /// Names the new version live, with the previous one as the rollback target.
     mutating func setRegistry() throws(EngineError) {
@@ -99,6 +110,15 @@ extension RolloutRunner {
         }
         let observed = await ports.prober.measure(ports.router.endpointAddress(listenPort: endpointPort ?? 0, modelName: record.modelName, environment: record.environment), load: ProbeLoad(config, requests: 20, concurrency: 2))
         let alive = await ports.slots.state(newSlotRef)?.alive ?? false
-        return .bakeWindow(observed: observed, slotAlive: alive, stillLive: true)
+        var traffic: AnalysisResult?
+        if let before = trafficBaseline {
+            let since = Int((ContinuousClock.now - switchedAt) / .milliseconds(1))
+            let windowMs = max(1000, min(Self.trafficWindowMs, since))
+            if let stats = await ports.router.stats(modelName: record.modelName, environment: record.environment, windowMs: windowMs) {
+                let after = stats.first { $0.slot == newSlotRef.id }?.window ?? .none
+                traffic = Analysis.compare(stable: before, candidate: after, limits: AnalysisLimits())
+            }
+        }
+        return .bakeWindow(observed: observed, slotAlive: alive, stillLive: true, traffic: traffic)
     }
 }

@@ -34,6 +34,15 @@ extension RolloutRunner {
                         : ("validate", "model-deployer", "validated; switching traffic", validated, none)
         case .approve(let gate), .reject(let gate):
             return describeAnswer(event, gate: gate, at: t)
+        case .startCanary where approval != nil:
+            // The promotion gate's approval starts the canary: one event says both.
+            let (step, who, message, changes, data) = describeAnswer(.approve(gate: .promote), gate: .promote, at: t)
+            return (step, who, message + "; the canary begins", changes, data)
+        case .startCanary:
+            return ("validate", "model-deployer", "validated; the canary begins",
+                    DeploymentChanges(healthCheckPassed: true, metricsBaseline: baseline?.dictionary, owner: .some(engine.config.agentID)), none)
+        case .awaitStep:
+            return ("gate:step", "model-deployer", "waiting for approval at gate step before the next weight step", DeploymentChanges(), none)
         case .switched where step == .reconcile:
             return ("reconcile", "model-deployer", "the agent stopped after the switch; the registry already names this deployment live",
                     DeploymentChanges(finishedAt: t, owner: .some(nil)), none)
@@ -73,7 +82,7 @@ extension RolloutRunner {
     mutating func interrupt(_ why: String) async throws(EngineError) {
         let reason = interruptWhy ?? why
         let current = try engine.record(record.deploymentId)
-        guard [.deploying, .validating, .switching].contains(current.status) else { record = current; return }
+        guard [.deploying, .validating, .switching, .canary].contains(current.status) else { record = current; return }
         await engine.stopSlot(current)
         record = try engine.move(
             current, .interrupt, step: "reconcile", actor: "model-deployer", message: "interrupted: \(reason); staging slot stopped, live untouched",

@@ -22,7 +22,13 @@ struct RolloutRunner {
     var record: DeploymentRecord
     var step: Step
     var strikes = 0
+    /// Where a canary is (step, pause, requests, analysis so far).
+    var canary = CanaryProgress()
     var bakeEndsAt: Date?
+    /// The previous version's real traffic just before the switch (the bake's baseline when the router
+    /// keeps a request log), and when the switch took effect.
+    var trafficBaseline: WindowFigures?
+    var switchedAt = ContinuousClock.now
     /// The new version's slot once started (or found, when resuming after the promotion gate).
     var newSlot: RunningSlot?
     var readiness: ReadinessResult?
@@ -59,6 +65,7 @@ struct RolloutRunner {
             strategy: record.strategy, version: record.modelVersion, slot: record.slot ?? "", hasSmokeTests: false, hasPromotionGate: false)
         self.step = Lifecycle.pendingGate(record.status).map(Step.gate) ?? .execute
         self.baseline = record.metricsBaseline.map(Metrics.init(dictionary:))
+        if record.status == .awaitingStep { self.canary.index = Self.canaryIndex(engine, record) }
     }
 
     /// Feeds `first`, then whatever the actions observe, until an event changes nothing (the rollout
@@ -72,12 +79,13 @@ struct RolloutRunner {
             if decision.isIgnored { break }
             step = decision.step
             strikes = decision.bakeStrikes
+            if let c = decision.canary { canary = c }
             rollbackCause = decision.rollbackCause
             next = nil
             for action in decision.actions {
                 if let observed = try await perform(action) { next = observed }
             }
-            if next != nil, Task.isCancelled, [.deploying, .validating].contains(record.status) {
+            if next != nil, Task.isCancelled, [.deploying, .validating, .canary].contains(record.status) {
                 next = .cancelled
                 cancelledByCaller = true
             }
@@ -97,14 +105,15 @@ struct RolloutRunner {
             hasPrevious: before.map { $0.slot != newSlotID } ?? false,
             hasWarmPrevious: namesThis && entry?.previousSlot != nil,
             registryNamesThis: namesThis, baseline: baseline, bakeStrikes: strikes, bakeEndsAt: bakeEndsAt,
-            now: engine.now(), gateExpired: gateExpired, rollbackCause: rollbackCause)
+            now: engine.now(), gateExpired: gateExpired, rollbackCause: rollbackCause,
+            stableVersion: before?.modelVersion, canary: canary)
     }
 
-    func report(_ step: Step, _ message: String, _ percent: Double) {
+    func report(_ step: Step, _ message: String, _ percent: Double, data: JSONValue? = nil) {
         // The switch back is reported as the rollback deployment's progress.
         let subject = step == .rollback ? rollbackRecord ?? record : record
         progress(ProgressUpdate(deploymentId: subject.deploymentId, status: subject.status, step: step.wireName, message: message,
-                                percent: percent, at: engine.now()))
+                                percent: percent, at: engine.now(), data: data))
         engine.log("progress", ["deployment_id": .string(record.deploymentId), "step": .string(step.wireName), "message": .string(message)])
     }
 

@@ -1,3 +1,5 @@
+import DeployCore
+
 /// `HAProxyRouter` behind the engine's `TrafficRouter` port.
 ///
 /// An adapter rather than a conformance on `HAProxyRouter` itself: the router's own `routes()` returns its
@@ -101,6 +103,19 @@ public struct HAProxyTrafficRouter: TrafficRouter {
         guard RuntimeNames.isValidName(modelName), RuntimeNames.isValidName(environment) else { return nil }
         return haproxy.route(model: modelName, environment: environment)?.metricsPort.map { "http://127.0.0.1:\($0)/metrics" }
     }
+
+    /// The counters with each server's window from the request log: requests that ended in the last
+    /// `windowMs`, their 5xx answers and their p95 (`Ta`, request received to response sent).
+    public func stats(modelName: String, environment: String, windowMs: Int) async -> [BackendStats]? {
+        guard let rows = try? await haproxy.trafficStats(model: modelName, environment: environment, latencyWindowMs: windowMs) else { return nil }
+        return rows.map { s in
+            BackendStats(slot: SlotID(rawValue: s.backend), requests: s.requests, errors: s.responses5xx + s.responseErrors,
+                         active: s.currentSessions, window: WindowFigures(requests: s.windowRequests, errors: s.window5xx, p95Ms: s.p95Ms))
+        }
+    }
+
+    /// HAProxy splits by server weight.
+    public var splitsTraffic: Bool { true }
 
     /// Stops every HAProxy process of this home (tests and shutdown); routes are kept.
     public func stop() async { await haproxy.stop() }

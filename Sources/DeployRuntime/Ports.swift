@@ -180,13 +180,17 @@ public struct BackendStats: Hashable, Sendable {
     public var errors: Int
     /// Requests in progress now, when known.
     public var active: Int?
+    /// What the backend served in the window asked for (``TrafficRouter/stats(modelName:environment:windowMs:)``),
+    /// from the router's request log: requests, 5xx answers and p95. Nil without a window.
+    public var window: WindowFigures?
 
     /// Counters.
-    public init(slot: SlotID, requests: Int, errors: Int, active: Int? = nil) {
+    public init(slot: SlotID, requests: Int, errors: Int, active: Int? = nil, window: WindowFigures? = nil) {
         self.slot = slot
         self.requests = requests
         self.errors = errors
         self.active = active
+        self.window = window
     }
 }
 
@@ -219,6 +223,11 @@ public protocol TrafficRouter: Sendable {
     /// Where the endpoint's router serves Prometheus metrics (per backend, labelled with the slot id), `nil`
     /// for a router without an exporter.
     func metricsURL(modelName: String, environment: String) async -> String?
+    /// Per-backend counters with each backend's ``BackendStats/window`` over the last `windowMs` (the
+    /// analysis interval), `nil` for a router that keeps no request log.
+    func stats(modelName: String, environment: String, windowMs: Int) async -> [BackendStats]?
+    /// Whether the router splits an endpoint's traffic by weight (a canary needs it; nginx does not).
+    var splitsTraffic: Bool { get }
 }
 
 extension TrafficRouter {
@@ -230,6 +239,10 @@ extension TrafficRouter {
     public func endpointURL(listenPort: Int, modelName: String, environment: String) -> String { "http://127.0.0.1:\(listenPort)" }
     /// Routers without an exporter.
     public func metricsURL(modelName: String, environment: String) async -> String? { nil }
+    /// Routers without a request log.
+    public func stats(modelName: String, environment: String, windowMs: Int) async -> [BackendStats]? { nil }
+    /// Routers that serve one backend per endpoint.
+    public var splitsTraffic: Bool { false }
 }
 
 /// The models and bentos that can be deployed, as the core's facts.

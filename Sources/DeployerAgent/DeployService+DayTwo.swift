@@ -60,9 +60,9 @@ extension DeployService {
         case .deploying: return 10
         case .validating: return 40
         case .awaitingPromotion: return 70
-        case .switching: return 75
+        case .switching, .canary, .awaitingStep: return 75
         case .live: return 90
-        case .failed, .rejected, .rolledBack, .interrupted, .superseded, .expired, .stopped: return 100
+        case .failed, .rejected, .rolledBack, .interrupted, .superseded, .expired, .aborted, .stopped: return 100
         }
     }
 
@@ -87,7 +87,13 @@ extension DeployService {
                     "deployment_id": .string(id), "status": .string(status.rawValue), "step": .string(ev.step),
                     "message": .string(ev.message), "progress": .double(percent), "at": .string(RFC3339.format(ev.at)),
                 ]
-                progress.send(params, percent: percent, message: ev.message)
+                // Canary steps and analysis windows carry their weights and figures, as deploy.progress does live.
+                if [Step.canaryStep.wireName, Step.analysis.wireName].contains(ev.step), case .object(var o) = params, case .object(let d) = ev.data, !d.isEmpty {
+                    o["data"] = ev.data
+                    progress.send(.object(o), percent: percent, message: ev.message)
+                } else {
+                    progress.send(params, percent: percent, message: ev.message)
+                }
                 lastSeq = max(lastSeq, ev.seq)
             }
             if poll.done {

@@ -124,6 +124,11 @@ final class DeployService: Sendable {
                 "deployment_id": .string(u.deploymentId), "status": .string(u.status.rawValue), "step": .string(u.step),
                 "message": .string(u.message), "progress": .double(u.percent), "at": .string(RFC3339.format(u.at)),
             ]
+            if let data = u.data, case .object(var o) = params {
+                o["data"] = data
+                sink.send(.object(o), percent: u.percent, message: u.message)
+                return
+            }
             sink.send(params, percent: u.percent, message: u.message)
         }
     }
@@ -132,7 +137,7 @@ final class DeployService: Sendable {
 
     func plan(_ raw: JSONValue?) async throws -> JSONValue {
         let p = try Params(raw, allowed: ["model_name", "model_version", "environment", "requested_by", "bento", "strategy",
-                                          "smoke_tests", "requirements", "gates", "idempotency_key", "signed_at", "signature"])
+                                          "smoke_tests", "requirements", "gates", "idempotency_key", "signed_at", "signature", "canary"])
         let model = try p.name("model_name")!
         let version = try p.name("model_version")!
         let env = try p.name("environment")!
@@ -173,7 +178,7 @@ final class DeployService: Sendable {
         if let g = p.members["gates"], !g.isNull {
             guard case .array(let items) = g else { throw RPCError.invalidParams("gates must be an array", field: "gates") }
             for item in items {
-                guard let s = item.stringValue, let k = GateKind(rawValue: s) else {
+                guard let s = item.stringValue, let k = GateKind(rawValue: s), k != .step else {
                     throw RPCError.invalidParams("gates entries must be \"deploy\" or \"promote\"", field: "gates")
                 }
                 gates.append(k)
@@ -184,6 +189,10 @@ final class DeployService: Sendable {
         var request = PlanRequest(modelName: model, modelVersion: version, environment: env, requestedBy: requestedBy, bento: bento,
                                   strategy: strategy, smokeTests: smoke, requirements: req, extraGates: gates, idempotencyKey: key)
         request.signature = try Self.planSignature(p)  // signed requests: DeployService+Signatures.swift
+        if let c = p.members["canary"], !c.isNull {
+            guard case .object = c else { throw RPCError.invalidParams("canary must be an object", field: "canary") }
+            request.canary = c
+        }
         let r = try await call { (e) async throws(EngineError) in try await e.plan(request) }
         return ["deployment_id": .string(r.deploymentId), "status": .string(r.status.rawValue), "plan_hash": .string(r.planHash),
                 "plan": r.plan, "deployment": Wire.deployment(r)]
@@ -304,6 +313,16 @@ final class DeployService: Sendable {
                 "deployment_strategy": "rollback", "error": o.record.error ?? .null]
     }
 
+    func abort(_ raw: JSONValue?, progress: ProgressSink) async throws -> JSONValue {
+        let p = try Params(raw, allowed: ["deployment_id", "requested_by", "reason"])
+        let id = try p.required("deployment_id")
+        let by = try p.actor("requested_by")!
+        let reason = try p.string("reason")
+        let handler = Self.progressHandler(progress)
+        let r = try await call { (e) async throws(EngineError) in try await e.abort(deploymentId: id, requestedBy: by, reason: reason, progress: handler) }
+        return ["deployment": Wire.deployment(r)]
+    }
+
     func status(_ raw: JSONValue?) async throws -> JSONValue {
         let p = try Params(raw, allowed: ["deployment_id"])
         let id = try p.required("deployment_id")
@@ -323,7 +342,7 @@ final class DeployService: Sendable {
 
     func history(_ raw: JSONValue?) async throws -> JSONValue {
         let p = try Params(raw, allowed: ["model_name", "model_version", "environment", "status", "deployment_strategy", "deployment_id",
-                                          "since", "until", "live_at", "limit", "cursor", "include_events"])
+                                          "since", "until", "live_at", "traffic_at", "limit", "cursor", "include_events"])
         var q = HistoryQuery()
         q.modelName = try p.name("model_name", required: false)
         q.modelVersion = try p.name("model_version", required: false)
@@ -350,6 +369,10 @@ final class DeployService: Sendable {
         if q.liveAt != nil, q.modelName == nil || q.environment == nil {
             throw RPCError.invalidParams("live_at needs model_name and environment", field: "live_at")
         }
+        let trafficAt = try p.time("traffic_at")
+        if trafficAt != nil, q.modelName == nil || q.environment == nil {
+            throw RPCError.invalidParams("traffic_at needs model_name and environment", field: "traffic_at")
+        }
         q.limit = try p.int("limit", in: 1...1000) ?? 50
         q.cursor = try p.string("cursor")
         q.includeEvents = try p.bool("include_events") ?? false
@@ -367,6 +390,10 @@ final class DeployService: Sendable {
             return d
         }
         var out: [String: JSONValue] = ["deployments": .array(items), "next_cursor": .string(page.nextCursor)]
+        if let trafficAt, let model = query.modelName, let env = query.environment {
+            let shares = try await call { (e) async throws(EngineError) in try await e.traffic(modelName: model, environment: env, at: trafficAt) }
+            out["traffic"] = .array(shares.map { ["version": .string($0.version), "deployment_id": .string($0.deploymentId), "weight": .integer($0.weight)] })
+        }
         if !page.unreadable.isEmpty {
             for u in page.unreadable {
                 logger.warning("a ledger row cannot be read", ["deployment_id": .string(u.deploymentId), "problem": .string(u.problem)])

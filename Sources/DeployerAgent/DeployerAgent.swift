@@ -55,6 +55,7 @@ public final class DeployerAgent: Sendable {
     var domainHandlers: [String: DomainHandler] {
         let s = service
         let handlers: [String: DomainHandler] = [
+            "deploy.abort": { p, progress in try await s.abort(p, progress: progress) },
             "deploy.approve": { p, progress in try await s.approve(p, progress: progress) },
             "deploy.execute": { p, progress in try await s.execute(p, progress: progress) },
             "deploy.follow": { p, progress in try await s.follow(p, progress: progress) },

@@ -11,7 +11,7 @@ final class MCPAdapter: Sendable {
     static let supportedVersions = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"]
 
     /// Native methods offered as tools, in listing order.
-    static let toolMethods = ["deploy.plan", "deploy.execute", "deploy.rollback", "deploy.status", "deploy.list", "deploy.follow", "history.query"]
+    static let toolMethods = ["deploy.plan", "deploy.execute", "deploy.abort", "deploy.rollback", "deploy.status", "deploy.list", "deploy.follow", "history.query"]
     static let approveMethod = "deploy.approve"
 
     let allowApprove: Bool

@@ -121,7 +121,7 @@ public let openRPCDocumentText = ####"""
         },
         {
           "name": "strategy",
-          "description": "Default auto. canary is answered with strategy_unsupported until it is built.",
+          "description": "Default auto (blue_green with a version live, direct otherwise; canary only where the environment's policy sets default_strategy: canary). canary needs a live version (canary_needs_live_version) and a router that splits traffic by weight, HAProxy (weights_unsupported with nginx).",
           "required": false,
           "schema": {
             "type": "string",
@@ -190,6 +190,14 @@ public let openRPCDocumentText = ####"""
           "required": false,
           "schema": {
             "$ref": "#/components/schemas/SSHSignature"
+          }
+        },
+        {
+          "name": "canary",
+          "description": "Canary settings (strategy canary only), over the environment policy's canary: section and the defaults; the plan's config.canary echoes what runs.",
+          "required": false,
+          "schema": {
+            "$ref": "#/components/schemas/CanaryInput"
           }
         }
       ],
@@ -281,6 +289,9 @@ public let openRPCDocumentText = ####"""
           },
           "signature": {
             "$ref": "#/components/schemas/SSHSignature"
+          },
+          "canary": {
+            "$ref": "#/components/schemas/CanaryInput"
           }
         },
         "required": [
@@ -922,7 +933,7 @@ public let openRPCDocumentText = ####"""
                   "$ref": "#/components/schemas/DeploymentStatus"
                 },
                 "minItems": 1,
-                "maxItems": 14
+                "maxItems": 20
               }
             ]
           }
@@ -957,6 +968,14 @@ public let openRPCDocumentText = ####"""
         },
         {
           "name": "live_at",
+          "required": false,
+          "schema": {
+            "$ref": "#/components/schemas/TimestampInput"
+          }
+        },
+        {
+          "name": "traffic_at",
+          "description": "With model_name and environment: the result's traffic lists each version's share of the endpoint's traffic at that instant.",
           "required": false,
           "schema": {
             "$ref": "#/components/schemas/TimestampInput"
@@ -1030,7 +1049,7 @@ public let openRPCDocumentText = ####"""
                   "$ref": "#/components/schemas/DeploymentStatus"
                 },
                 "minItems": 1,
-                "maxItems": 14
+                "maxItems": 20
               }
             ]
           },
@@ -1047,6 +1066,9 @@ public let openRPCDocumentText = ####"""
             "$ref": "#/components/schemas/TimestampInput"
           },
           "live_at": {
+            "$ref": "#/components/schemas/TimestampInput"
+          },
+          "traffic_at": {
             "$ref": "#/components/schemas/TimestampInput"
           },
           "limit": {
@@ -1229,6 +1251,7 @@ public let openRPCDocumentText = ####"""
                       "deploy_plan",
                       "deploy_approve",
                       "deploy_execute",
+                      "deploy_abort",
                       "deploy_rollback",
                       "deploy_status",
                       "deploy_list",
@@ -1388,6 +1411,95 @@ public let openRPCDocumentText = ####"""
           "name"
         ]
       }
+    },
+    {
+      "name": "deploy.abort",
+      "summary": "Stop a canary (or a bake) and put all traffic back on the stable version.",
+      "description": "A deployment in canary or awaiting_step: the route goes back to the stable version alone (its weight raised before the candidate's is lowered and its server drained), the candidate's slot is stopped, status aborted with error.reason aborted; a deploy.execute or deploy.approve still streaming that canary ends with the aborted deployment at its next analysis window. A live deployment still in its bake: one switch back to the warm previous version, as deploy.rollback does; it becomes rolled_back with error.reason aborted. Anything else: not_abortable (data.status). Safe for an agent: it only moves traffic back to the stable version, so it is an MCP tool.",
+      "tags": [
+        {
+          "name": "deploy"
+        }
+      ],
+      "paramStructure": "by-name",
+      "params": [
+        {
+          "name": "deployment_id",
+          "required": true,
+          "schema": {
+            "$ref": "#/components/schemas/DeploymentId"
+          }
+        },
+        {
+          "name": "requested_by",
+          "required": true,
+          "schema": {
+            "$ref": "#/components/schemas/Actor"
+          }
+        },
+        {
+          "name": "reason",
+          "required": false,
+          "schema": {
+            "type": "string",
+            "maxLength": 4096,
+            "pattern": "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$"
+          }
+        }
+      ],
+      "result": {
+        "name": "abort",
+        "schema": {
+          "$ref": "#/components/schemas/AbortResult"
+        }
+      },
+      "errors": [
+        {
+          "$ref": "#/components/errors/InvalidParams"
+        },
+        {
+          "$ref": "#/components/errors/NotFound"
+        },
+        {
+          "$ref": "#/components/errors/RolloutInProgress"
+        },
+        {
+          "$ref": "#/components/errors/ApprovalError"
+        },
+        {
+          "$ref": "#/components/errors/LedgerUnavailable"
+        },
+        {
+          "$ref": "#/components/errors/RuntimeUnavailable"
+        },
+        {
+          "$ref": "#/components/errors/RequestCancelled"
+        }
+      ],
+      "x-params-schema": {
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+          "deployment_id": {
+            "$ref": "#/components/schemas/DeploymentId"
+          },
+          "requested_by": {
+            "$ref": "#/components/schemas/Actor"
+          },
+          "reason": {
+            "type": "string",
+            "maxLength": 4096,
+            "pattern": "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$"
+          }
+        },
+        "required": [
+          "deployment_id",
+          "requested_by"
+        ]
+      },
+      "x-emits": [
+        "deploy.progress"
+      ]
     }
   ],
   "components": {
@@ -1445,9 +1557,12 @@ public let openRPCDocumentText = ####"""
           "interrupted",
           "superseded",
           "expired",
-          "stopped"
+          "stopped",
+          "canary",
+          "awaiting_step",
+          "aborted"
         ],
-        "description": "planned -> awaiting_approval -> approved -> deploying -> validating -> [awaiting_promotion] -> switching -> live; failure and end states: rejected, failed, rolled_back, interrupted, superseded (replaced by a newer live version), expired (approval window ran out), stopped (a live deployment taken down by deploy.stop)."
+        "description": "planned -> awaiting_approval -> approved -> deploying -> validating -> [awaiting_promotion] -> switching -> live (blue-green, direct); validating -> [awaiting_promotion] -> canary -> [awaiting_step -> canary]* -> live (canary); failure and end states: rejected, failed, rolled_back, interrupted, superseded (replaced by a newer live version), expired (approval window ran out), aborted (a canary stopped by failed analysis or deploy.abort: candidate weight 0 and stopped, stable untouched; error.reason analysis_failed, analysis_inconclusive or aborted). canary: the candidate serves a share of the traffic beside the stable version; awaiting_step: a canary waits at a step gate for deploy.approve with gate step; stopped: a live deployment taken down by deploy.stop (end state)."
       },
       "DeploymentStrategy": {
         "title": "DeploymentStrategy",
@@ -1469,11 +1584,12 @@ public let openRPCDocumentText = ####"""
       },
       "GateKind": {
         "title": "GateKind",
-        "description": "deploy: before anything starts; promote: before the traffic switch.",
+        "description": "deploy: before anything starts; promote: before the traffic switch (or a canary's first step); step: a canary's step gate, before each weight step after the first (set by canary.step_gates, not by a plan's gates).",
         "type": "string",
         "enum": [
           "deploy",
-          "promote"
+          "promote",
+          "step"
         ]
       },
       "MetricsBaseline": {
@@ -1670,6 +1786,9 @@ public let openRPCDocumentText = ####"""
           "health_path": {
             "type": "string",
             "pattern": "^/"
+          },
+          "canary": {
+            "$ref": "#/components/schemas/CanaryConfig"
           }
         }
       },
@@ -2601,6 +2720,13 @@ public let openRPCDocumentText = ####"""
               },
               "additionalProperties": false
             }
+          },
+          "traffic": {
+            "description": "Present when traffic_at was given: the weights in force at that instant (from the canary_step and switch events), the live version first; empty when nothing served then.",
+            "type": "array",
+            "items": {
+              "$ref": "#/components/schemas/TrafficShare"
+            }
           }
         }
       },
@@ -2644,12 +2770,16 @@ public let openRPCDocumentText = ####"""
           },
           "at": {
             "$ref": "#/components/schemas/Timestamp"
+          },
+          "data": {
+            "description": "Facts of the step. Canary steps (step canary_step): {step_index, weight, weights: {version: percent}}; analysis intervals (step analysis) add analysis: {verdict: pass|fail|inconclusive, stable: M, candidate: M, limits}, M = {requests, errors, error_rate, p95_ms (null when unknown)}.",
+            "type": "object"
           }
         }
       },
       "ErrorData": {
         "title": "ErrorData",
-        "description": "The `data` of every error this agent sends. `reason` is stable (see x-errors for which reasons each code uses); `message` is for people. invalid_params adds `field`; method_not_found adds `method`; rollout_in_progress adds `deployment_id` (the blocking deployment); frame_too_large adds `max_frame_bytes` and batch_too_large `max_batch_size`.",
+        "description": "The `data` of every error this agent sends. `reason` is stable (see x-errors for which reasons each code uses); `message` is for people. invalid_params adds `field`; method_not_found adds `method`; rollout_in_progress adds `deployment_id` (the blocking deployment); not_abortable adds `status` and `deployment_id`; frame_too_large adds `max_frame_bytes` and batch_too_large `max_batch_size`.",
         "type": "object",
         "required": [
           "reason",
@@ -2701,7 +2831,10 @@ public let openRPCDocumentText = ####"""
               "signature_invalid",
               "signer_not_allowed",
               "signature_expired",
-              "principal_mismatch"
+              "principal_mismatch",
+              "canary_needs_live_version",
+              "weights_unsupported",
+              "not_abortable"
             ]
           },
           "message": {
@@ -2826,6 +2959,222 @@ public let openRPCDocumentText = ####"""
             "description": "The slots whose processes were stopped (live, warm previous and any other slot of the model and environment), sorted."
           }
         }
+      },
+      "CanaryInput": {
+        "title": "CanaryInput",
+        "type": "object",
+        "additionalProperties": false,
+        "description": "Canary settings; every member optional, over the environment policy's canary: section, over the defaults.",
+        "properties": {
+          "steps": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 10,
+            "items": {
+              "type": "integer",
+              "minimum": 1,
+              "maximum": 100
+            },
+            "description": "Candidate weights in percent, strictly increasing, the last 100 (default [5, 25, 50, 100])."
+          },
+          "pause_seconds": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 3600,
+            "description": "Minimum seconds at each step below 100 (default 30)."
+          },
+          "min_requests": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": 1000000,
+            "description": "Candidate requests needed at a step before it may advance; fewer at the end of the pause is inconclusive: the canary waits (default 50)."
+          },
+          "max_inconclusive_seconds": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": 86400,
+            "description": "Seconds the canary may stay inconclusive before it is aborted with analysis_inconclusive (default 600)."
+          },
+          "step_gates": {
+            "type": "boolean",
+            "description": "Wait at awaiting_step for deploy.approve (gate step) before every step after the first (default false)."
+          },
+          "analysis": {
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+              "interval_seconds": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 600,
+                "description": "Seconds per analysis interval (default 10)."
+              },
+              "failure_limit": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 100,
+                "description": "Failed intervals in a row that abort (default 2)."
+              },
+              "min_requests": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 1000000,
+                "description": "Requests each version must serve in an interval, else it is inconclusive (default 20)."
+              },
+              "max_error_rate_delta": {
+                "type": "number",
+                "minimum": 0,
+                "maximum": 1,
+                "description": "Largest allowed candidate error rate minus the stable one's in the same interval (default 0.05)."
+              },
+              "max_p95_ratio": {
+                "type": "number",
+                "minimum": 1,
+                "maximum": 100,
+                "description": "Largest allowed candidate p95 / stable p95 in the same interval (default 2.0)."
+              },
+              "min_p95_delta_ms": {
+                "type": "number",
+                "minimum": 0,
+                "maximum": 60000,
+                "description": "A p95 difference below this never fails: the noise floor (default 50)."
+              }
+            }
+          }
+        }
+      },
+      "CanaryConfig": {
+        "title": "CanaryConfig",
+        "type": "object",
+        "additionalProperties": false,
+        "description": "The resolved canary settings a canary plan runs with (every member present).",
+        "properties": {
+          "steps": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 10,
+            "items": {
+              "type": "integer",
+              "minimum": 1,
+              "maximum": 100
+            },
+            "description": "Candidate weights in percent, strictly increasing, the last 100 (default [5, 25, 50, 100])."
+          },
+          "pause_seconds": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 3600,
+            "description": "Minimum seconds at each step below 100 (default 30)."
+          },
+          "min_requests": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": 1000000,
+            "description": "Candidate requests needed at a step before it may advance; fewer at the end of the pause is inconclusive: the canary waits (default 50)."
+          },
+          "max_inconclusive_seconds": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": 86400,
+            "description": "Seconds the canary may stay inconclusive before it is aborted with analysis_inconclusive (default 600)."
+          },
+          "step_gates": {
+            "type": "boolean",
+            "description": "Wait at awaiting_step for deploy.approve (gate step) before every step after the first (default false)."
+          },
+          "analysis": {
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+              "interval_seconds": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 600,
+                "description": "Seconds per analysis interval (default 10)."
+              },
+              "failure_limit": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 100,
+                "description": "Failed intervals in a row that abort (default 2)."
+              },
+              "min_requests": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 1000000,
+                "description": "Requests each version must serve in an interval, else it is inconclusive (default 20)."
+              },
+              "max_error_rate_delta": {
+                "type": "number",
+                "minimum": 0,
+                "maximum": 1,
+                "description": "Largest allowed candidate error rate minus the stable one's in the same interval (default 0.05)."
+              },
+              "max_p95_ratio": {
+                "type": "number",
+                "minimum": 1,
+                "maximum": 100,
+                "description": "Largest allowed candidate p95 / stable p95 in the same interval (default 2.0)."
+              },
+              "min_p95_delta_ms": {
+                "type": "number",
+                "minimum": 0,
+                "maximum": 60000,
+                "description": "A p95 difference below this never fails: the noise floor (default 50)."
+              }
+            },
+            "required": [
+              "interval_seconds",
+              "failure_limit",
+              "min_requests",
+              "max_error_rate_delta",
+              "max_p95_ratio",
+              "min_p95_delta_ms"
+            ]
+          }
+        },
+        "required": [
+          "steps",
+          "pause_seconds",
+          "min_requests",
+          "max_inconclusive_seconds",
+          "step_gates",
+          "analysis"
+        ]
+      },
+      "TrafficShare": {
+        "title": "TrafficShare",
+        "type": "object",
+        "required": [
+          "version",
+          "deployment_id",
+          "weight"
+        ],
+        "properties": {
+          "version": {
+            "type": "string"
+          },
+          "deployment_id": {
+            "$ref": "#/components/schemas/DeploymentId"
+          },
+          "weight": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": 100
+          }
+        }
+      },
+      "AbortResult": {
+        "title": "AbortResult",
+        "type": "object",
+        "required": [
+          "deployment"
+        ],
+        "properties": {
+          "deployment": {
+            "$ref": "#/components/schemas/Deployment"
+          }
+        }
       }
     },
     "errors": {
@@ -2891,7 +3240,7 @@ public let openRPCDocumentText = ####"""
     {
       "name": "deploy.progress",
       "direction": "agent-to-client",
-      "description": "Sent while deploy.execute, deploy.rollback or a deploy.approve that resumes a rollout runs: one per step. Never answered.",
+      "description": "Sent while deploy.execute, deploy.rollback, deploy.abort or a deploy.approve that resumes a rollout runs: one per step (a canary: one per weight step and per analysis interval, with data). Never answered.",
       "params": {
         "$ref": "#/components/schemas/ProgressParams"
       }
@@ -3063,7 +3412,7 @@ public let openRPCDocumentText = ####"""
         "invalid_transition",
         "idempotency_key_conflict"
       ],
-      "description": "Another rollout for the same model and environment is in flight; data.deployment_id names it. `idempotency_key_conflict`: the plan's idempotency_key already names another deployment (data.deployment_id) made from a different request; the same key with the same request returns that deployment. deploy.stop answers rollout_in_progress while a rollout of the pair runs or the live version is in its bake."
+      "description": "Another rollout for the same model and environment is in flight; data.deployment_id names it. `idempotency_key_conflict`: the plan's idempotency_key already names another deployment (data.deployment_id) made from a different request; the same key with the same request returns that deployment. deploy.stop answers rollout_in_progress while a rollout of the pair runs or the live version is in its bake. deploy.rollback during a canary is refused this way: deploy.abort undoes a canary."
     },
     {
       "code": -32003,
@@ -3089,9 +3438,10 @@ public let openRPCDocumentText = ####"""
         "signature_invalid",
         "signer_not_allowed",
         "signature_expired",
-        "principal_mismatch"
+        "principal_mismatch",
+        "not_abortable"
       ],
-      "description": "The deployment is not in a state where this approval or execution is allowed, or the approver may not approve it. In an environment whose policy requires signatures (see README, Signed approvals): signature_required (no signature, or an MCP client tried to answer a gate through elicitation; data.deployment_id, data.gate and data.status say where the deployment waits), signature_invalid (not an SSH signature over this canonical message in namespace model-deployer: garbled, truncated, forged, another namespace, or made for another deployment, gate, decision or plan), signer_not_allowed (a sound signature by a key not listed in the environment's allowed_signers for namespace model-deployer), signature_expired (signed_at more than 300 s from the agent's clock), principal_mismatch (requested_by or approver differs from the principal the key is listed under). self_approval_forbidden also covers one key that both signed the request and tries to approve it under four eyes."
+      "description": "The deployment is not in a state where this approval or execution is allowed, or the approver may not approve it. In an environment whose policy requires signatures (see README, Signed approvals): signature_required (no signature, or an MCP client tried to answer a gate through elicitation; data.deployment_id, data.gate and data.status say where the deployment waits), signature_invalid (not an SSH signature over this canonical message in namespace model-deployer: garbled, truncated, forged, another namespace, or made for another deployment, gate, decision or plan), signer_not_allowed (a sound signature by a key not listed in the environment's allowed_signers for namespace model-deployer), signature_expired (signed_at more than 300 s from the agent's clock), principal_mismatch (requested_by or approver differs from the principal the key is listed under). self_approval_forbidden also covers one key that both signed the request and tries to approve it under four eyes. not_abortable: deploy.abort on a deployment that is neither a canary (canary, awaiting_step) nor live within its bake; data.status says what it is."
     },
     {
       "code": -32005,
@@ -3102,9 +3452,11 @@ public let openRPCDocumentText = ####"""
         "strategy_unsafe",
         "already_live",
         "insufficient_resources",
-        "unknown_environment"
+        "unknown_environment",
+        "canary_needs_live_version",
+        "weights_unsupported"
       ],
-      "description": "The planner refuses to plan this deployment; data.message says why."
+      "description": "The planner refuses to plan this deployment; data.message says why. canary_needs_live_version: strategy canary with nothing live; weights_unsupported: strategy canary on a router that cannot split traffic (nginx)."
     },
     {
       "code": -32006,

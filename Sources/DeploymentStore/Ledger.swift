@@ -51,9 +51,12 @@ struct Ledger: Sendable {
         "previous_version", "previous_deployment_id", "previous_slot", "previous_bento_tag", "updated_at",
     ]
 
-    /// The in-flight statuses as they appear in the partial unique index (migration 1). A test checks that
+    /// The in-flight statuses as they appear in the partial unique index (migration 3). A test checks that
     /// this matches `DeploymentStatus.inFlight`; changing it needs a new migration.
-    static let inFlightSQLList = "'approved', 'awaiting_approval', 'awaiting_promotion', 'deploying', 'planned', 'switching', 'validating'"
+    static let inFlightSQLList =
+        "'approved', 'awaiting_approval', 'awaiting_promotion', 'awaiting_step', 'canary', 'deploying', 'planned', 'switching', 'validating'"
+    /// The list migration 1 indexed (released; never edited).
+    static let inFlightSQLListV1 = "'approved', 'awaiting_approval', 'awaiting_promotion', 'deploying', 'planned', 'switching', 'validating'"
 
     func selectList(_ columns: [String], prefix: String = "") -> String {
         columns.map { Ledger.timeColumns.contains($0) ? dialect.micros(prefix + $0) : prefix + $0 }.joined(separator: ", ")

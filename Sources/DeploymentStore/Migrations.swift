@@ -9,7 +9,7 @@ struct Migration: Sendable {
 
 extension Migration {
     /// Every migration, in order.
-    static let all: [Migration] = [initialSchema, eventHashChain, eventNotify]
+    static let all: [Migration] = [initialSchema, eventHashChain, canaryInFlight, eventNotify]
 
     static let initialSchema = Migration(
         version: 1, name: "initial ledger schema",
@@ -47,7 +47,7 @@ extension Migration {
             "CREATE INDEX ml_deployments_created ON ml_deployments (created_at, deployment_id)",
             "CREATE INDEX ml_deployments_model_env_created ON ml_deployments (model_name, environment, created_at, deployment_id)",
             "CREATE INDEX ml_deployments_status_created ON ml_deployments (status, created_at, deployment_id)",
-            "CREATE UNIQUE INDEX ml_deployments_in_flight_uniq ON ml_deployments (model_name, environment) WHERE status IN (\(Ledger.inFlightSQLList))",
+            "CREATE UNIQUE INDEX ml_deployments_in_flight_uniq ON ml_deployments (model_name, environment) WHERE status IN (\(Ledger.inFlightSQLListV1))",
             "CREATE UNIQUE INDEX ml_deployments_idempotency_key_uniq ON ml_deployments (idempotency_key) WHERE idempotency_key IS NOT NULL",
             """
             CREATE TABLE ml_deployment_events (
@@ -126,7 +126,7 @@ extension Migration {
             "CREATE INDEX ml_deployments_created ON ml_deployments (created_at, deployment_id)",
             "CREATE INDEX ml_deployments_model_env_created ON ml_deployments (model_name, environment, created_at, deployment_id)",
             "CREATE INDEX ml_deployments_status_created ON ml_deployments (status, created_at, deployment_id)",
-            "CREATE UNIQUE INDEX ml_deployments_in_flight_uniq ON ml_deployments (model_name, environment) WHERE status IN (\(Ledger.inFlightSQLList))",
+            "CREATE UNIQUE INDEX ml_deployments_in_flight_uniq ON ml_deployments (model_name, environment) WHERE status IN (\(Ledger.inFlightSQLListV1))",
             "CREATE UNIQUE INDEX ml_deployments_idempotency_key_uniq ON ml_deployments (idempotency_key) WHERE idempotency_key IS NOT NULL",
             """
             CREATE TABLE ml_deployment_events (
@@ -192,6 +192,17 @@ extension Migration {
 }
 
 extension Migration {
+    /// A canary (`canary`, `awaiting_step`) holds the (model, environment) rollout lock like every other
+    /// in-flight status: the partial unique index is rebuilt with them.
+    static let canaryInFlight = Migration(
+        version: 3, name: "canary statuses hold the rollout lock",
+        sqlite: [
+            "DROP INDEX ml_deployments_in_flight_uniq",
+            "CREATE UNIQUE INDEX ml_deployments_in_flight_uniq ON ml_deployments (model_name, environment) WHERE status IN (\(Ledger.inFlightSQLList))",
+        ],
+        postgres: [
+            "DROP INDEX ml_deployments_in_flight_uniq",
+            "CREATE UNIQUE INDEX ml_deployments_in_flight_uniq ON ml_deployments (model_name, environment) WHERE status IN (\(Ledger.inFlightSQLList))",
     /// Postgres announces every appended event on ``PostgresStore/eventChannel`` (payload
     /// `<deployment_id>:<seq>`), so a follower in another process is woken at commit instead of polling.
     ///
@@ -206,7 +217,7 @@ extension Migration {
     /// A statement-level trigger over a transition table halved the bulk case (0.58 s) but cost ~22 us per
     /// single insert, the case that matters.
     static let eventNotify = Migration(
-        version: 3, name: "notify appended events",
+        version: 4, name: "notify appended events",
         sqlite: [],
         postgres: [
             """

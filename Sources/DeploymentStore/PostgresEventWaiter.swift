@@ -5,7 +5,7 @@ import CPostgres
 import Synchronization
 
 extension PostgresStore {
-    /// The channel every appended event is announced on (migration 3's trigger), payload `<deployment_id>:<seq>`.
+    /// The channel every appended event is announced on (migration 4's trigger), payload `<deployment_id>:<seq>`.
     /// One channel for every schema in the database: a waiter filters by deployment id, and an id from another
     /// schema only costs a spurious read.
     public static let eventChannel = "model_deployer_events"

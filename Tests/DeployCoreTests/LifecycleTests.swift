@@ -11,12 +11,17 @@ private let allowed: [DeploymentStatus: [LifecycleEvent: DeploymentStatus]] = [
     .deploying: [.slotReady: .validating, .fail: .failed, .interrupt: .interrupted],
     .validating: [
         .validated(promotionGate: true): .awaitingPromotion, .validated(promotionGate: false): .switching, .fail: .failed,
-        .interrupt: .interrupted,
+        .interrupt: .interrupted, .startCanary: .canary,
     ],
     .awaitingPromotion: [
         .approve(gate: .promote): .switching, .reject(gate: .promote): .rejected, .interrupt: .interrupted, .expire: .expired,
+        .startCanary: .canary,
     ],
     .switching: [.switched: .live, .fail: .failed, .interrupt: .interrupted],
+    .canary: [.awaitStep: .awaitingStep, .switched: .live, .fail: .failed, .abort: .aborted, .interrupt: .interrupted],
+    .awaitingStep: [
+        .approve(gate: .step): .canary, .reject(gate: .step): .aborted, .abort: .aborted, .interrupt: .interrupted, .expire: .expired,
+    ],
     .live: [.rollBack: .rolledBack, .supersede: .superseded, .stop: .stopped],
 ]
 

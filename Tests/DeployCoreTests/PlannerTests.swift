@@ -49,9 +49,10 @@ import Testing
         #expect(plan.reasons[0].contains("development deploys directly"))
     }
 
-    @Test func canaryIsUnsupported() {
-        #expect(Fixtures.refusal(Fixtures.input(strategy: .canary))?.reason == "strategy_unsupported")
-        #expect(Fixtures.refusal(Fixtures.input(strategy: .canary, live: Fixtures.live()))?.reason == "strategy_unsupported")
+    @Test func canaryNeedsALiveVersionAndWeights() {
+        #expect(Fixtures.refusal(Fixtures.input(strategy: .canary))?.reason == "canary_needs_live_version")
+        // The fixture's router is nginx-like: it cannot split traffic.
+        #expect(Fixtures.refusal(Fixtures.input(strategy: .canary, live: Fixtures.live()))?.reason == "weights_unsupported")
     }
 
     @Test func explicitChoices() throws {

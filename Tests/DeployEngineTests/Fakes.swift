@@ -73,6 +73,12 @@ final class FakeRouter: TrafficRouter {
         var failVerify = false
         var failRemove = false
         var running = true
+        /// Whether it splits traffic by weight (HAProxy); false plays nginx.
+        var splits = true
+        /// What each analysis window measures per slot id, one entry per call (the last one repeats); no
+        /// traffic unless a test scripts it (the bake then judges by its probes).
+        var windows: [[String: WindowFigures]] = [[:]]
+        var statsCalls = 0
     }
     let state = Mutex(State())
 
@@ -99,6 +105,26 @@ final class FakeRouter: TrafficRouter {
     }
     func needsRestart() async -> Bool { state.withLock { !$0.running && !$0.routes.isEmpty } }
     func listenPort(preferred: Int, modelName: String, environment: String) async -> Int { preferred }
+    var splitsTraffic: Bool { state.withLock { $0.splits } }
+    /// Called (once per window) before the figures are returned, e.g. to abort from "another request".
+    let onStats = Mutex<(@Sendable () async -> Void)?>(nil)
+    func stats(modelName: String, environment: String, windowMs: Int) async -> [BackendStats]? {
+        if let hook = onStats.withLock({ $0 }) { await hook() }
+        return state.withLock { s in
+            guard let route = s.routes[Self.key(modelName, environment)] else { return nil }
+            let w = s.windows[min(s.statsCalls, s.windows.count - 1)]
+            s.statsCalls += 1
+            return route.backends.map { b in
+                BackendStats(slot: b.slot, requests: 0, errors: 0, window: w[b.slot.rawValue] ?? .none)
+            }
+        }
+    }
+    /// The weights of every route applied to the endpoint, by slot id.
+    func weights(_ m: String, _ e: String) -> [[String: Int]] {
+        state.withLock { s in
+            s.applied.filter { $0.modelName == m && $0.environment == e }.map { Dictionary($0.backends.map { ($0.slot.rawValue, $0.weight) }, uniquingKeysWith: { a, _ in a }) }
+        }
+    }
 
     /// The slot the endpoint sends traffic to.
     func serving(_ m: String, _ e: String) -> String? { state.withLock { $0.routes[Self.key(m, e)]?.primary?.slot.rawValue } }

@@ -32,6 +32,13 @@ struct Harness {
         "qa": EnvironmentPolicy(name: "qa", gates: [], approvalTimeoutSeconds: nil, bakeSeconds: 2, keepWarmSeconds: 60),
         "prod": EnvironmentPolicy(name: "prod", gates: [.promote], approvalTimeoutSeconds: 60, bakeSeconds: 0, keepWarmSeconds: 60),
         "development": EnvironmentPolicy(name: "development", gates: [], approvalTimeoutSeconds: nil, bakeSeconds: 0, keepWarmSeconds: 60),
+        // Canaries: 5 s analysis intervals (the manual clock passes sleeps under 10 s at once), 10 s pauses.
+        "cn": {
+            var p = EnvironmentPolicy(name: "cn", gates: [], approvalTimeoutSeconds: 60, bakeSeconds: 2, keepWarmSeconds: 60)
+            p.canary = CanaryConfig(steps: [10, 50, 100], pauseSeconds: 10, minRequests: 50, maxInconclusiveSeconds: 30,
+                                    analysis: AnalysisLimits(intervalSeconds: 5, failureLimit: 2, minRequests: 20))
+            return p
+        }(),
     ])
 
     /// Stored codes: a refusal's kind is 1000 + its index, a deployment that failed on its own -1.

@@ -350,7 +350,7 @@ def test_bad_plans_are_refused_and_leave_nothing_behind(deployer):
         ({"environment": "moon"}, -32005, "unknown_environment"),
         ({"model_name": "Bad Name"}, -32602, "invalid_params"),
         ({"model_version": "../../etc"}, -32602, "invalid_params"),
-        ({"strategy": "canary"}, -32005, "strategy_unsupported"),
+        ({"strategy": "canary"}, -32005, "canary_needs_live_version"),
         ({"strategy": "sideways"}, -32602, "invalid_params"),
         ({"smoke_tests": [{"api": "predict"}]}, -32602, "invalid_params"),
         ({"surprise": 1}, -32602, "invalid_params"),

@@ -5,13 +5,10 @@ Real: the agent binary, its SQLite ledger, kubectl 1.20, etcd, kube-apiserver (s
 validation, the Service's selector, the service proxy every smoke test and probe goes through) and
 kube-controller-manager (ReplicaSets, Pods, the Endpoints of the Services, the progress deadline).
 
-Stood in for (no container runtime can run here): the kubelet and the scheduler. `KubeletStandIn` below binds
-each Pod to a Node object and writes the Pod's status through the status subresource, as a kubelet would: Running
-and Ready at this host's non-loopback address, or, for a version marked broken, waiting in ImagePullBackOff.
-The containers are stood in for by one small HTTP server on that address and the policy's container_port:
-/readyz and /livez answer 200, POST /predict answers a fixed JSON list. Every Pod has the same address, so an
-answer through the proxy proves the proxy path and the Endpoints, not which version answered: which version
-serves is asserted on the Service's selector and on which Pods its Endpoints list.
+Stood in for (no container runtime can run here): the kubelet and the scheduler, by `KubeletStandIn` and
+`StandInContainer` in kube_support.py (its docstring says exactly what they write and answer). Every Pod has
+the same address, so an answer through the proxy proves the proxy path and the Endpoints, not which version
+answered: which version serves is asserted on the Service's selector and on which Pods its Endpoints list.
 
 Needs MODEL_DEPLOYER_TEST_KUBECONFIG and MODEL_DEPLOYER_KUBECTL (scripts/test.sh starts the control plane);
 skips without them, except under CI=true, where it fails.
@@ -19,165 +16,26 @@ skips without them, except under CI=true, where it fails.
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
-import socket
 import subprocess
-import threading
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
 from deploy_support import SMOKE_INPUT, example_tags, version
+from kube_support import ANSWER, CONTEXT, Kubectl, KubeletStandIn, StandInContainer, host_address, kube_env
 from test_deploy import MODEL, Deployer
-
-CONTEXT = "model-deployer-test"
-ANSWER = [0, 2, 1]
 
 
 def _kube_env() -> tuple[str, str]:
-    cfg = os.environ.get("MODEL_DEPLOYER_TEST_KUBECONFIG")
-    kubectl = os.environ.get("MODEL_DEPLOYER_KUBECTL")
-    if not cfg or not kubectl or not Path(cfg).is_file():
+    found = kube_env()
+    if found is None:
         if os.environ.get("CI") == "true":
             pytest.fail("MODEL_DEPLOYER_TEST_KUBECONFIG / MODEL_DEPLOYER_KUBECTL unset under CI: the control plane must run")
         pytest.skip("no Kubernetes control plane: set MODEL_DEPLOYER_TEST_KUBECONFIG and MODEL_DEPLOYER_KUBECTL (scripts/test.sh does)")
-    return cfg, kubectl
-
-
-def _host_address() -> str:
-    """This host's first non-loopback IPv4 address (the API server refuses to proxy to loopback)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.connect(("192.0.2.1", 9))
-        return s.getsockname()[0]
-    finally:
-        s.close()
-
-
-class Kubectl:
-    def __init__(self, kubeconfig: str, kubectl: str, namespace: str):
-        self.env = dict(os.environ, KUBECONFIG=kubeconfig)
-        self.kubectl = kubectl
-        self.ns = namespace
-
-    def run(self, *args: str, stdin: str | None = None, namespaced: bool = True, check: bool = True) -> str:
-        argv = [self.kubectl, "--context", CONTEXT] + (["-n", self.ns] if namespaced else []) + list(args)
-        p = subprocess.run(argv, input=stdin, capture_output=True, text=True, env=self.env, timeout=30)
-        if check and p.returncode != 0:
-            raise RuntimeError(f"{' '.join(args)}: {p.stderr}")
-        return p.stdout
-
-    def json(self, *args: str) -> dict:
-        return json.loads(self.run(*args, "-o", "json"))
-
-    def service(self) -> dict:
-        items = self.json("get", "services", "-l", "model-deployer/role=active")["items"]
-        assert len(items) == 1, items
-        return items[0]
-
-    def selected_version(self) -> str:
-        return self.service()["spec"]["selector"]["model-deployer/version"]
-
-    def deployment(self, name: str) -> dict:
-        return self.json("get", "deployment", name)
-
-
-class StandInContainer:
-    """Answers where every container would (see the module's docstring)."""
-
-    def __init__(self, host: str):
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def _answer(self, body: bytes) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_GET(self):  # noqa: N802
-                self._answer(b'{"ok":true}')
-
-            def do_POST(self):  # noqa: N802
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                self._answer(json.dumps(ANSWER).encode())
-
-            def log_message(self, *a):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer((host, 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-
-
-class KubeletStandIn:
-    """What the scheduler and a kubelet would write for the namespace's Pods, every 300 ms."""
-
-    NODE = "kubelet-stand-in"
-
-    def __init__(self, k: Kubectl, pod_ip: str):
-        self.k = k
-        self.pod_ip = pod_ip
-        self.broken_versions: set[str] = set()
-        self.stop_flag = threading.Event()
-        node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.NODE}}
-        k.run("apply", "-f", "-", stdin=json.dumps(node), namespaced=False)
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.stop_flag.set()
-        self.thread.join(5)
-
-    def _loop(self) -> None:
-        while not self.stop_flag.is_set():
-            try:
-                self._pass()
-            except Exception as e:  # a controller changed a Pod meanwhile: the next pass retries
-                print("kubelet stand-in:", e)
-            self.stop_flag.wait(0.3)
-
-    def _pass(self) -> None:
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        for pod in self.k.json("get", "pods")["items"]:
-            name = pod["metadata"]["name"]
-            if pod["metadata"].get("deletionTimestamp"):
-                self.k.run("delete", "pod", name, "--grace-period=0", "--force", "--ignore-not-found", check=False)
-                continue
-            if not pod["spec"].get("nodeName"):
-                binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
-                           "target": {"apiVersion": "v1", "kind": "Node", "name": self.NODE}}
-                self.k.run("create", "--raw", f"/api/v1/namespaces/{self.k.ns}/pods/{name}/binding", "-f", "-",
-                           stdin=json.dumps(binding), namespaced=False)
-                pod = self.k.json("get", "pod", name)
-            broken = pod["metadata"]["labels"].get("model-deployer/version") in self.broken_versions
-            status = pod.get("status", {})
-            if broken:
-                if any(c.get("state", {}).get("waiting") for c in status.get("containerStatuses", [])):
-                    continue
-                status.update({"phase": "Pending", "conditions": [
-                    {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
-                    {"type": "Ready", "status": "False", "reason": "ContainersNotReady", "lastTransitionTime": now}],
-                    "containerStatuses": [{"name": "bento", "ready": False, "restartCount": 0, "image": pod["spec"]["containers"][0]["image"],
-                                           "imageID": "", "state": {"waiting": {"reason": "ImagePullBackOff",
-                                                                                "message": "Back-off pulling image"}}}]})
-            else:
-                if any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", [])):
-                    continue
-                status.update({"phase": "Running", "podIP": self.pod_ip, "podIPs": [{"ip": self.pod_ip}], "hostIP": self.pod_ip,
-                               "startTime": now, "conditions": [{"type": t, "status": "True", "lastTransitionTime": now}
-                                                                for t in ("Initialized", "Ready", "ContainersReady", "PodScheduled")],
-                               "containerStatuses": [{"name": "bento", "ready": True, "restartCount": 0, "image": "stand-in",
-                                                      "imageID": "", "started": True, "state": {"running": {"startedAt": now}}}]})
-            pod["status"] = status
-            self.k.run("replace", "--raw", f"/api/v1/namespaces/{self.k.ns}/pods/{name}/status", "-f", "-",
-                       stdin=json.dumps(pod), namespaced=False)
+    return found
 
 
 class KubeDeployer(Deployer):
@@ -199,7 +57,7 @@ def kube(spawn_agent, agent_home, openrpc):
     ns = "md-e2e-" + uuid.uuid4().hex[:8]
     k = Kubectl(cfg, kubectl, ns)
     k.run("create", "namespace", ns, namespaced=False)
-    host = _host_address()
+    host = host_address()
     container = StandInContainer(host)
     kubelet = KubeletStandIn(k, host)
     policy = {"environments": {"kubeqa": {

@@ -10,7 +10,7 @@ from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 UNKNOWN_ID = "01900000-0000-7000-8000-000000000000"
-DEFAULT_TOOLS = {"deploy_plan", "deploy_execute", "deploy_rollback", "deploy_status", "deploy_list", "deploy_follow", "history_query"}
+DEFAULT_TOOLS = {"deploy_plan", "deploy_execute", "deploy_abort", "deploy_rollback", "deploy_status", "deploy_list", "deploy_follow", "history_query"}
 
 
 def server_params(agent_bin, agent_env, *args):

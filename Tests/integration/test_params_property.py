@@ -20,6 +20,7 @@ BASES: dict[str, dict[str, Any]] = {
     "deploy.approve": {"deployment_id": UUID, "approver": "bob", "decision": "approve"},
     "deploy.execute": {"deployment_id": UUID},
     "deploy.rollback": {"model_name": "iris_clf", "environment": "staging", "requested_by": "alice"},
+    "deploy.abort": {"deployment_id": "01900000-0000-7000-8000-000000000000", "requested_by": "alice"},
     "deploy.status": {"deployment_id": UUID},
     "history.query": {},
     "initialize": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
@@ -28,7 +29,7 @@ BASES: dict[str, dict[str, Any]] = {
 }
 # Valid members of nested objects, so that one bad member at a time is what is wrong.
 NESTED_BASES: dict[str, Any] = {"smoke_tests": {"api": "predict", "input": {"x": 1}}}
-TOOLS = {"deploy.plan": "deploy_plan", "deploy.execute": "deploy_execute", "deploy.rollback": "deploy_rollback",
+TOOLS = {"deploy.plan": "deploy_plan", "deploy.execute": "deploy_execute", "deploy.rollback": "deploy_rollback", "deploy.abort": "deploy_abort",
          "deploy.status": "deploy_status", "history.query": "history_query"}
 RAW = "\u0001raw:"  # a marker: the rest is JSON number text sent as it is (1e400, -0)
 

@@ -167,7 +167,7 @@ def test_openrpc_describes_the_wire_contract(openrpc_doc):
     dep = openrpc_doc["components"]["schemas"]["Deployment"]
     assert len(dep["required"]) == 24 and set(dep["required"]) <= set(dep["properties"])
     statuses = openrpc_doc["components"]["schemas"]["DeploymentStatus"]["enum"]
-    assert len(statuses) == 15
+    assert len(statuses) == 18
 
 
 def test_openrpc_schemas_accept_and_refuse(openrpc):
@@ -335,7 +335,7 @@ def test_mcp_tool_schemas_match_the_document(spawn_agent, openrpc):
     agent = spawn_agent("--mcp-allow-approve")
     agent.request("initialize", {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}})
     tools = {t["name"]: t for t in agent.request("tools/list", {})["result"]["tools"]}
-    assert set(tools) == {"deploy_plan", "deploy_approve", "deploy_execute", "deploy_rollback", "deploy_status", "deploy_list", "deploy_follow", "history_query"}
+    assert set(tools) == {"deploy_plan", "deploy_approve", "deploy_execute", "deploy_abort", "deploy_rollback", "deploy_status", "deploy_list", "deploy_follow", "history_query"}
     for name, tool in tools.items():
         method = openrpc.methods[name.replace("_", ".", 1)]
         assert re.fullmatch(r"[a-z_]+", name)

@@ -1,3 +1,5 @@
+import JSON
+
 /// Which slot of a rollout an action means; the runner resolves it to the runtime's slot id.
 public enum SlotRole: String, Sendable, Hashable {
     /// The slot the new version runs in.
@@ -46,8 +48,22 @@ public enum RolloutAction: Sendable, Hashable {
     case expire(Failure)
     /// Record the interruption: new slot stopped, status `interrupted`, router pointed at live.
     case interrupt(String)
+    /// Set the canary's weights: the candidate at `percent`, the stable version at the rest (raised before
+    /// the candidate's is lowered). Answers `weightsSet` or `weightsFailed`.
+    case setWeights(Int)
+    /// Wait `afterMs`, then judge the interval that just ended: the candidate's and the stable version's
+    /// real traffic through the router. Answers `analysisWindow`, or nothing when the deployment left
+    /// `canary` meanwhile (another request aborted it).
+    case measureAnalysis(afterMs: Int)
+    /// Stop the canary: weights back on the stable version first, the candidate's slot stopped, status
+    /// `aborted` with the stored error.
+    case abort(Failure)
     /// Append an informational event.
     case note(Step, String)
+    /// Append an informational event with data (a canary step's weights, an analysis interval's figures).
+    case noteData(Step, String, JSONValue)
+    /// Tell the caller where the rollout is, with data (the contract's `deploy.progress` `data`).
+    case reportData(Step, String, Double, JSONValue)
     /// Tell the caller where the rollout is: the step, a sentence, the percentage (the step's own, 100 at the end).
     case report(Step, String, Double)
 }
@@ -70,6 +86,8 @@ public struct Decision: Sendable, Hashable {
     public var isIgnored: Bool
     /// Why the live version is being rolled back (a failed bake), carried to the end of the switch back.
     public var rollbackCause: Failure?
+    /// Where the canary is after this event; nil: unchanged.
+    public var canary: CanaryProgress?
 
     /// A decision.
     public init(status: DeploymentStatus, actions: [RolloutAction], step: Step, progress: Double? = nil, message: String, bakeStrikes: Int = 0, ignored: Bool = false, rollbackCause: Failure? = nil) {

@@ -24,7 +24,9 @@ public enum RolloutEvent: Sendable, Hashable {
     case switchFailed(FailureReason, String)
     /// One bake window through the router: the figures, whether the new slot still runs, whether the
     /// registry still names this deployment live.
-    case bakeWindow(observed: Metrics, slotAlive: Bool, stillLive: Bool)
+    /// `traffic`: the new version's real traffic since the switch against the old version's just before it
+    /// (nil when the router keeps no request log).
+    case bakeWindow(observed: Metrics, slotAlive: Bool, stillLive: Bool, traffic: AnalysisResult? = nil)
     /// A person asked to roll the live version back to the warm previous one.
     case rollBack
     /// The request running the rollout was cancelled.
@@ -33,6 +35,14 @@ public enum RolloutEvent: Sendable, Hashable {
     case ownerGone
     /// A timer fired: the pending gate's window is checked against ``Snapshot/gateExpired``.
     case timerFired
+    /// The router took the canary's weights: the candidate now has `weight` percent.
+    case weightsSet(Int)
+    /// The router refused the canary's weights (it was asked to keep the stable version's).
+    case weightsFailed(String)
+    /// One canary analysis interval, and whether the candidate's process still runs.
+    case analysisWindow(AnalysisResult, slotAlive: Bool)
+    /// A person asked to stop the canary (`deploy.abort`), with their reason.
+    case abort(String)
 
     /// Every case with a representative payload (for exhaustive tables and docs).
     public static let all: [RolloutEvent] = [
@@ -43,7 +53,12 @@ public enum RolloutEvent: Sendable, Hashable {
         .bakeWindow(observed: Metrics(p50Ms: 1, p95Ms: 1, p99Ms: 1, errorRate: 0.9, rps: 1), slotAlive: true, stillLive: true),
         .bakeWindow(observed: Metrics(p50Ms: 1, p95Ms: 1, p99Ms: 1, errorRate: 0, rps: 1), slotAlive: false, stillLive: true),
         .bakeWindow(observed: Metrics(p50Ms: 1, p95Ms: 1, p99Ms: 1, errorRate: 0, rps: 1), slotAlive: true, stillLive: false),
-        .rollBack, .cancelled, .ownerGone, .timerFired,
+        .rollBack, .cancelled, .ownerGone, .timerFired, .weightsSet(5), .weightsSet(100), .weightsFailed("x"),
+        .analysisWindow(AnalysisResult(verdict: .pass, stable: .none, candidate: .none, limits: .init(), message: ""), slotAlive: true),
+        .analysisWindow(AnalysisResult(verdict: .fail, stable: .none, candidate: .none, limits: .init(), message: ""), slotAlive: true),
+        .analysisWindow(AnalysisResult(verdict: .inconclusive, stable: .none, candidate: .none, limits: .init(), message: ""), slotAlive: true),
+        .analysisWindow(AnalysisResult(verdict: .pass, stable: .none, candidate: .none, limits: .init(), message: ""), slotAlive: false),
+        .abort("x"),
     ]
 
     /// A stable name, e.g. `slot_started`, `bake_window`.
@@ -65,6 +80,10 @@ public enum RolloutEvent: Sendable, Hashable {
         case .cancelled: return "cancelled"
         case .ownerGone: return "owner_gone"
         case .timerFired: return "timer_fired"
+        case .weightsSet: return "weights_set"
+        case .weightsFailed: return "weights_failed"
+        case .analysisWindow: return "analysis_window"
+        case .abort: return "abort"
         }
     }
 }

@@ -23,6 +23,12 @@ public enum FailureReason: String, Sendable, Hashable, CaseIterable {
     case interrupted
     /// A gate's approval window closed.
     case approvalExpired = "approval_expired"
+    /// A canary's analysis failed `failure_limit` intervals in a row (the message has the figures).
+    case analysisFailed = "analysis_failed"
+    /// A canary stayed inconclusive (too little traffic) for `max_inconclusive_seconds`.
+    case analysisInconclusive = "analysis_inconclusive"
+    /// A person stopped the canary (`deploy.abort`, or a rejection at a step gate).
+    case aborted
 
     /// The wire spelling.
     public var wireName: String { rawValue }

@@ -9,8 +9,8 @@ extension Machine {
 
     static func baking(_ s: Snapshot, _ event: RolloutEvent) -> Decision {
         switch event {
-        case .bakeWindow(let observed, let slotAlive, let stillLive) where s.step == .bake:
-            return window(s, observed: observed, slotAlive: slotAlive, stillLive: stillLive)
+        case .bakeWindow(let observed, let slotAlive, let stillLive, let traffic) where s.step == .bake:
+            return window(s, observed: observed, slotAlive: slotAlive, stillLive: stillLive, traffic: traffic)
         case .cancelled where s.step == .bake:
             // The version is live; only the watching stops. The previous slot still retires on time.
             return done(s, [.note(.bake, "bake stopped: the request was cancelled; \(s.plan.version) stays live")])
@@ -24,7 +24,7 @@ extension Machine {
         return d
     }
 
-    static func window(_ s: Snapshot, observed: Metrics, slotAlive: Bool, stillLive: Bool) -> Decision {
+    static func window(_ s: Snapshot, observed: Metrics, slotAlive: Bool, stillLive: Bool, traffic: AnalysisResult? = nil) -> Decision {
         guard stillLive else {
             // A manual rollback (or a newer rollout) during the bake ends it: this version is no longer live.
             return Decision(status: .live, actions: [.note(.bake, "bake ended early: another deployment took over the endpoint")],
@@ -35,6 +35,22 @@ extension Machine {
         }
         var strikes = 0
         var actions: [RolloutAction] = []
+        if let traffic, traffic.verdict != .inconclusive {
+            // Real traffic on both sides: the new version after the switch against the old one just before
+            // it, with the canary's comparator and noise floor. The probe baseline (an idle slot) is only the
+            // fallback for thin traffic: against it a loaded machine rolls back healthy versions.
+            let summary = "bake window (real traffic): " + traffic.message
+            actions.append(.noteData(.bakeWindow, summary, .object(["analysis": traffic.toJSON()])))
+            actions.append(.report(.bakeWindow, summary, bakeProgress(s)))
+            if traffic.verdict == .fail {
+                strikes = s.bakeStrikes + 1
+                actions.append(.note(.bakeWindow, "bake window \(strikes) of \(bakeStrikesToFail) over the limit: \(traffic.message)"))
+                if strikes >= bakeStrikesToFail {
+                    return bakeFailed(s, Failure(traffic.regression ?? .errorRateRegression, step: .bake, traffic.message), noted: actions)
+                }
+            }
+            return bakeGoesOn(s, actions, strikes: strikes)
+        }
         if let baseline = s.baseline {
             // Every window is reported with its limits, and kept in the ledger, so the bake is no black box
             // to whoever runs it or follows it from another process (deploy.follow reads the ledger).
@@ -51,6 +67,12 @@ extension Machine {
                 return bakeFailed(s, Failure(reason, step: .bake, message), noted: actions)
             }
         }
+        return bakeGoesOn(s, actions, strikes: strikes)
+    }
+
+    /// The bake passed when its time is up; else the next window.
+    static func bakeGoesOn(_ s: Snapshot, _ before: [RolloutAction], strikes: Int) -> Decision {
+        var actions = before
         if let end = s.bakeEndsAt, s.now >= end {
             return done(s, actions + [.note(.bake, "bake passed (\(s.plan.rollback.bakeSeconds) s)")], strikes: strikes)
         }

@@ -6,8 +6,9 @@ extension Machine {
         switch event {
         case .rollBack where s.step != .rollback:
             guard s.hasWarmPrevious else { return ignore(s, event) }
+            // A cause set by the caller (deploy.abort during the bake) is carried to the record of the switch back.
             return Decision(status: .live, actions: [.route(.previous)], step: .rollback, progress: Step.bake.progress,
-                            message: "switching back to the warm previous version")
+                            message: "switching back to the warm previous version", rollbackCause: s.rollbackCause)
         case .switched where s.step == .rollback:
             let back: [RolloutAction] = [.recordRollback(cause: s.rollbackCause)]
             let retire: RolloutAction = .retireUndone(seconds: s.plan.rollback.keepWarmSeconds)

@@ -15,7 +15,7 @@
 /// awaiting_* --timerFired (expired)-> expired     awaiting_* --rejected-> rejected
 /// ```
 /// What happens after the switch and after the bake is the strategy's (``BlueGreen``, ``Direct``); a
-/// canary strategy adds its weight steps in a file of its own. An event that does not apply in a status
+/// canary strategy adds its weight steps in a file of its own (``Canary``). An event that does not apply in a status
 /// is ignored: the decision keeps the status and has no actions.
 public enum Machine {
     /// The decision for `event` in `snapshot`.
@@ -28,7 +28,9 @@ public enum Machine {
         case .validating: return validating(s, event)
         case .switching: return switching(s, event)
         case .live: return s.step == .rollback || event == .rollBack ? rollingBack(s, event) : baking(s, event)
-        case .rejected, .failed, .rolledBack, .interrupted, .superseded, .expired, .stopped: return ignore(s, event)
+        case .canary: return Canary.running(s, event)
+        case .awaitingStep: return Canary.atStepGate(s, event)
+        case .rejected, .failed, .rolledBack, .interrupted, .superseded, .expired, .aborted, .stopped: return ignore(s, event)
         }
     }
 
@@ -82,6 +84,8 @@ public enum Machine {
         switch event {
         case .approved where gate == .deploy:
             return Decision(status: .approved, actions: [.transition(.approve(gate: .deploy))], step: .deployGate, message: "approved at gate deploy")
+        case .approved where s.plan.strategy == .canary:
+            return Canary.begin(s, [.transition(.startCanary)])
         case .approved:
             return go(.switching, [.transition(.approve(gate: .promote))], .switchTraffic, "switching traffic to slot \(s.plan.slot)", [.route(.new)])
         case .rejected:
@@ -113,8 +117,12 @@ public enum Machine {
         case .smoke(false, let m): return fail(s, Failure(.smokeTestFailed, step: .smokeTests, m))
         case .baseline(let b) where b.errorRate > s.plan.baselineErrorLimit:
             return fail(s, Failure(.baselineUnhealthy, step: .baseline, "the new version failed \(Int(b.errorRate * 100))% of baseline requests"))
+        case .baseline where s.plan.hasPromotionGate && s.plan.strategy == .canary:
+            return go(.awaitingPromotion, [.transition(.validated(promotionGate: true))], .promotionGate, "waiting for approval at gate promote before the canary", [])
         case .baseline where s.plan.hasPromotionGate:
             return go(.awaitingPromotion, [.transition(.validated(promotionGate: true))], .promotionGate, "waiting for approval at gate promote", [])
+        case .baseline where s.plan.strategy == .canary:
+            return Canary.begin(s, [.transition(.startCanary)])
         case .baseline:
             return go(.switching, [.transition(.validated(promotionGate: false))], .switchTraffic, "switching traffic to slot \(s.plan.slot)", [.route(.new)])
         default: return ignore(s, event)

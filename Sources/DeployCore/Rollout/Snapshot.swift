@@ -20,10 +20,12 @@ public struct RolloutPlan: Sendable, Hashable {
     public var baselineErrorLimit: Double
     /// Automatic rollback rules, bake and keep-warm times.
     public var rollback: RollbackPolicy
+    /// The canary's settings (a canary plan only).
+    public var canary: CanaryConfig?
 
     /// Plan facts.
     public init(strategy: DeploymentStrategy, version: String, slot: String, hasSmokeTests: Bool, hasPromotionGate: Bool,
-                baselineErrorLimit: Double = 0.5, rollback: RollbackPolicy = .init()) {
+                baselineErrorLimit: Double = 0.5, rollback: RollbackPolicy = .init(), canary: CanaryConfig? = nil) {
         self.strategy = strategy
         self.version = version
         self.slot = slot
@@ -31,13 +33,14 @@ public struct RolloutPlan: Sendable, Hashable {
         self.hasPromotionGate = hasPromotionGate
         self.baselineErrorLimit = baselineErrorLimit
         self.rollback = rollback
+        self.canary = canary
     }
 
     /// The facts of a full plan.
     public init(_ plan: DeploymentPlan) {
         self.init(strategy: plan.strategy, version: plan.modelVersion, slot: plan.config.slot.rawValue,
                   hasSmokeTests: !plan.config.smokeTests.isEmpty, hasPromotionGate: plan.hasPromotionGate,
-                  rollback: plan.config.rollback)
+                  rollback: plan.config.rollback, canary: plan.config.canary)
     }
 }
 
@@ -68,12 +71,17 @@ public struct Snapshot: Sendable, Hashable {
     public var gateExpired: Bool
     /// Why a switch back to the previous version is under way (a failed bake); nil when a person asked.
     public var rollbackCause: Failure?
+    /// The version live when the rollout began (the canary's stable version).
+    public var stableVersion: String?
+    /// Where the canary is.
+    public var canary: CanaryProgress
 
     /// A snapshot.
     public init(
         status: DeploymentStatus, step: Step, plan: RolloutPlan, hasPrevious: Bool = false, hasWarmPrevious: Bool = false,
         registryNamesThis: Bool = false, baseline: Metrics? = nil, bakeStrikes: Int = 0, bakeEndsAt: Date? = nil,
-        now: Date = Date(timeIntervalSince1970: 0), gateExpired: Bool = false, rollbackCause: Failure? = nil
+        now: Date = Date(timeIntervalSince1970: 0), gateExpired: Bool = false, rollbackCause: Failure? = nil,
+        stableVersion: String? = nil, canary: CanaryProgress = .init()
     ) {
         self.status = status
         self.step = step
@@ -87,5 +95,30 @@ public struct Snapshot: Sendable, Hashable {
         self.now = now
         self.gateExpired = gateExpired
         self.rollbackCause = rollbackCause
+        self.stableVersion = stableVersion
+        self.canary = canary
+    }
+}
+
+/// Where a canary is: its step, since when, what the candidate served at it, and the analysis so far.
+public struct CanaryProgress: Sendable, Hashable {
+    /// Index of the current step in the plan's `canary.steps`.
+    public var index: Int
+    /// When the current step's weights took effect.
+    public var stepStartedAt: Date?
+    /// Requests the candidate served at this step (summed over its intervals).
+    public var stepRequests: Int
+    /// Since when the canary has been inconclusive without a break (nil: it is not).
+    public var inconclusiveSince: Date?
+    /// Failed intervals in a row.
+    public var failures: Int
+
+    /// Progress.
+    public init(index: Int = 0, stepStartedAt: Date? = nil, stepRequests: Int = 0, inconclusiveSince: Date? = nil, failures: Int = 0) {
+        self.index = index
+        self.stepStartedAt = stepStartedAt
+        self.stepRequests = stepRequests
+        self.inconclusiveSince = inconclusiveSince
+        self.failures = failures
     }
 }

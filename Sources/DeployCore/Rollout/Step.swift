@@ -9,8 +9,16 @@ public enum Step: String, Sendable, Hashable, CaseIterable {
     case baseline
     case deployGate = "gate:deploy"
     case promotionGate = "gate:promote"
+    /// A canary's step gate.
+    case stepGate = "gate:step"
     case validate
     case switchTraffic = "switch"
+    /// A canary weight step (its weights in the event's data).
+    case canaryStep = "canary_step"
+    /// One canary analysis interval (candidate against stable, same interval).
+    case analysis
+    /// A canary stopped: weights back on stable, candidate stopped.
+    case abort
     case register
     case bake
     /// One analysis window of the bake (its figures against the limits). The bake's end is a `bake` event.
@@ -34,14 +42,20 @@ public enum Step: String, Sendable, Hashable, CaseIterable {
         case .smokeTests: return 40
         case .baseline: return 55
         case .promotionGate, .validate: return 65
-        case .switchTraffic: return 75
+        case .switchTraffic, .canaryStep, .analysis, .stepGate: return 75
         case .register: return 85
         case .bake, .bakeWindow: return 90
         case .retirePrevious: return 95
-        case .done, .reconcile, .rollback, .expire: return 100
+        case .done, .reconcile, .rollback, .expire, .abort: return 100
         }
     }
 
     /// The gate step of `kind`.
-    public static func gate(_ kind: GateKind) -> Step { kind == .deploy ? .deployGate : .promotionGate }
+    public static func gate(_ kind: GateKind) -> Step {
+        switch kind {
+        case .deploy: return .deployGate
+        case .promote: return .promotionGate
+        case .step: return .stepGate
+        }
+    }
 }

@@ -94,16 +94,28 @@ public struct KubeRuntime: Sendable {
     /// version so smoke tests reach it before the switch.
     /// - Throws: `invalid_name`, `kube_invalid_config`, `kube_not_owned`, kubectl errors.
     public func start(_ spec: KubeVersionSpec) async throws(RuntimeError) -> KubeVersionHandle {
+        let name = try KubeNames.deploymentName(modelName: spec.modelName, environment: spec.environment, version: spec.version)
+        return try await start(spec, existing: try await kubectl.get("deployment", name))
+    }
+
+    /// `start` with the version's Deployment as just read by the caller (`existing`, nil when absent). The
+    /// Services come from one list by label (ours only; a missing one is created, which fails for a foreign
+    /// object of the same name): 4 kubectl runs (get, list, patch, apply) where one read per object made 6.
+    func start(_ spec: KubeVersionSpec, existing: JSONValue?) async throws(RuntimeError) -> KubeVersionHandle {
         let manifest = try KubeManifests.deployment(spec, target: target)
         let name = manifest["metadata"]?["name"]?.stringValue ?? ""
-        if let existing = try await kubectl.get("deployment", name) {
+        if let existing {
             try requireOwned(existing, modelName: spec.modelName, environment: spec.environment)
         }
-        try await ensureService(modelName: spec.modelName, environment: spec.environment, version: spec.version, preview: false)
-        try await ensureService(modelName: spec.modelName, environment: spec.environment, version: spec.version, preview: true)
+        let services = try await kubectl.list("services", selector: KubeManifests.ownedSelector(modelName: spec.modelName, environment: spec.environment))
+        _ = try await ensureService(modelName: spec.modelName, environment: spec.environment, version: spec.version, preview: false, owned: services)
+        let current = try await ensureService(modelName: spec.modelName, environment: spec.environment, version: spec.version,
+                                              preview: true, owned: services)
         let preview = try KubeNames.previewServiceName(modelName: spec.modelName, environment: spec.environment)
-        _ = try await switchSelector(service: preview, modelName: spec.modelName, environment: spec.environment,
-                                     to: spec.version, expecting: nil)
+        if current.map(versionSelected(by:)) != .some(KubeNames.labelValue(spec.version)) {
+            _ = try await switchSelector(service: preview, modelName: spec.modelName, environment: spec.environment,
+                                         to: spec.version, expecting: nil, current: current)
+        }
         let stored = try await kubectl.apply(manifest)
         return KubeVersionHandle(spec: spec, deploymentName: name, generation: stored["metadata"]?["generation"]?.intValue ?? 1)
     }
@@ -412,21 +424,37 @@ public struct KubeRuntime: Sendable {
     // MARK: - internals
 
     private func ensureService(modelName: String, environment: String, version: String, preview: Bool) async throws(RuntimeError) {
+        _ = try await ensureService(modelName: modelName, environment: environment, version: version, preview: preview, owned: nil)
+    }
+
+    /// Creates the Service when it does not exist. `owned`: the (model, environment)'s Services as just
+    /// listed by label, so no read by name is needed (one not among them is created: a foreign object of
+    /// that name makes the create fail, and is then reported). Returns the Service as it was, nil when created.
+    private func ensureService(modelName: String, environment: String, version: String, preview: Bool,
+                               owned: [JSONValue]?) async throws(RuntimeError) -> JSONValue? {
         let manifest = try KubeManifests.service(modelName: modelName, environment: environment, selecting: version,
                                                  target: target, preview: preview)
         let name = manifest["metadata"]?["name"]?.stringValue ?? ""
-        if let existing = try await kubectl.get("service", name) {
+        let found: JSONValue?
+        if let owned {
+            found = owned.first { $0["kind"]?.stringValue == "Service" && $0["metadata"]?["name"]?.stringValue == name }
+        } else {
+            found = try await kubectl.get("service", name)
+        }
+        if let existing = found {
             try requireOwned(existing, modelName: modelName, environment: environment)
-            return
+            return existing
         }
         // Create, not apply: if another agent made it in the meantime this fails with AlreadyExists instead
         // of taking its selector over.
         do {
             _ = try await kubectl.json(["create", "--field-manager=\(Kubectl.fieldManager)", "-o", "json", "-f", "-"],
                                        stdin: manifest.jsonBytes)
+            return nil
         } catch where error.code == "kube_conflict" {
             guard let existing = try await kubectl.get("service", name) else { throw error }
             try requireOwned(existing, modelName: modelName, environment: environment)
+            return existing
         }
     }
 
@@ -435,7 +463,7 @@ public struct KubeRuntime: Sendable {
     /// model and environment labels) and still selects `expecting`. Without it, a read comes first and the
     /// patch is conditional on the `resourceVersion` read.
     private func switchSelector(service: String, modelName: String, environment: String, to version: String,
-                                expecting: String?) async throws(RuntimeError) -> KubeSwitch {
+                                expecting: String?, current: JSONValue? = nil) async throws(RuntimeError) -> KubeSwitch {
         try KubeNames.checkIdentity(modelName: modelName, environment: environment, version: version)
         if let expecting {
             try KubeNames.checkIdentity(modelName: modelName, environment: environment, version: expecting)
@@ -449,7 +477,10 @@ public struct KubeRuntime: Sendable {
             ops.append(["op": "test", "path": .string("/spec/selector/" + pointerEscaped(KubeNames.versionLabel)),
                         "value": .string(KubeNames.labelValue(expecting))])
         } else {
-            guard let svc = try await kubectl.get("service", service) else {
+            // `current`: the caller read it just now; the resourceVersion test below catches any change since.
+            var read = current
+            if read == nil { read = try await kubectl.get("service", service) }
+            guard let svc = read else {
                 throw RuntimeError(code: "kube_not_found", message: "service \(service) does not exist in \(target.namespace)")
             }
             try requireOwned(svc, modelName: modelName, environment: environment)

@@ -1,4 +1,6 @@
+import Glibc
 import JSON
+import Synchronization
 
 /// The agent's only way to the cluster: `kubectl` with argument arrays, so the user's kubeconfig, auth
 /// plugins and TLS settings apply unchanged and the agent carries no TLS or credential code.
@@ -22,6 +24,8 @@ public struct Kubectl: Sendable {
     public var environment: [String: String]
     /// Deadline of one call.
     public var timeout: Duration
+    /// The last list read and the runs since (shared by copies of this value; see ``list(_:selector:reusingWithinMs:)``).
+    let recent = RecentRead()
 
     /// A kubectl for `namespace`. The executable is `MODEL_DEPLOYER_KUBECTL` when set, else `kubectl` on PATH.
     /// - Throws: `kubectl_not_found`, `kube_invalid_config` (a bad namespace or context).
@@ -52,10 +56,37 @@ public struct Kubectl: Sendable {
         // pass on to the model server; raw calls rely on the process deadline alone.
         if !arguments.contains("--raw") { args += ["--request-timeout", "\(Int(timeout.components.seconds))s"] }
         args += arguments
-        let out = try await CommandRunner.run(path: executable, arguments: args, environment: environment, stdin: stdin,
-                                              timeoutMs: Double(timeout.components.seconds) * 1000 + 2000)
+        recent.runStarted()
+        let startedAt = wallClockSeconds()
+        let t0 = monotonicMs()
+        let result: Result<CommandOutput, RuntimeError>
+        do throws(RuntimeError) {
+            result = .success(try await CommandRunner.run(path: executable, arguments: args, environment: environment, stdin: stdin,
+                                                          timeoutMs: Double(timeout.components.seconds) * 1000 + 2000))
+        } catch {
+            result = .failure(error)
+        }
+        if traced { trace(arguments, startedAt: startedAt, ms: monotonicMs() - t0, status: (try? result.get())?.status) }
+        let out = try result.get()
         guard out.status == 0 else { throw Kubectl.classify(stderr: out.stderr, status: out.status, arguments: arguments) }
         return out.stdout
+    }
+
+    /// `true` when the agent logs at debug level (`MODEL_DEPLOYER_LOG_LEVEL=debug` in kubectl's environment):
+    /// then every kubectl run is one JSON line on stderr, so a benchmark can tell the agent's own time from
+    /// kubectl's (Benchmarks/kube-bench/agent_bench.py).
+    var traced: Bool { environment["MODEL_DEPLOYER_LOG_LEVEL"]?.lowercased() == "debug" }
+
+    /// One log line per kubectl run: when it started (wall clock, s), how long it took (ms), its verb and
+    /// kind (never the patch or body: they may carry a model's inputs).
+    private func trace(_ arguments: [String], startedAt: Double, ms: Double, status: Int32?) {
+        let what = arguments.prefix { !$0.hasPrefix("-") }.prefix(2).joined(separator: " ")
+        let line: JSONValue = ["ts": .double(startedAt), "level": "debug", "msg": "kubectl", "component": "kubectl",
+                               "kubectl": .string(what), "raw": .bool(arguments.contains("--raw")), "ms": .double((ms * 10).rounded() / 10),
+                               "exit": status.map { .int(Int64($0)) } ?? .null]
+        var bytes = line.jsonBytes
+        bytes.append(0x0A)
+        _ = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
     }
 
     /// Runs kubectl and parses its stdout as JSON.
@@ -86,12 +117,28 @@ public struct Kubectl: Sendable {
     }
 
     /// The items of `kubectl get KINDS -l SELECTOR -o json` (every object of those kinds when `selector` is empty).
-    public func list(_ kinds: String, selector: String) async throws(RuntimeError) -> [JSONValue] {
+    ///
+    /// With `reusingWithinMs`, the same list read by this kubectl less than that long ago is answered again
+    /// without a new process, as long as no other kubectl run (a write above all) started since that read
+    /// did: a rollback asks "is the previous version warm?" and then "is it still running?" back to back,
+    /// and each kubectl process costs 100-250 ms here, several times the API round trip. The answer is
+    /// as old as a new read would be by the time the caller acts on it (one process start-up later).
+    public func list(_ kinds: String, selector: String, reusingWithinMs: Double? = nil) async throws(RuntimeError) -> [JSONValue] {
+        let key = [kinds, selector]
+        if let reusingWithinMs, let items = recent.items(key, withinMs: reusingWithinMs) { return items }
+        let generation = recent.generation + 1
         let list = try await json(["get", kinds] + (selector.isEmpty ? [] : ["-l", selector]) + ["-o", "json"])
         guard let items = list["items"]?.arrayValue else {
             throw RuntimeError(code: "kube_bad_response", message: "kubectl get \(kinds) returned no items list")
         }
+        recent.store(key, items, generation: generation)
         return items
+    }
+
+    /// The object `kind`/`name` as the last list read (see ``list(_:selector:reusingWithinMs:)``) found it,
+    /// when that read is younger than `withinMs` and no other kubectl run started since; else nil (read it).
+    func recentObject(kind: String, name: String, withinMs: Double) -> JSONValue? {
+        recent.object(kind: kind, name: name, withinMs: withinMs)
     }
 
     /// A JSON patch (RFC 6902) of one object; `test` operations in it make the patch conditional.
@@ -169,3 +216,53 @@ private extension String {
 }
 
 private enum WhitespaceSet { case whitespacesAndNewlines }
+
+/// Wall-clock seconds (for log lines a reader matches against its own clock).
+func wallClockSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
+/// The last list a kubectl read, valid until any other kubectl run starts (see `Kubectl.list`).
+final class RecentRead: Sendable {
+    private struct Entry {
+        var key: [String]
+        var items: [JSONValue]
+        var atMs: Double
+        var generation: Int
+    }
+
+    private let state = Mutex<(generation: Int, entry: Entry?)>((0, nil))
+
+    /// Runs started so far.
+    var generation: Int { state.withLock { $0.generation } }
+
+    /// A kubectl run starts: whatever was read before may be changed by it.
+    func runStarted() {
+        state.withLock { $0.generation += 1 }
+    }
+
+    /// Keeps `items` as the answer to `key`, read by the run numbered `generation` (only if no other run
+    /// started after it).
+    func store(_ key: [String], _ items: [JSONValue], generation: Int) {
+        state.withLock { s in
+            guard s.generation == generation else { s.entry = nil; return }
+            s.entry = Entry(key: key, items: items, atMs: monotonicMs(), generation: generation)
+        }
+    }
+
+    func items(_ key: [String], withinMs: Double) -> [JSONValue]? {
+        state.withLock { s in
+            guard let e = s.entry, e.key == key, e.generation == s.generation, monotonicMs() - e.atMs < withinMs else { return nil }
+            return e.items
+        }
+    }
+
+    func object(kind: String, name: String, withinMs: Double) -> JSONValue? {
+        state.withLock { s in
+            guard let e = s.entry, e.generation == s.generation, monotonicMs() - e.atMs < withinMs else { return nil }
+            return e.items.first { $0["kind"]?.stringValue == kind && $0["metadata"]?["name"]?.stringValue == name }
+        }
+    }
+}

@@ -147,6 +147,7 @@ import Testing
         #expect(FailureReason.allCases.map(\.wireName) == [
             "slot_start_failed", "readiness_failed", "smoke_test_failed", "baseline_unhealthy", "slot_died", "switch_failed",
             "switch_unverified", "error_rate_regression", "latency_regression", "interrupted", "approval_expired",
+            "analysis_failed", "analysis_inconclusive", "aborted",
         ])
     }
 }

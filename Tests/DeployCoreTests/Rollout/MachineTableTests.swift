@@ -48,6 +48,11 @@ import Testing
         case .interrupt: return "interrupt"
         case .note: return "note"
         case .report(let step, _, _): return "report:\(step.wireName)"
+        case .noteData: return "note"
+        case .reportData(let step, _, _, _): return "report:\(step.wireName)"
+        case .setWeights: return "setWeights"
+        case .measureAnalysis: return "measureAnalysis"
+        case .abort(let f): return "abort:\(f.reason.wireName)"
         }
     }
 
@@ -80,14 +85,28 @@ import Testing
         "live/roll_back": (.live, ["route:previous"]),
         "live/bake_window:gone": (.live, ["note"]),
         "live/cancelled": (.live, ["note", "scheduleRetire", "report:done"]),
+        "canary/weights_set:5": (.canary, ["note", "report:canary_step", "measureAnalysis"]),
+        "canary/weights_set:100": (.live, ["note", "setRegistry", "transition:switched", "closePrevious", "report:register", "scheduleRetire", "report:done"]),
+        "canary/weights_failed": (.failed, ["restoreRoute", "fail:switch_failed", "report:canary_step"]),
+        "canary/analysis_window:pass": (.canary, ["note", "report:analysis", "measureAnalysis"]),
+        "canary/analysis_window:fail": (.canary, ["note", "report:analysis", "measureAnalysis"]),
+        "canary/analysis_window:inconclusive": (.canary, ["note", "report:analysis", "measureAnalysis"]),
+        "canary/analysis_window:dead": (.aborted, ["abort:slot_died", "report:abort"]),
+        "canary/abort": (.aborted, ["abort:aborted", "report:abort"]),
+        "canary/cancelled": (.interrupted, ["restoreRoute", "interrupt"]), "canary/owner_gone": (.interrupted, ["restoreRoute", "interrupt"]),
+        "awaiting_step/approved": (.canary, ["transition:approve:step", "report:canary_step", "setWeights"]),
+        "awaiting_step/rejected": (.aborted, ["abort:aborted", "report:abort"]),
+        "awaiting_step/abort": (.aborted, ["abort:aborted", "report:abort"]),
     ]
 
     static func key(_ e: RolloutEvent) -> String {
         switch e {
         case .smoke(let passed, _): return "smoke:\(passed)"
         case .baseline(let m): return m.errorRate > 0.5 ? "baseline:unhealthy" : "baseline:healthy"
-        case .bakeWindow(let m, let alive, let live):
+        case .bakeWindow(let m, let alive, let live, _):
             return !live ? "bake_window:gone" : !alive ? "bake_window:dead" : m.errorRate > 0.5 ? "bake_window:regressed" : "bake_window:healthy"
+        case .weightsSet(let w): return "weights_set:\(w)"
+        case .analysisWindow(let r, let alive): return alive ? "analysis_window:\(r.verdict.rawValue)" : "analysis_window:dead"
         default: return e.name
         }
     }
