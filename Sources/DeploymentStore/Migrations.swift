@@ -203,6 +203,11 @@ extension Migration {
         postgres: [
             "DROP INDEX ml_deployments_in_flight_uniq",
             "CREATE UNIQUE INDEX ml_deployments_in_flight_uniq ON ml_deployments (model_name, environment) WHERE status IN (\(Ledger.inFlightSQLList))",
+        ]
+    )
+}
+
+extension Migration {
     /// Postgres announces every appended event on ``PostgresStore/eventChannel`` (payload
     /// `<deployment_id>:<seq>`), so a follower in another process is woken at commit instead of polling.
     ///
