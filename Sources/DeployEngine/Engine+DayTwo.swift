@@ -40,7 +40,56 @@ public struct FollowPoll: Sendable {
     public var done: Bool
 }
 
+/// How a follower waits between reads of a deployment: woken by the ledger's announcements where the store
+/// makes them (Postgres `LISTEN`/`NOTIFY`), else a poll every 250 ms (SQLite, or when listening failed).
+public final class FollowWaiter: Sendable {
+    let waiter: (any EventWaiter)?
+
+    /// Between polls when there is no waiter.
+    public static let pollMilliseconds = 250
+    /// The longest a notified follower goes without reading: the owner's death writes nothing to the
+    /// ledger, so a follower must look (``Engine/followIsOver(_:events:)``) even when no event is announced.
+    public static let recheckMilliseconds = 2000
+
+    init(_ waiter: (any EventWaiter)?) { self.waiter = waiter }
+
+    /// `notify` when woken by announcements, `poll` otherwise.
+    public var mechanism: String { waiter == nil ? "poll" : "notify" }
+
+    /// Returns when events after `afterSeq` may be in the ledger (announced, or a poll or recheck interval
+    /// passed). The blocking wait runs on a thread of its own, never on the cooperative pool or the engine's
+    /// executor; cancelling the task interrupts it at once.
+    /// - Throws: `CancellationError` when the task is cancelled.
+    public func next(afterSeq: Int) async throws {
+        guard let waiter else {
+            try await Task.sleep(for: .milliseconds(Self.pollMilliseconds))
+            return
+        }
+        await withTaskCancellationHandler {
+            _ = await Blocking.run { waiter.wait(afterSequence: afterSeq, timeoutMs: Self.recheckMilliseconds) }
+        } onCancel: {
+            waiter.interrupt()
+        }
+        try Task.checkCancellation()
+    }
+
+    /// Stops listening (the connection is released).
+    public func close() { waiter?.close() }
+}
+
 extension Engine {
+    /// A waiter for `deploymentId`'s next events, listening from now on, so an event appended between the
+    /// caller's next read and its wait still wakes it. Falls back to polling (logged) when the store announces
+    /// nothing or listening cannot be set up: following then still works, only later.
+    public func followWaiter(deploymentId: String) -> FollowWaiter {
+        do throws(StoreError) {
+            return FollowWaiter(try store.eventWaiter(deploymentId: deploymentId))
+        } catch {
+            log("follow_poll_fallback", ["deployment_id": .string(deploymentId), "reason": .string(error.message)])
+            return FollowWaiter(nil)
+        }
+    }
+
     /// Every live (model, environment) with real liveness (slot and endpoint), its warm standby and any
     /// rollout in flight; optionally only one model or environment.
     public func listLive(modelName: String?, environment: String?) async throws(EngineError) -> [LiveSummary] {

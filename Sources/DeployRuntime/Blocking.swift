@@ -1,14 +1,14 @@
 import Glibc
 
 /// Runs blocking system-call work on a dedicated detached thread so it never stalls the cooperative pool.
-enum Blocking {
+public enum Blocking {
     private final class Job: @unchecked Sendable {
         let body: () -> Void
         init(_ body: @escaping () -> Void) { self.body = body }
     }
 
     /// Runs `work` on a fresh thread and resumes with its result.
-    static func run<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
+    public static func run<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
         await withCheckedContinuation { (cont: CheckedContinuation<T, Never>) in
             let job = Job { cont.resume(returning: work()) }
             let raw = Unmanaged.passRetained(job).toOpaque()

@@ -68,11 +68,15 @@ extension DeployService {
 
     /// `deploy.follow`: streams a deployment's ledger events as `deploy.progress` notifications, from any
     /// agent process sharing the ledger, until the rollout ends; answers with the deployment as it ended.
-    /// The ledger is polled (250 ms); cancelling the request stops following.
+    /// Between reads it waits for the ledger to announce an event (Postgres `LISTEN`/`NOTIFY`, rechecking
+    /// every 2 s) or polls every 250 ms (SQLite); cancelling the request stops following at once.
     func follow(_ raw: JSONValue?, progress: ProgressSink) async throws -> JSONValue {
         let p = try Params(raw, allowed: ["deployment_id", "after_seq"])
         let id = try p.required("deployment_id")
         var lastSeq = try p.int("after_seq", in: 0...Int(Int32.max)) ?? 0
+        // Listening starts before the first read, so nothing appended between a read and a wait is missed.
+        let waiter = try await call { (e) async throws(EngineError) in e.followWaiter(deploymentId: id) }
+        defer { waiter.close() }
         while true {
             let seq = lastSeq
             let poll = try await call { (e) async throws(EngineError) in try await e.followPoll(deploymentId: id, afterSeq: seq) }
@@ -95,7 +99,7 @@ extension DeployService {
             if poll.done {
                 return ["deployment": Wire.deployment(poll.record), "last_seq": .integer(lastSeq)]
             }
-            try await Task.sleep(for: .milliseconds(250))
+            try await waiter.next(afterSeq: lastSeq)
         }
     }
 }

@@ -728,7 +728,7 @@ public let openRPCDocumentText = ####"""
     {
       "name": "deploy.follow",
       "summary": "Follows a deployment from any agent sharing the ledger until its rollout ends.",
-      "description": "Streams the deployment's ledger events (those after after_seq) as deploy.progress notifications (MCP: notifications/progress with the caller's token) while another process plans, approves, executes or bakes it, and answers with the deployment once the rollout has ended: a terminal status, or live with its bake over (or its agent gone). It keeps following while the deployment waits at a gate. The ledger is polled every 250 ms. Cancel the request to stop following.",
+      "description": "Streams the deployment's ledger events (those after after_seq) as deploy.progress notifications (MCP: notifications/progress with the caller's token) while another process plans, approves, executes or bakes it, and answers with the deployment once the rollout has ended: a terminal status, or live with its bake over (or its agent gone). It keeps following while the deployment waits at a gate. On a Postgres ledger it is woken by the ledger's announcement of each appended event (LISTEN/NOTIFY on channel model_deployer_events) and reads the ledger again at least every 2 s; on SQLite the ledger is polled every 250 ms. Cancel the request to stop following.",
       "tags": [
         {
           "name": "deploy"

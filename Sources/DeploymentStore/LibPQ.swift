@@ -28,6 +28,11 @@ struct LibPQ: @unchecked Sendable {
     let getvalue: @convention(c) (OpaquePointer?, Int32, Int32) -> UnsafeMutablePointer<CChar>?
     private let _resultErrorMessage: @convention(c) (OpaquePointer?) -> UnsafeMutablePointer<CChar>?
     let resultErrorField: @convention(c) (OpaquePointer?, Int32) -> UnsafeMutablePointer<CChar>?
+    // LISTEN/NOTIFY (``PostgresEventWaiter``): read what the socket holds, take one notification, free it.
+    let consumeInput: @convention(c) (OpaquePointer?) -> Int32
+    let notifies: @convention(c) (OpaquePointer?) -> UnsafeMutablePointer<PGnotify>?
+    let socket: @convention(c) (OpaquePointer?) -> Int32
+    let freemem: @convention(c) (UnsafeMutableRawPointer?) -> Void
 
     func errorMessage(_ conn: OpaquePointer?) -> String {
         _errorMessage(conn).map { String(cString: $0) } ?? ""
@@ -84,14 +89,21 @@ struct LibPQ: @unchecked Sendable {
             sym("PQresultErrorMessage", (@convention(c) (OpaquePointer?) -> UnsafeMutablePointer<CChar>?).self),
             sym("PQresultErrorField", (@convention(c) (OpaquePointer?, Int32) -> UnsafeMutablePointer<CChar>?).self)
         )
+        let listen = (
+            sym("PQconsumeInput", (@convention(c) (OpaquePointer?) -> Int32).self),
+            sym("PQnotifies", (@convention(c) (OpaquePointer?) -> UnsafeMutablePointer<PGnotify>?).self),
+            sym("PQsocket", (@convention(c) (OpaquePointer?) -> Int32).self),
+            sym("PQfreemem", (@convention(c) (UnsafeMutableRawPointer?) -> Void).self)
+        )
         guard missing.isEmpty, let a = l.0, let b = l.1, let c = l.2, let d = l.3, let e = l.4, let f = l.5, let g = l.6,
-            let h = l.7, let i = l.8, let j = l.9, let k = l.10, let m = l.11, let n = l.12, let o = l.13, let p = l.14
+            let h = l.7, let i = l.8, let j = l.9, let k = l.10, let m = l.11, let n = l.12, let o = l.13, let p = l.14,
+            let q = listen.0, let r = listen.1, let s = listen.2, let t = listen.3
         else {
             return .failure(StoreError(.database, "the libpq found lacks \(missing.joined(separator: ", "))"))
         }
         return .success(LibPQ(
             connectdbParams: a, finish: b, status: c, setNoticeProcessor: d, _errorMessage: e, execParams: f, clear: g,
             resultStatus: h, ntuples: i, nfields: j, getisnull: k, getlength: m, getvalue: n, _resultErrorMessage: o,
-            resultErrorField: p))
+            resultErrorField: p, consumeInput: q, notifies: r, socket: s, freemem: t))
     }
 }

@@ -9,7 +9,7 @@ struct Migration: Sendable {
 
 extension Migration {
     /// Every migration, in order.
-    static let all: [Migration] = [initialSchema, eventHashChain, canaryInFlight]
+    static let all: [Migration] = [initialSchema, eventHashChain, canaryInFlight, eventNotify]
 
     static let initialSchema = Migration(
         version: 1, name: "initial ledger schema",
@@ -203,6 +203,40 @@ extension Migration {
         postgres: [
             "DROP INDEX ml_deployments_in_flight_uniq",
             "CREATE UNIQUE INDEX ml_deployments_in_flight_uniq ON ml_deployments (model_name, environment) WHERE status IN (\(Ledger.inFlightSQLList))",
+        ]
+    )
+}
+
+extension Migration {
+    /// Postgres announces every appended event on ``PostgresStore/eventChannel`` (payload
+    /// `<deployment_id>:<seq>`), so a follower in another process is woken at commit instead of polling.
+    ///
+    /// A trigger rather than a `NOTIFY` next to each insert in the Swift code: every path that adds an
+    /// event row (insert, transition, appendEvent, bulk load, and an older agent binary sharing the ledger
+    /// once any newer agent has migrated it) announces it, and the SQL shared with SQLite stays one text.
+    /// Like any `NOTIFY`, it is delivered when the transaction commits and never for one rolled back.
+    /// SQLite has no equivalent: its followers poll.
+    ///
+    /// Cost, measured here (Postgres 15): ~13 us per single-row insert, nothing beside a ledger append's
+    /// milliseconds; a 200k-row `INSERT ... SELECT` (the bulk loader's shape) took 1.2 s instead of 0.25 s.
+    /// A statement-level trigger over a transition table halved the bulk case (0.58 s) but cost ~22 us per
+    /// single insert, the case that matters.
+    static let eventNotify = Migration(
+        version: 4, name: "notify appended events",
+        sqlite: [],
+        postgres: [
+            """
+            CREATE FUNCTION ml_deployment_events_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                PERFORM pg_notify('\(PostgresStore.eventChannel)', NEW.deployment_id || ':' || NEW.seq);
+                RETURN NULL;
+            END
+            $$
+            """,
+            """
+            CREATE TRIGGER ml_deployment_events_notify AFTER INSERT ON ml_deployment_events
+                FOR EACH ROW EXECUTE FUNCTION ml_deployment_events_notify()
+            """,
         ]
     )
 }

@@ -143,6 +143,9 @@ public final class PostgresStore: DeploymentStore, @unchecked Sendable {
     /// The schema the ledger lives in (`search_path`), when not the default.
     public let schema: String?
     private let autoMigrate: Bool
+    /// libpq connection parameters (also for the listening connections of ``eventWaiter(deploymentId:)``).
+    let connectionKeywords: [String]
+    let connectionValues: [String]
     private let state: Mutex<PGState>
     private var ledger: Ledger { Ledger(backend: Backend(store: self)) }
 
@@ -175,6 +178,8 @@ public final class PostgresStore: DeploymentStore, @unchecked Sendable {
             keys.append("options")
             vals.append("-c search_path=\(schema)")
         }
+        connectionKeywords = keys
+        connectionValues = vals
         state = Mutex(PGState(PGConnection(keywords: keys, values: vals)))
     }
 

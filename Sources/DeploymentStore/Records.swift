@@ -355,4 +355,9 @@ public protocol DeploymentStore: AnyObject, Sendable {
     /// afterwards) and closes that deployment's open live interval at `at`. Returns whether a row was deleted.
     @discardableResult
     func clearRegistry(modelName: String, environment: String, deploymentId: String, at: Date) throws(StoreError) -> Bool
+
+    /// A waiter woken when an event of `deploymentId` is appended (listening from now on), or nil when this
+    /// store cannot announce appends (SQLite, in-memory): the caller polls. Default: nil.
+    /// - Throws: `.database` when the store could announce them but listening cannot be set up.
+    func eventWaiter(deploymentId: String) throws(StoreError) -> (any EventWaiter)?
 }

@@ -1,11 +1,16 @@
 """Day-two views against the real things: what is live now (deploy.list) with real liveness, and following a
-rollout that another agent process executes (deploy.follow), both reading the shared SQLite ledger."""
+rollout that another agent process executes (deploy.follow), reading the shared ledger: SQLite (the follower
+polls) and Postgres (the follower is woken by LISTEN/NOTIFY)."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
+import uuid
+
+import pytest
 
 from deploy_support import EXPECT, slot_processes, version
 from test_deploy import MODEL, deployer, live_answer  # noqa: F401 - the fixture is used by name
@@ -35,13 +40,65 @@ def test_list_shows_what_is_live_with_its_standby_and_real_liveness(deployer):
     assert row["slot_alive"] is False and row["endpoint_alive"] is False
 
 
-def test_follow_sees_a_rollout_executed_by_another_agent(deployer):
+class PostgresLedger:
+    """A database of its own on the test server, for agents to share (MODEL_DEPLOYER_DATABASE_URL)."""
+
+    def __init__(self, base: str):
+        self.base = base
+        self.name = "follow_" + uuid.uuid4().hex[:12]
+        self.url = base.rsplit("/", 1)[0] + "/" + self.name
+        subprocess.run(["psql", base, "-X", "-q", "-c", f"CREATE DATABASE {self.name}"], check=True)
+
+    def listeners(self) -> int:
+        """Sessions of this database listening for ledger events (a follower on Postgres holds one)."""
+        out = subprocess.run(["psql", self.base, "-XAtc",
+                              "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'model-deployer-listen'"
+                              f" AND datname = '{self.name}'"], check=True, capture_output=True, text=True)
+        return int(out.stdout.strip())
+
+    def wait_listeners(self, n: int, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while self.listeners() != n:
+            assert time.monotonic() < deadline, f"expected {n} listening session(s), have {self.listeners()}"
+            time.sleep(0.1)
+
+    def drop(self) -> None:
+        subprocess.run(["psql", self.base, "-X", "-q", "-c", f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)"], check=False)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def ledger(request, deployer):
+    """The deployer's agents on an SQLite ledger (None), or moved onto a Postgres ledger of their own."""
+    if request.param == "sqlite":
+        yield None
+        return
+    base = os.environ.get("MODEL_DEPLOYER_TEST_DATABASE_URL")
+    if not base:
+        if os.environ.get("CI") == "true":
+            pytest.fail("MODEL_DEPLOYER_TEST_DATABASE_URL unset under CI")
+        pytest.skip("needs a Postgres: set MODEL_DEPLOYER_TEST_DATABASE_URL (scripts/test.sh does)")
+    pg = PostgresLedger(base)
+    try:
+        deployer.agent.close()
+        deployer.env["MODEL_DEPLOYER_DATABASE_URL"] = pg.url
+        deployer.agent = deployer.start()
+        yield pg
+        for a in deployer.spawn_agent.agents:
+            a.close()
+    finally:
+        pg.drop()
+
+
+def test_follow_sees_a_rollout_executed_by_another_agent(deployer, ledger):
     deployer.deploy("v1")
     plan = deployer.plan("v2", "qa")["result"]
     did = plan["deployment_id"]
     watcher = deployer.spawn_agent(env=deployer.env)     # a second process, sharing the ledger
     watcher.send({"jsonrpc": "2.0", "id": "follow", "method": "deploy.follow", "params": {"deployment_id": did}})
-    time.sleep(0.5)
+    if ledger:
+        ledger.wait_listeners(1)                         # the follower waits on LISTEN, not on a poll
+    else:
+        time.sleep(0.5)
     out = deployer.call("deploy.execute", {"deployment_id": did})["result"]
     assert out["status"] == "live"
     answer = watcher.wait_response("follow", timeout=60)
@@ -52,6 +109,12 @@ def test_follow_sees_a_rollout_executed_by_another_agent(deployer):
         deployer.openrpc.check_notification(n)
     steps = [n["params"]["step"] for n in seen]
     assert steps[0] == "plan", steps
+    # Every event the executing agent recorded reached the follower, once each and in order.
+    recorded = deployer.status(did)["events"]
+    assert answer["result"]["last_seq"] == recorded[-1]["seq"]
+    assert [(n["params"]["step"], n["params"]["message"]) for n in seen] == [(e["step"], e["message"]) for e in recorded]
+    if ledger:
+        ledger.wait_listeners(0)                         # the listening connection ends with the follow
     for step in ("execute", "switch"):
         assert step in steps, steps
     assert seen[-1]["params"]["progress"] == 100
@@ -64,15 +127,20 @@ def test_follow_sees_a_rollout_executed_by_another_agent(deployer):
     assert again["result"]["last_seq"] == answer["result"]["last_seq"]
 
 
-def test_follow_can_be_cancelled_while_a_gate_waits(deployer):
+def test_follow_can_be_cancelled_while_a_gate_waits(deployer, ledger):
     plan = deployer.plan("v1", "hurry")["result"]
     assert plan["status"] == "awaiting_approval"
     agent = deployer.agent
     agent.send({"jsonrpc": "2.0", "id": "f", "method": "deploy.follow", "params": {"deployment_id": plan["deployment_id"]}})
-    time.sleep(0.6)
+    if ledger:
+        ledger.wait_listeners(1)                         # cancellation must reach a follower blocked on LISTEN
+    else:
+        time.sleep(0.6)
     agent.send({"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": "f"}})
     r = agent.wait_response("f", timeout=10)
     assert r["error"]["code"] == -32800
+    if ledger:
+        ledger.wait_listeners(0)
 
 
 def test_mcp_tools_list_the_known_environments_and_say_who_approves(deployer):
