@@ -102,7 +102,10 @@ def test_a_faulty_candidate_is_aborted_by_the_analysis(kind, agent_bin, agent_ho
             with traffic(v1["endpoint_url"], threads=4) as load:
                 plan = await client.plan(iris_store.model_name, getattr(iris_store, kind), ENV, "ci-bot",
                                          smoke_tests=[{"api": "predict", "input": {"input": [[5.1, 3.5, 1.4, 0.2]]}}],
-                                         strategy="canary", canary={**FAST, "steps": [50, 100], "pause_seconds": 30})
+                                         strategy="canary", canary={**FAST, "steps": [50, 100], "pause_seconds": 30,
+                                                                    # p95s are compared on 40+ requests per version:
+                                                                    # 4 s holds that many at this load
+                                                                    "analysis": {**FAST["analysis"], "interval_seconds": 4}})
                 out = await client.execute(plan["deployment_id"])
                 ended = time.monotonic()
                 await asyncio.sleep(1)
