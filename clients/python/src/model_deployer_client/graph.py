@@ -600,7 +600,9 @@ def _route_after_promotion_gate(state: DeploymentState) -> str:
     return "apply_promotion" if state.get("promotion") else "promotion_gate"
 
 
-def _route_after_apply_promotion(state: DeploymentState) -> str:
+def _route_after_apply_gate(state: DeploymentState) -> str:
+    """After a promotion or step approval: the next gate, verification, or execute again when the approve
+    call was cut off mid-rollout (take the agent's word for where it is)."""
     if state.get("outcome"):
         return END
     status = state.get("status")
@@ -618,18 +620,6 @@ def _route_after_apply_promotion(state: DeploymentState) -> str:
 def _route_after_step_gate(state: DeploymentState) -> str:
     return "apply_step" if state.get("step_decision") else "step_gate"
 
-
-def _route_after_apply_step(state: DeploymentState) -> str:
-    if state.get("outcome"):
-        return END
-    status = state.get("status")
-    if status == "awaiting_step":
-        return "step_gate"
-    if status == "live":
-        return "verify"
-    if status == "canary":  # the approve call was cut off mid-rollout: take the agent's word for it
-        return "execute"
-    return END
 
 
 def _route_after_verify(state: DeploymentState) -> str:
@@ -833,10 +823,12 @@ def deployment_graph_builder(
     builder.add_conditional_edges("execute", _route_after_execute, ["promotion_gate", "step_gate", "verify", END])
     builder.add_conditional_edges("promotion_gate", _route_after_promotion_gate, ["apply_promotion", "promotion_gate"])
     builder.add_conditional_edges(
-        "apply_promotion", _route_after_apply_promotion, ["promotion_gate", "step_gate", "verify", "execute", END]
+        "apply_promotion", _route_after_apply_gate, ["promotion_gate", "step_gate", "verify", "execute", END]
     )
     builder.add_conditional_edges("step_gate", _route_after_step_gate, ["apply_step", "step_gate"])
-    builder.add_conditional_edges("apply_step", _route_after_apply_step, ["step_gate", "verify", "execute", END])
+    builder.add_conditional_edges(
+        "apply_step", _route_after_apply_gate, ["promotion_gate", "step_gate", "verify", "execute", END]
+    )
     builder.add_conditional_edges("verify", _route_after_verify, ["rollback", END])
     builder.add_edge("rollback", END)
     return builder
