@@ -2975,6 +2975,50 @@ public let openRPCDocumentText = ####"""
           }
         }
       },
+      "CanaryAnalysisInput": {
+        "title": "CanaryAnalysisInput",
+        "type": "object",
+        "additionalProperties": false,
+        "description": "How each analysis interval of a canary is judged: the candidate against the stable version in the same interval, on the same traffic; every member optional.",
+        "properties": {
+          "interval_seconds": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 600,
+            "description": "Seconds per analysis interval (default 10)."
+          },
+          "failure_limit": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 100,
+            "description": "Failed intervals in a row that abort (default 2)."
+          },
+          "min_requests": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 1000000,
+            "description": "Requests each version must serve in an interval, else it is inconclusive (default 20)."
+          },
+          "max_error_rate_delta": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": 1,
+            "description": "Largest allowed candidate error rate minus the stable one's in the same interval (default 0.05)."
+          },
+          "max_p95_ratio": {
+            "type": "number",
+            "minimum": 1,
+            "maximum": 100,
+            "description": "Largest allowed candidate p95 / stable p95 in the same interval (default 2.0)."
+          },
+          "min_p95_delta_ms": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": 60000,
+            "description": "A p95 difference below this never fails: the noise floor (default 50)."
+          }
+        }
+      },
       "CanaryInput": {
         "title": "CanaryInput",
         "type": "object",
@@ -3015,146 +3059,39 @@ public let openRPCDocumentText = ####"""
             "description": "Wait at awaiting_step for deploy.approve (gate step) before every step after the first (default false)."
           },
           "analysis": {
-            "type": "object",
-            "additionalProperties": false,
-            "properties": {
-              "interval_seconds": {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": 600,
-                "description": "Seconds per analysis interval (default 10)."
-              },
-              "failure_limit": {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": 100,
-                "description": "Failed intervals in a row that abort (default 2)."
-              },
-              "min_requests": {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": 1000000,
-                "description": "Requests each version must serve in an interval, else it is inconclusive (default 20)."
-              },
-              "max_error_rate_delta": {
-                "type": "number",
-                "minimum": 0,
-                "maximum": 1,
-                "description": "Largest allowed candidate error rate minus the stable one's in the same interval (default 0.05)."
-              },
-              "max_p95_ratio": {
-                "type": "number",
-                "minimum": 1,
-                "maximum": 100,
-                "description": "Largest allowed candidate p95 / stable p95 in the same interval (default 2.0)."
-              },
-              "min_p95_delta_ms": {
-                "type": "number",
-                "minimum": 0,
-                "maximum": 60000,
-                "description": "A p95 difference below this never fails: the noise floor (default 50)."
-              }
-            }
+            "$ref": "#/components/schemas/CanaryAnalysisInput"
           }
         }
       },
       "CanaryConfig": {
         "title": "CanaryConfig",
-        "type": "object",
-        "additionalProperties": false,
-        "description": "The resolved canary settings a canary plan runs with (every member present).",
-        "properties": {
-          "steps": {
-            "type": "array",
-            "minItems": 1,
-            "maxItems": 10,
-            "items": {
-              "type": "integer",
-              "minimum": 1,
-              "maximum": 100
-            },
-            "description": "Candidate weights in percent, strictly increasing, the last 100 (default [5, 25, 50, 100])."
+        "description": "The resolved canary settings a canary plan runs with (every member present). The members and limits of CanaryInput, each one present.",
+        "allOf": [
+          {
+            "$ref": "#/components/schemas/CanaryInput"
           },
-          "pause_seconds": {
-            "type": "integer",
-            "minimum": 1,
-            "maximum": 3600,
-            "description": "Minimum seconds at each step below 100 (default 30)."
-          },
-          "min_requests": {
-            "type": "integer",
-            "minimum": 0,
-            "maximum": 1000000,
-            "description": "Candidate requests needed at a step before it may advance; fewer at the end of the pause is inconclusive: the canary waits (default 50)."
-          },
-          "max_inconclusive_seconds": {
-            "type": "integer",
-            "minimum": 0,
-            "maximum": 86400,
-            "description": "Seconds the canary may stay inconclusive before it is aborted with analysis_inconclusive (default 600)."
-          },
-          "step_gates": {
-            "type": "boolean",
-            "description": "Wait at awaiting_step for deploy.approve (gate step) before every step after the first (default false)."
-          },
-          "analysis": {
-            "type": "object",
-            "additionalProperties": false,
-            "properties": {
-              "interval_seconds": {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": 600,
-                "description": "Seconds per analysis interval (default 10)."
-              },
-              "failure_limit": {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": 100,
-                "description": "Failed intervals in a row that abort (default 2)."
-              },
-              "min_requests": {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": 1000000,
-                "description": "Requests each version must serve in an interval, else it is inconclusive (default 20)."
-              },
-              "max_error_rate_delta": {
-                "type": "number",
-                "minimum": 0,
-                "maximum": 1,
-                "description": "Largest allowed candidate error rate minus the stable one's in the same interval (default 0.05)."
-              },
-              "max_p95_ratio": {
-                "type": "number",
-                "minimum": 1,
-                "maximum": 100,
-                "description": "Largest allowed candidate p95 / stable p95 in the same interval (default 2.0)."
-              },
-              "min_p95_delta_ms": {
-                "type": "number",
-                "minimum": 0,
-                "maximum": 60000,
-                "description": "A p95 difference below this never fails: the noise floor (default 50)."
-              }
-            },
+          {
             "required": [
-              "interval_seconds",
-              "failure_limit",
+              "steps",
+              "pause_seconds",
               "min_requests",
-              "max_error_rate_delta",
-              "max_p95_ratio",
-              "min_p95_delta_ms"
-            ]
+              "max_inconclusive_seconds",
+              "step_gates",
+              "analysis"
+            ],
+            "properties": {
+              "analysis": {
+                "required": [
+                  "interval_seconds",
+                  "failure_limit",
+                  "min_requests",
+                  "max_error_rate_delta",
+                  "max_p95_ratio",
+                  "min_p95_delta_ms"
+                ]
+              }
+            }
           }
-        },
-        "required": [
-          "steps",
-          "pause_seconds",
-          "min_requests",
-          "max_inconclusive_seconds",
-          "step_gates",
-          "analysis"
         ]
       },
       "TrafficShare": {

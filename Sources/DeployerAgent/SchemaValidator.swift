@@ -8,7 +8,7 @@ import Synchronization
 /// The subset understood is what the document uses: `type` (one or a list), `enum`, `pattern`,
 /// `minLength`/`maxLength` (UTF-8 bytes, since bytes are what reach the ledger), `minimum`/`maximum` and
 /// their exclusive forms, `minItems`/`maxItems`/`uniqueItems`, `items`, `properties`, `required`,
-/// `additionalProperties: false`, `anyOf` and `$ref` to `#/components/schemas/...`. Patterns match code
+/// `additionalProperties: false`, `anyOf`, `allOf` and `$ref` to `#/components/schemas/...`. Patterns match code
 /// point by code point, as ECMA-262 and Python do, so the document's control-character patterns mean the
 /// same here as in any client's validator. One rule holds beyond the schemas: no string anywhere in params
 /// (a smoke test's free-form `input` included) may contain U+0000, which neither ledger can store.
@@ -39,6 +39,8 @@ struct SchemaValidator: Sendable {
         var required: [String] = []
         var closed = false
         var anyOf: [Node] = []
+        /// Schemas the value must also satisfy (`allOf`), checked after this node's own keywords.
+        var allOf: [Node] = []
     }
 
     /// A compiled `pattern`.
@@ -140,6 +142,7 @@ struct SchemaValidator: Sendable {
         n.required = o["required"]?.arrayValue?.compactMap(\.stringValue) ?? []
         n.closed = o["additionalProperties"] == .bool(false)
         for alt in o["anyOf"]?.arrayValue ?? [] { n.anyOf.append(try compile(alt, components, at: path, depth: depth + 1)) }
+        for part in o["allOf"]?.arrayValue ?? [] { n.allOf.append(try compile(part, components, at: path, depth: depth + 1)) }
         return n
     }
 
@@ -191,6 +194,15 @@ struct SchemaValidator: Sendable {
     }
 
     static func problem(_ v: JSONValue, _ n: Node, path: String) -> Problem? {
+        if let p = ownProblem(v, n, path: path) { return p }
+        for part in n.allOf {
+            if let p = problem(v, part, path: path) { return p }
+        }
+        return nil
+    }
+
+    /// Everything but `allOf`.
+    private static func ownProblem(_ v: JSONValue, _ n: Node, path: String) -> Problem? {
         if !n.anyOf.isEmpty {
             var problems: [(Node, Problem)] = []
             for alt in n.anyOf {

@@ -201,6 +201,28 @@ import Testing
         """
     }
 
+    @Test func canaryAnalysisLimitsComeFromTheSharedSchema() {
+        func canary(_ analysis: JSONValue) -> JSONValue {
+            SchemaValidatorTests.plan(with: ["strategy": "canary", "canary": ["steps": [10, 100], "analysis": analysis]])
+        }
+        #expect(SchemaValidatorTests.field("deploy.plan", canary(["interval_seconds": 5, "failure_limit": 3])) == .none)
+        #expect(SchemaValidatorTests.field("deploy.plan", canary(["interval_seconds": 0])) == .some("canary.analysis.interval_seconds"))
+        #expect(SchemaValidatorTests.field("deploy.plan", canary(["max_error_rate_delta": 2])) == .some("canary.analysis.max_error_rate_delta"))
+        #expect(SchemaValidatorTests.field("deploy.plan", canary(["bogus": 1])) == .some("canary.analysis.bogus"))
+    }
+
+    /// `allOf`: a value must satisfy every part; the first part that refuses names the field.
+    @Test func allOfChecksEveryPart() throws {
+        let components: [String: JSONValue] = [
+            "Base": ["type": "object", "properties": ["n": ["type": "integer", "maximum": 5]]],
+        ]
+        let schema: JSONValue = ["allOf": [["$ref": "#/components/schemas/Base"], ["required": ["n"]]]]
+        let node = try SchemaValidator.compile(schema, components, at: "x", depth: 0)
+        #expect(SchemaValidator.problem(["n": 3], node, path: "x") == nil)
+        #expect(SchemaValidator.problem(["n": 9], node, path: "x")?.path == "x.n")
+        #expect(SchemaValidator.problem(.object([:]), node, path: "x")?.message.contains("n") == true)
+    }
+
     @Test(arguments: ["1e300", "1e19", ".inf", "'1e300Gi'", "99999999999999999999999999"])
     func hugeMemoryIsAPlanRefusalNamingTheBento(memory: String) throws {
         let bento = try #require(BentoStoreReader.parseBento(Self.bentoYAML(memory: memory)))
