@@ -84,6 +84,10 @@ public enum ProcessLauncher {
         guard pgid > 0 || !extra.isEmpty else { return true }
         let table = ProcessTable.snapshot()
         let group = Set(table.filter { $0.pgrp == pgid && pgid > 0 }.map(\.pid))
+        // A group that has no process now is gone for good: its id may be reused by the next process of
+        // ours that leads its own group (a short command), which must be neither signalled nor reaped here.
+        let pgid = group.isEmpty ? 0 : pgid
+        guard pgid > 0 || !extra.isEmpty else { return true }
         var members = extra.union(group).union(ProcessTable.descendants(of: group.union(extra), in: table))
         members.remove(getpid())
         func alive() -> Set<Int32> {
@@ -173,13 +177,29 @@ public enum ProcessLauncher {
             if output.count > 1 << 20 { output.removeFirst(output.count - (1 << 20)) }
         }
         if timedOut { kill(-pid, SIGKILL) }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let status = try waitForExit(pid, what: executable)
         if timedOut {
             throw RuntimeError(code: "command_timeout",
                                message: "\(executable) \(arguments.joined(separator: " ")) did not finish in \(Int(timeoutMs)) ms")
         }
-        return (exitCode(status), String(decoding: output, as: UTF8.self))
+        return (status, String(decoding: output, as: UTF8.self))
+    }
+
+    /// Waits for our child `pid` and returns its exit code (128 + signal when a signal ended it).
+    ///
+    /// Fails closed: when the exit status cannot be had (`waitpid` fails for another reason than EINTR,
+    /// for example because something else reaped the child), it throws `child_lost` rather than report
+    /// an exit code it never saw. A command whose 0 means "verified" (ssh-keygen -Y verify) must never pass
+    /// on a status nobody read.
+    /// - Throws: `child_lost`.
+    public static func waitForExit(_ pid: Int32, what: String) throws(RuntimeError) -> Int32 {
+        var status: Int32 = 0
+        while true {
+            let r = waitpid(pid, &status, 0)
+            if r == pid { return exitCode(status) }
+            if r < 0 && errno == EINTR { continue }
+            throw RuntimeError(code: "child_lost", message: "the exit status of \(what) (pid \(pid)) was lost: \(errnoString())")
+        }
     }
 
     /// Field 22 of /proc/PID/stat: the start time, which tells a live process from a reused pid
@@ -247,7 +267,7 @@ public enum ProcessLauncher {
         return pid
     }
 
-    private static func exitCode(_ status: Int32) -> Int32 {
+    static func exitCode(_ status: Int32) -> Int32 {
         let sig = status & 0x7f
         return sig == 0 ? (status >> 8) & 0xff : 128 + sig
     }

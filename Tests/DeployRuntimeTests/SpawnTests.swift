@@ -19,6 +19,27 @@ import Testing
         }
     }
 
+    /// A child whose exit status someone else took is an error, never exit 0: a check whose 0 means
+    /// "verified" must fail closed.
+    @Test func aLostExitStatusIsAnErrorNotZero() throws {
+        let p = try ProcessLauncher.spawnDetached(executable: "sh", arguments: ["-c", "exit 7"], environment: ["PATH": "/usr/bin:/bin"],
+                                                  workingDirectory: nil, logPath: "/dev/null")
+        var status: Int32 = 0
+        while waitpid(p.pid, &status, 0) < 0 && errno == EINTR {}  // reaped behind the waiter's back
+        #expect(ProcessLauncher.exitCode(status) == 7)
+        #expect(throws: RuntimeError.self) { _ = try ProcessLauncher.waitForExit(p.pid, what: "sh") }
+        do { _ = try ProcessLauncher.waitForExit(p.pid, what: "sh") } catch { #expect(error.code == "child_lost") }
+    }
+
+    /// A group with no process left is neither signalled nor reaped: its id may already lead another group.
+    @Test func aGoneGroupIsLeftAlone() async throws {
+        let p = try ProcessLauncher.spawnDetached(executable: "sh", arguments: ["-c", "exit 0"], environment: ["PATH": "/usr/bin:/bin"],
+                                                  workingDirectory: nil, logPath: "/dev/null")
+        var status: Int32 = 0
+        while waitpid(p.pid, &status, 0) < 0 && errno == EINTR {}
+        #expect(await ProcessLauncher.terminateTree(pgid: p.pgid, members: [], grace: .milliseconds(100)))
+    }
+
     @Test func missingExecutable() async {
         do {
             _ = try await ProcessLauncher.run(executable: "no-such-program-xyz", arguments: [], timeout: .seconds(1))

@@ -95,14 +95,11 @@ enum CommandRunner {
             }
         }
         if timedOut { kill(-pid, SIGKILL) }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let status = try ProcessLauncher.waitForExit(pid, what: "kubectl")
         if timedOut {
             throw RuntimeError(code: "kubectl_timeout",
                                message: "kubectl \(arguments.joined(separator: " ")) did not finish in \(Int(timeoutMs)) ms")
         }
-        let sig = status & 0x7f
-        return CommandOutput(status: sig == 0 ? (status >> 8) & 0xff : 128 + sig, stdout: out,
-                             stderr: String(decoding: err, as: UTF8.self))
+        return CommandOutput(status: status, stdout: out, stderr: String(decoding: err, as: UTF8.self))
     }
 }

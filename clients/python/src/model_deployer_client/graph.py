@@ -362,60 +362,43 @@ def _execute_step(state: DeploymentState, on_progress: Callable[..., Any] | None
 
 
 def _apply_promotion_step(state: DeploymentState, on_progress: Callable[..., Any] | None) -> _Step:
-    promotion = state.get("promotion")
-    if not promotion:
-        return {}
-    deployment_id = state["deployment_id"]
-    recorder = _CanaryRecorder(on_progress)
-    try:
-        result = yield _Call(
-            "approve",
-            (deployment_id, promotion["approver"], promotion["decision"]),
-            {"gate": "promote", "comment": promotion.get("comment"), "on_progress": recorder,
-             "signature": promotion.get("signature")},
-        )
-    except DeployerError as exc:
-        if exc.reason == "not_awaiting_approval":
-            status = yield _Call("status", (deployment_id,))
-            return _after_execute(_output_from_status(status))
-        if exc.code == -32004 and exc.reason != "approval_expired":
-            return {"promotion": None, "approval_error": _err(exc)}
-        if _is_refusal(exc):
-            return _refused(exc)
-        raise
-    if isinstance(result.get("output"), dict):
-        return {**_after_execute(result["output"]), **recorder.update()}
-    update: dict[str, Any] = {"status": result["status"], "approval_error": None, **recorder.update()}
-    if result["status"] in _END_STATUSES:
-        update["outcome"] = result["status"]
-    return update
+    return _apply_gate_decision(state, on_progress, key="promotion", gate="promote", clear_on_done=False)
 
 
 def _apply_step_step(state: DeploymentState, on_progress: Callable[..., Any] | None) -> _Step:
     """Applies a canary step gate's decision: approve raises the weight (and runs the rollout on to the next
     gate or the end), reject aborts the canary."""
-    decision = state.get("step_decision")
+    return _apply_gate_decision(state, on_progress, key="step_decision", gate="step", clear_on_done=True)
+
+
+def _apply_gate_decision(state: DeploymentState, on_progress: Callable[..., Any] | None, *, key: str, gate: str,
+                         clear_on_done: bool) -> _Step:
+    """Sends the human's decision held in ``state[key]`` for ``gate``. An approval the agent refuses for this
+    approver (for example ``approver_not_allowed``) clears the decision so the graph asks again; one that was
+    already applied (a re-run node, or an abort elsewhere) reads where the deployment is instead."""
+    decision = state.get(key)
     if not decision:
         return {}
     deployment_id = state["deployment_id"]
     recorder = _CanaryRecorder(on_progress)
+    done: dict[str, Any] = {key: None} if clear_on_done else {}
     try:
         result = yield _Call(
             "approve",
             (deployment_id, decision["approver"], decision["decision"]),
-            {"gate": "step", "comment": decision.get("comment"), "on_progress": recorder,
+            {"gate": gate, "comment": decision.get("comment"), "on_progress": recorder,
              "signature": decision.get("signature")},
         )
     except DeployerError as exc:
-        if exc.reason == "not_awaiting_approval":  # already applied (node re-run), or aborted elsewhere
+        if exc.reason == "not_awaiting_approval":
             status = yield _Call("status", (deployment_id,))
-            return {**_after_execute(_output_from_status(status)), "step_decision": None, **recorder.update()}
-        if exc.code == -32004 and exc.reason != "approval_expired":  # e.g. approver_not_allowed: ask again
-            return {"step_decision": None, "approval_error": _err(exc)}
+            return {**_after_execute(_output_from_status(status)), **done, **recorder.update()}
+        if exc.code == -32004 and exc.reason != "approval_expired":
+            return {key: None, "approval_error": _err(exc)}
         if _is_refusal(exc):
-            return {"step_decision": None, **_refused(exc)}
+            return {**done, **_refused(exc)}
         raise
-    update: dict[str, Any] = {"step_decision": None, "approval_error": None, **recorder.update()}
+    update: dict[str, Any] = {**done, "approval_error": None, **recorder.update()}
     if isinstance(result.get("output"), dict):
         return {**update, **_after_execute(result["output"])}
     update["status"] = result["status"]
