@@ -4,6 +4,7 @@ import FoundationEssentials
 import Foundation
 #endif
 import Glibc
+import Synchronization
 
 /// A process started by `ProcessLauncher.spawnDetached`: its pid and its process group (== pid, own session).
 public struct SpawnedProcess: Sendable, Hashable {
@@ -62,10 +63,12 @@ public enum ProcessLauncher {
     /// `true` while `pid` exists and is not a zombie. Reaps it first when it is our exited child.
     public static func isAlive(pid: Int32) -> Bool {
         guard pid > 0 else { return false }
-        var status: Int32 = 0
-        let r = waitpid(pid, &status, WNOHANG)
-        if r == pid { return false }
-        if r == 0 { return true }
+        if !isAwaited(pid) {
+            var status: Int32 = 0
+            let r = waitpid(pid, &status, WNOHANG)
+            if r == pid { return false }
+            if r == 0 { return true }
+        }
         if kill(pid, 0) != 0 && errno == ESRCH { return false }
         return ProcessTable.info(pid).map { $0.state != "Z" } ?? false
     }
@@ -153,6 +156,7 @@ public enum ProcessLauncher {
         do {
             pid = try spawn(path: path, arguments: arguments, environment: environment, fileActions: &fa,
                             flags: Int32(POSIX_SPAWN_SETPGROUP))
+            claim(pid)
         } catch {
             close(r); close(w)
             throw error
@@ -193,6 +197,7 @@ public enum ProcessLauncher {
     /// on a status nobody read.
     /// - Throws: `child_lost`.
     public static func waitForExit(_ pid: Int32, what: String) throws(RuntimeError) -> Int32 {
+        defer { _ = awaited.withLock { $0.remove(pid) } }
         var status: Int32 = 0
         while true {
             let r = waitpid(pid, &status, 0)
@@ -274,8 +279,22 @@ public enum ProcessLauncher {
 
     private static func reap(group pgid: Int32, members: Set<Int32>) {
         var status: Int32 = 0
-        if pgid > 0 { while waitpid(-pgid, &status, WNOHANG) > 0 {} }
-        for p in members { _ = waitpid(p, &status, WNOHANG) }
+        if pgid > 0 && !isAwaited(pgid) { while waitpid(-pgid, &status, WNOHANG) > 0 {} }
+        for p in members where !isAwaited(p) { _ = waitpid(p, &status, WNOHANG) }
+    }
+
+    /// Children whose exit status a caller is waiting for (``waitForExit(_:what:)``). Pids are reused
+    /// (pid_max is 32768 on many machines), so a stale pid or group id from a pid file or an old record
+    /// can name one of them: the liveness checks and the reaping of stopped slots leave these alone.
+    private static let awaited = Mutex<Set<Int32>>([])
+
+    /// Marks `pid`, just spawned, as one whose exit status ``waitForExit(_:what:)`` will collect.
+    static func claim(_ pid: Int32) {
+        _ = awaited.withLock { $0.insert(pid) }
+    }
+
+    static func isAwaited(_ pid: Int32) -> Bool {
+        awaited.withLock { $0.contains(pid) }
     }
 
     private static func isAliveNoReap(_ pid: Int32) -> Bool {

@@ -31,6 +31,19 @@ import Testing
         do { _ = try ProcessLauncher.waitForExit(p.pid, what: "sh") } catch { #expect(error.code == "child_lost") }
     }
 
+    /// A stale pid that now names a child someone is waiting for: the liveness check must not take its
+    /// exit status away from that waiter.
+    @Test func livenessChecksLeaveAnAwaitedChildToItsWaiter() async throws {
+        let p = try ProcessLauncher.spawnDetached(executable: "sh", arguments: ["-c", "exit 3"], environment: ["PATH": "/usr/bin:/bin"],
+                                                  workingDirectory: nil, logPath: "/dev/null")
+        ProcessLauncher.claim(p.pid)
+        for _ in 0..<400 where ProcessTable.info(p.pid)?.state != "Z" { await pause(milliseconds: 5) }
+        #expect(ProcessTable.info(p.pid)?.state == "Z")
+        #expect(!ProcessLauncher.isAlive(pid: p.pid))
+        _ = await ProcessLauncher.terminateTree(pgid: p.pgid, members: [p.pid], grace: .milliseconds(100))
+        #expect(try ProcessLauncher.waitForExit(p.pid, what: "sh") == 3)
+    }
+
     /// A group with no process left is neither signalled nor reaped: its id may already lead another group.
     @Test func aGoneGroupIsLeftAlone() async throws {
         let p = try ProcessLauncher.spawnDetached(executable: "sh", arguments: ["-c", "exit 0"], environment: ["PATH": "/usr/bin:/bin"],
