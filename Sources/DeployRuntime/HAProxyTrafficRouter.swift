@@ -59,6 +59,12 @@ public struct HAProxyTrafficRouter: TrafficRouter {
         await haproxy.verify(port: listenPort, expectSlot: slot.rawValue, timeoutMs: timeoutMs)
     }
 
+    /// `show servers state` of the endpoint's backend: `slot` is the only server with a weight above 0, in
+    /// service, on `address`'s port. `false` when the endpoint or its process is unknown or does not answer.
+    public func readBack(listenPort: Int, serving slot: SlotID, address: SlotAddress) async -> Bool? {
+        await haproxy.servesOnly(port: listenPort, server: slot.rawValue, serverPort: address.port)
+    }
+
     /// The endpoint as last set (from `routes.json`), backends at 0 included.
     public func route(modelName: String, environment: String) async -> RouteSpec? {
         guard RuntimeNames.isValidName(modelName), RuntimeNames.isValidName(environment) else { return nil }
@@ -74,6 +80,12 @@ public struct HAProxyTrafficRouter: TrafficRouter {
     /// - Throws: `invalid_name`, `router_state_invalid`, `io_failed`.
     public func removeRoute(modelName: String, environment: String) async throws(RuntimeError) {
         try await haproxy.removeRoute(model: modelName, environment: environment)
+    }
+
+    /// Takes a weight-0 server out of the backend (disable, drain, `del server`) and out of `routes.json`.
+    /// - Throws: `invalid_name`, `router_state_invalid`, `haproxy_failed`, `io_failed`.
+    public func detach(modelName: String, environment: String, slot: SlotID) async throws(RuntimeError) -> Bool {
+        try await haproxy.removeServer(model: modelName, environment: environment, server: slot.rawValue)
     }
 
     public func needsRestart() async -> Bool { haproxy.needsRepair }
