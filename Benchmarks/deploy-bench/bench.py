@@ -34,7 +34,7 @@ from deploy_support import Load, smoke, stop_everything  # noqa: E402
 # The laps a rollback's switch event records: before the call handed over (checks, the warm slot's probe,
 # history), the hand-over, the look-up, then the switch itself.
 SPLIT_KEYS = ("call_checks_ms", "call_warm_probe_ms", "call_history_ms", "prepare_ms", "lookup_ms",
-              "ensure_running_ms", "apply_ms", "verify_ms", "read_back_ms")
+              "ensure_running_ms", "apply_ms", "apply_commands_ms", "apply_persist_ms", "verify_ms", "read_back_ms")
 
 
 class Agent:

@@ -38,6 +38,9 @@ extension RolloutRunner {
             split.lap("ensure_running_ms")
             try await ports.router.apply(spec)
             split.lap("apply_ms")
+            for (name, ms) in ports.router.applyLaps(modelName: entry.modelName, environment: entry.environment) {
+                split.laps["apply_" + name] = .double(ms)
+            }
         } catch {
             return .switchFailed(.switchFailed, "\(error.code): \(error.message)")
         }

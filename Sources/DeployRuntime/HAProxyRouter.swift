@@ -39,6 +39,8 @@ public final class HAProxyRouter: Sendable {
     /// Serializes changes within this process.
     private let lock = Mutex<Void>(())
     private let collector = Mutex<HAProxyLogCollector?>(nil)
+    /// The last `setBackends` result per route identifier (where a switch's time went).
+    private let lastResults = Mutex<[String: HAProxyApplyResult]>([:])
 
     /// `haproxy` when it is on PATH, else Debian's /usr/sbin/haproxy (sbin is often not on a user's PATH).
     public static var defaultExecutable: String {
@@ -86,11 +88,19 @@ public final class HAProxyRouter: Sendable {
                             backends: [HAProxyServer]) async throws(RuntimeError) -> HAProxyApplyResult {
         let route = HAProxyRoute(modelName: model, environment: environment, port: port, backends: backends)
         try HAProxyConfig.validate(route)
-        return try await Blocking.run { () throws(RuntimeError) -> HAProxyApplyResult in
+        let result = try await Blocking.run { () throws(RuntimeError) -> HAProxyApplyResult in
             try self.lock.withLock { (_: inout Void) throws(RuntimeError) -> HAProxyApplyResult in
                 try self.setBackendsLocked(route)
             }
         }
+        lastResults.withLock { $0[route.identifier] = result }
+        return result
+    }
+
+    /// What the last `setBackends` of (model, environment) by this object did, and where its time went.
+    public func lastApply(model: String, environment: String) -> HAProxyApplyResult? {
+        let id = RuntimeNames.routeIdentifier(modelName: model, environment: environment)
+        return lastResults.withLock { $0[id] }
     }
 
     /// Takes `server` out of (model, environment)'s backend when it carries no traffic (weight 0): `disable`,

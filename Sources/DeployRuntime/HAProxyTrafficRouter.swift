@@ -55,6 +55,14 @@ public struct HAProxyTrafficRouter: TrafficRouter {
         try await haproxy.setBackends(model: route.modelName, environment: route.environment, port: route.listenPort, backends: servers)
     }
 
+    /// `commands_ms`: in the router's thread, from taking its lock to the last runtime command answered (the
+    /// state read, the current servers read over the socket, the weight commands); `persist_ms`: the
+    /// `routes.json` write with its fsync after them.
+    public func applyLaps(modelName: String, environment: String) -> [String: Double] {
+        guard let r = haproxy.lastApply(model: modelName, environment: environment) else { return [:] }
+        return ["commands_ms": r.trafficMovedMs, "persist_ms": r.elapsedMs - r.trafficMovedMs]
+    }
+
     public func verify(listenPort: Int, serving slot: SlotID, timeoutMs: Int) async -> Bool {
         await haproxy.verify(port: listenPort, expectSlot: slot.rawValue, timeoutMs: timeoutMs)
     }

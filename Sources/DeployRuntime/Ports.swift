@@ -213,6 +213,9 @@ public protocol TrafficRouter: Sendable {
     func route(modelName: String, environment: String) async -> RouteSpec?
     /// Every configured endpoint.
     func routes() async -> [RouteSpec]
+    /// Where the last ``apply`` to the endpoint spent its time inside the router, ms by name (for the switch's
+    /// event); empty for a router that does not say.
+    func applyLaps(modelName: String, environment: String) -> [String: Double]
     /// Removes the endpoint. No endpoint: nothing happens.
     func removeRoute(modelName: String, environment: String) async throws(RuntimeError)
     /// Takes `slot`'s backend out of the endpoint when it carries no share (weight 0): a retired warm slot,
@@ -240,6 +243,8 @@ public protocol TrafficRouter: Sendable {
 }
 
 extension TrafficRouter {
+    /// Routers that do not split their time.
+    public func applyLaps(modelName: String, environment: String) -> [String: Double] { [:] }
     /// Routers whose state proves nothing until a request went through them.
     public func readBack(listenPort: Int, serving slot: SlotID, address: SlotAddress) async -> Bool? { nil }
     /// Routers that keep no backend without a share (nginx routes to one slot): nothing to take out.
