@@ -6,7 +6,9 @@
   - switch time (HAProxy: runtime commands + read-back; nginx: route rewrite + nginx -t + reload + read-back);
   - rollback time to the warm previous slot: in the agent (deploy.rollback's duration_ms, and the router
     switch inside it), the JSON-RPC round trip, and end to end: from sending deploy.rollback until the first
-    client answer from the version rolled back to;
+    client answer from the version rolled back to; each with the laps its switch event records (the call's
+    checks, the warm slot's probe, history, look-up, apply split into runtime commands and the routes.json
+    persist, the read-back) and, with --log-level debug, the ledger's time; p50 and p95 over the rounds;
   - failed client requests during each, under a steady load of 4 keep-alive clients (one kept connection each).
 
 Each router named by --routers runs the same rounds with its own agent and home, one after the other, so
