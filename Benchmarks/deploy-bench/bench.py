@@ -6,7 +6,9 @@
   - switch time (HAProxy: runtime commands + read-back; nginx: route rewrite + nginx -t + reload + read-back);
   - rollback time to the warm previous slot: in the agent (deploy.rollback's duration_ms, and the router
     switch inside it), the JSON-RPC round trip, and end to end: from sending deploy.rollback until the first
-    client answer from the version rolled back to;
+    client answer from the version rolled back to; each with the laps its switch event records (the call's
+    checks, the warm slot's probe, history, look-up, apply split into runtime commands and the routes.json
+    persist, the read-back) and, with --log-level debug, the ledger's time; p50 and p95 over the rounds;
   - failed client requests during each, under a steady load of 4 keep-alive clients (one kept connection each).
 
 Each router named by --routers runs the same rounds with its own agent and home, one after the other, so
@@ -31,10 +33,16 @@ sys.path.insert(0, str(ROOT / "Tests" / "integration"))
 from deploy_support import Load, smoke, stop_everything  # noqa: E402
 
 
+# The laps a rollback's switch event records: before the call handed over (checks, the warm slot's probe,
+# history), the hand-over, the look-up, then the switch itself.
+SPLIT_KEYS = ("call_checks_ms", "call_warm_probe_ms", "call_history_ms", "prepare_ms", "lookup_ms",
+              "ensure_running_ms", "apply_ms", "apply_commands_ms", "apply_persist_ms", "verify_ms", "read_back_ms")
+
+
 class Agent:
-    def __init__(self, binary: str, home: Path, router: str):
+    def __init__(self, binary: str, home: Path, router: str, log_level: str = "warning"):
         env = dict(os.environ, MODEL_DEPLOYER_HOME=str(home), BENTOML_DO_NOT_TRACK="true", MODEL_DEPLOYER_ROUTER=router)
-        self.p = subprocess.Popen([binary, "serve", "--log-level", "warning"], stdin=subprocess.PIPE,
+        self.p = subprocess.Popen([binary, "serve", "--log-level", log_level], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, stderr=open(home / "agent.log", "ab"), env=env)
         self.n = 0
 
@@ -82,6 +90,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--routers", default="haproxy,nginx", help="comma-separated, run one after the other")
     ap.add_argument("--bin", default=os.environ.get("MODEL_DEPLOYER_BIN", str(ROOT / ".build/release/model-deployer")))
+    ap.add_argument("--log-level", default="warning",
+                    help="the agent's; 'debug' adds its 'rollback timing' lines (ledger time) to the rollback rows")
     args = ap.parse_args()
     tags = dict(l.strip().split("=", 1) for l in args.tags.read_text().splitlines() if "=" in l)
     ver = {k: tags[f"model_{k}"].split(":", 1)[1] for k in ("v1", "v2")}
@@ -107,7 +117,7 @@ def run(args, ver: dict, router: str):
     home = Path(tempfile.mkdtemp(prefix="md-deploy-bench-"))
     (home / "policy.json").write_text(json.dumps({"version": 1, "environments": {
         env_name: {"gates": [], "bake_seconds": 0, "keep_warm_seconds": 3600}}}))
-    agent = Agent(args.bin, home, router)
+    agent = Agent(args.bin, home, router, args.log_level)
     rows, rollbacks = [], []
     try:
         def deploy(kind: str, load: Load | None) -> dict:
@@ -142,13 +152,24 @@ def run(args, ver: dict, router: str):
             events = agent.call("deploy.status", {"deployment_id": rb["deployment_id"]})["events"]
             data = next((e["data"] for e in events if "switch_ms" in e.get("data", {})), {})
             sw = data.get("switch_ms", float("nan"))
-            split = {k[:-3]: data[k] for k in ("ensure_running_ms", "apply_ms", "verify_ms") if k in data}
-            rollbacks.append({"round_trip_ms": rt, "agent_ms": rb["duration_ms"], "switch_ms": sw, "split": split,
+            # The switch's laps (and, from the agent of this commit on, the call's checks before it).
+            split = {k[:-3]: data[k] for k in SPLIT_KEYS if k in data}
+            rollbacks.append({"deployment_id": rb["deployment_id"], "round_trip_ms": rt, "agent_ms": rb["duration_ms"], "switch_ms": sw, "split": split,
                               "e2e_ms": None if first_v1 is None else (first_v1 - t) * 1000,
                               "failed": load.failed, "ok": load.ok})
     finally:
         agent.close()
         stop_everything(home)
+    # With --log-level debug: the agent's own account of each rollback, the ledger's time included.
+    timings = {}
+    for line in (home / "agent.log").read_text(errors="replace").splitlines():
+        if '"rollback timing"' in line:
+            t = json.loads(line)
+            timings[t.get("deployment_id")] = t
+    for r in rollbacks:
+        t = timings.get(r["deployment_id"])
+        if t:
+            r["split"]["ledger"] = t["ledger_ms"]
 
     def med(xs): return statistics.median(xs)
     print(f"\nblue-green updates under load ({len(rows)} rounds, medians; each round also lists its own figures):")
@@ -167,6 +188,11 @@ def run(args, ver: dict, router: str):
         split = ", ".join(f"{k} {v:.1f}" for k, v in r["split"].items())
         print(f"  {i + 1:>5} agent {r['agent_ms']:.1f} ms (router switch {r['switch_ms']:.1f} ms: {split}), round trip {r['round_trip_ms']:.1f} ms, "
               f"end to end {e2e}, failed {r['failed']} of {r['ok'] + r['failed']}")
+    agent_ms = sorted(r["agent_ms"] for r in rollbacks)
+    p95 = agent_ms[min(len(agent_ms) - 1, max(0, -(-95 * len(agent_ms) // 100) - 1))]
+    print(f"  agent: p50 {med(agent_ms):.1f} ms, p95 {p95:.1f} ms (nearest rank over {len(agent_ms)}); per lap, median: "
+          + ", ".join(f"{k} {med([r['split'][k] for r in rollbacks if k in r['split']]):.2f}"
+                      for k in dict.fromkeys(k for r in rollbacks for k in r["split"])))
     print(f"  median: agent {med([r['agent_ms'] for r in rollbacks]):.1f} ms (target <= 10 ms), round trip "
           f"{med([r['round_trip_ms'] for r in rollbacks]):.1f} ms, end to end "
           f"{med([r['e2e_ms'] for r in rollbacks if r['e2e_ms'] is not None] or [float('nan')]):.1f} ms (target <= 50 ms); "

@@ -76,6 +76,15 @@ extension Engine {
         } else if let r = record ?? nil {
             note(r, step: Step.reconcile.wireName, message: "the live slot \(entry.slot) is not running; deploy.status reports slot_alive false")
         }
+        // A server at weight 0 whose slot no longer runs (a crash between stopping a retired slot and taking
+        // its server out) leaves the router; the live slot's server is never touched here.
+        for b in await router.route(modelName: entry.modelName, environment: entry.environment)?.backends ?? []
+        where b.weight == 0 && b.slot != ref.id {
+            guard await slots.state(slotRef(entry, b.slot.rawValue))?.alive != true else { continue }
+            if await detachFromRouter(entry.modelName, entry.environment, slot: b.slot.rawValue), let r = record ?? nil {
+                note(r, step: Step.reconcile.wireName, message: "took the server of the stopped slot \(b.slot) out of the router")
+            }
+        }
         if let r = record ?? nil { await retireWarmSlot(entry, r) }
     }
 
@@ -91,7 +100,9 @@ extension Engine {
         _ = await ports(for: entry.environment).slots.stop(slotRef(entry, prev), graceSeconds: 5)
         do {
             try retireFromRegistry(r, slot: prev)
-            note(r, step: Step.retirePrevious.wireName, message: "stopped the previous slot \(prev): keep-warm time over")
+            let detached = await detachFromRouter(entry.modelName, entry.environment, slot: prev)
+            note(r, step: Step.retirePrevious.wireName,
+                 message: "stopped the previous slot \(prev): keep-warm time over\(detached ? "; its server left the router" : "")")
         } catch {
             log("the registry still names a stopped warm slot", ["deployment_id": .string(r.deploymentId), "error": .string(error.message)])
         }

@@ -15,6 +15,7 @@ extension Engine {
         modelName: String, environment: String, toVersion: String?, reason: String?, requestedBy: String,
         progress: @escaping ProgressHandler
     ) async throws(EngineError) -> RollbackOutcome {
+        var call = SwitchSplit(self)
         await reconcileOnce()
         guard let entry = try registryEntry(modelName, environment) else {
             throw EngineError.nothingToRollBack("nothing_to_roll_back", "nothing is live for \(modelName) in \(environment)")
@@ -31,7 +32,9 @@ extension Engine {
             throw EngineError.rolloutInProgress(blocking.deploymentId, "deployment \(blocking.deploymentId) is a canary (\(blocking.status.rawValue)) beside the live version; deploy.abort puts all traffic back on it")
         }
         let undone = try record(entry.deploymentId)
+        call.lap("call_checks_ms")
         let warm = await isWarm(entry)
+        call.lap("call_warm_probe_ms")
         let past = try pastVersions(modelName, environment, excluding: entry.modelVersion)
         var previousHealthy = true
         if let pid = entry.previousDeploymentId, let previous = try ledger({ () throws(StoreError) in try store.deployment(id: pid) }),
@@ -47,7 +50,10 @@ extension Engine {
         case .refuse(let reason, let message):
             throw EngineError.nothingToRollBack(reason.wireReason, message)
         case .switchToWarm:
-            return try await switchToWarm(undone: undone, entry: entry, reason: why, requestedBy: requestedBy, progress: progress)
+            call.lap("call_history_ms")
+            // `warm`: the decision to switch is taken only when the warm slot just answered its readiness probe.
+            return try await switchToWarm(undone: undone, entry: entry, reason: why, requestedBy: requestedBy, warmProbed: warm,
+                                          callSplit: call.laps, progress: progress)
         case .redeploy(let version):
             return try await rollbackByRedeploy(undone: undone, entry: entry, version: version, reason: why, requestedBy: requestedBy, progress: progress)
         }
@@ -102,10 +108,13 @@ extension Engine {
     /// `rollBack` path, the same one the bake takes after a regression.
     func switchToWarm(
         undone: DeploymentRecord, entry: RegistryEntry, reason: String, requestedBy: String, cause: Failure? = nil,
-        progress: @escaping ProgressHandler
+        warmProbed: Bool = false, callSplit: [String: JSONValue] = [:], progress: @escaping ProgressHandler
     ) async throws(EngineError) -> RollbackOutcome {
         let start = ContinuousClock.now
         var runner = RolloutRunner(engine: self, record: undone, plan: try? DeploymentPlan(json: undone.plan), actor: requestedBy, progress: progress)
+        runner.callSplit = callSplit
+        runner.warmProbed = warmProbed
+        runner.rollbackStart = start
         runner.step = .done
         runner.rollbackReason = reason
         runner.rollbackCause = cause
@@ -114,7 +123,11 @@ extension Engine {
         guard let rec = runner.rollbackRecord else {
             throw EngineError.nothingToRollBack("nothing_to_roll_back", "the previous version is not running warm any more")
         }
-        return RollbackOutcome(record: rec, fromVersion: entry.modelVersion, toVersion: rec.modelVersion, durationMs: ms(since: start))
+        let duration = ms(since: start)
+        // Where the call's time went (debug level): the checks before it, then the switch's laps, then the ledger.
+        log("rollback timing", runner.switchSplit.merging(["duration_ms": .double(duration), "switch_ms": .double(runner.switchMs),
+                                                            "ledger_ms": .double(runner.ledgerMs), "deployment_id": .string(rec.deploymentId)]) { _, b in b })
+        return RollbackOutcome(record: rec, fromVersion: entry.modelVersion, toVersion: rec.modelVersion, durationMs: duration)
     }
 
     /// The rollback deployment of a warm switch, recorded once the switch took effect: a pending plan must not

@@ -49,6 +49,7 @@ extension Engine {
             let slots = ports(for: r.environment).slots
             _ = await detached { await slots.stop(ref, graceSeconds: 5) }
             try retireFromRegistry(r, slot: s)
+            await detachFromRouter(r.modelName, r.environment, slot: s)
         } catch {
             // Without the registry the slot might be the live one: leave it running, say so.
             log("a slot was left running: the ledger could not say whether it serves traffic",
@@ -63,6 +64,29 @@ extension Engine {
         try ledger { () throws(StoreError) in try store.setRegistry(entry) }
     }
 
+    /// Takes a stopped slot's server out of the endpoint's router, where it stayed at weight 0 while it was the
+    /// warm version (a server of a stopped slot must not stay attached until the next switch). The router
+    /// removes it only when it carries no share, under its own lock. It carries no traffic, so a router that
+    /// refuses costs no request: the change is tried three times, then logged (the next switch leaves the
+    /// server out, and reconciliation takes it out).
+    /// - Returns: `true` when the router had the server and removed it.
+    @discardableResult
+    func detachFromRouter(_ model: String, _ env: String, slot: String) async -> Bool {
+        let router = ports(for: env).router
+        var lastError = ""
+        for attempt in 1...3 {
+            do {
+                return try await router.detach(modelName: model, environment: env, slot: SlotID(rawValue: slot))
+            } catch {
+                lastError = error.description
+                log("the router could not take a stopped slot's server out", ["model_name": .string(model), "environment": .string(env),
+                                                                             "slot": .string(slot), "attempt": .int(Int64(attempt)), "error": .string(lastError)])
+            }
+            if attempt < 3 { do { try await clock.sleep(milliseconds: 200) } catch { break } }
+        }
+        return false
+    }
+
     /// Stops the previous slot after its keep-warm time, if it is still the warm one then.
     func scheduleRetirement(_ r: DeploymentRecord, slot: String, after seconds: Int) {
         Task.detached(executorPreference: BlockingExecutor.shared) { [self] in
@@ -73,7 +97,9 @@ extension Engine {
                 else { return }
                 _ = await ports(for: r.environment).slots.stop(slotRef(r, slot), graceSeconds: 5)
                 try retireFromRegistry(r, slot: slot)
-                note(r, step: Step.retirePrevious.wireName, message: "stopped the previous slot \(slot) after \(seconds) s warm")
+                let detached = await detachFromRouter(r.modelName, r.environment, slot: slot)
+                note(r, step: Step.retirePrevious.wireName,
+                     message: "stopped the previous slot \(slot) after \(seconds) s warm\(detached ? "; its server left the router" : "")")
             } catch {
                 log("the previous slot could not be retired", ["deployment_id": .string(r.deploymentId), "error": .string(error.message)])
             }

@@ -11,7 +11,14 @@ import JSON
 extension RolloutRunner {
     /// Sends all traffic back to the registry's warm previous slot and reads it back.
     mutating func routeBack() async throws(EngineError) -> RolloutEvent {
-        rollbackStart = ContinuousClock.now
+        var split = SwitchSplit(engine)
+        split.laps = callSplit
+        if let handedOver = rollbackStart {
+            // From the call handing over to here: the runner and the machine's first step.
+            split.last = handedOver
+            split.lap("prepare_ms")
+        }
+        let routeStart = ContinuousClock.now
         guard let entry = try engine.registryEntry(record.modelName, record.environment), entry.deploymentId == record.deploymentId,
             let prevSlot = entry.previousSlot, let prevVersion = entry.previousVersion,
             let state = await ports.slots.state(engine.slotRef(entry, prevSlot)), state.alive, let port = Planner.port(of: entry.endpointURL)
@@ -23,21 +30,37 @@ extension RolloutRunner {
         let warm = await engine.warmBackend(entry, slot: entry.slot, version: entry.modelVersion, besides: state.ref.id)
         let spec = RouteSpec(modelName: entry.modelName, environment: entry.environment, listenPort: port,
                              backends: [WeightedBackend(slot: state.ref.id, address: state.address, version: prevVersion)] + warm)
-        var split = SwitchSplit(engine)
+        split.lap("lookup_ms")
         do {
-            try await ports.router.ensureRunning()
+            // Started only when it is down: the check is in this thread (measured: an ensureRunning that finds
+            // HAProxy running cost about 1 ms, most of it a thread of its own; apply checks again under its lock).
+            if await ports.router.needsRestart() { try await ports.router.ensureRunning() }
             split.lap("ensure_running_ms")
             try await ports.router.apply(spec)
             split.lap("apply_ms")
+            for (name, ms) in ports.router.applyLaps(modelName: entry.modelName, environment: entry.environment) {
+                split.laps["apply_" + name] = .double(ms)
+            }
         } catch {
             return .switchFailed(.switchFailed, "\(error.code): \(error.message)")
         }
-        guard await ports.router.verify(listenPort: port, serving: state.ref.id, timeoutMs: 5000) else {
-            return .switchFailed(.switchUnverified, "the router did not answer from slot \(prevSlot) within 5 s")
+        // The read-back. When the caller has just had the warm slot answer its readiness probe (deploy.rollback),
+        // a router whose runtime state is authoritative (HAProxy: the weight commands answer once applied)
+        // is read back over its admin socket, without one more request to BentoML through it; otherwise a
+        // request through the router must come back from the slot.
+        if warmProbed, let own = await ports.router.readBack(listenPort: port, serving: state.ref.id, address: state.address) {
+            guard own else {
+                return .switchFailed(.switchUnverified, "the router's state, read back, does not send all traffic to slot \(prevSlot)")
+            }
+            split.lap("read_back_ms")
+        } else {
+            guard await ports.router.verify(listenPort: port, serving: state.ref.id, timeoutMs: 5000) else {
+                return .switchFailed(.switchUnverified, "the router did not answer from slot \(prevSlot) within 5 s")
+            }
+            split.lap("verify_ms")
         }
-        split.lap("verify_ms")
         switchSplit = split.laps
-        switchMs = engine.ms(since: rollbackStart)
+        switchMs = engine.ms(since: routeStart)
         return .switched
     }
 
@@ -48,6 +71,8 @@ extension RolloutRunner {
         let byPerson = cause == nil || cause?.reason == .aborted
         let who = byPerson ? actor : "model-deployer"
         let reason = cause.map { $0.reason == .aborted ? $0.message : "automatic rollback: \($0.message)" } ?? rollbackReason
+        let ledgerStart = ContinuousClock.now
+        defer { ledgerMs = engine.ms(since: ledgerStart) }
         let rec = try engine.recordWarmRollback(undone: record, entry: entry, reason: reason, requestedBy: who, switchMs: switchMs,
                                                 switchSplit: switchSplit)
         rollbackRecord = rec

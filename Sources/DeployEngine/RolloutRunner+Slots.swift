@@ -31,6 +31,9 @@ extension RolloutRunner {
         // It takes no traffic: the switch just made took its server out of the router (drained first), or it
         // had none; so no graceful drain here, which would hold the rollout for about a second.
         let stopped = await engine.detached { await slots.stop(ref, graceSeconds: 0) }
+        // The switch normally left its server out already (it was no backend of the new route); one still
+        // attached at weight 0 (a route applied by an older agent) leaves the router now.
+        if stopped { await engine.detachFromRouter(record.modelName, record.environment, slot: older) }
         if stopped {
             note(.retirePrevious, "stopped slot \(older) (\(previous.previousVersion ?? "?")): \(previous.modelVersion) is the warm previous version now")
         } else {

@@ -100,6 +100,8 @@ extension RolloutRunner {
         let slots = ports.slots
         _ = await engine.detached { await slots.stop(ref, graceSeconds: 5) }
         try engine.retireFromRegistry(record, slot: previous.slot)
+        // The switch kept it attached at weight 0; stopped, it leaves the router.
+        await engine.detachFromRouter(record.modelName, record.environment, slot: previous.slot)
     }
 
     func scheduleRetire(_ seconds: Int) {

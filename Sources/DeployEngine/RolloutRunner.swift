@@ -60,7 +60,14 @@ struct RolloutRunner {
     var rollbackReason = ""
     var rollbackRecord: DeploymentRecord?
     var rollbackError: EngineError?
-    var rollbackStart = ContinuousClock.now
+    /// When `deploy.rollback` (or an abort) handed the switch back to the runner; nil for the bake's own.
+    var rollbackStart: ContinuousClock.Instant?
+    /// Where a `deploy.rollback` call's time went before the switch (checks, the warm slot's probe, history),
+    /// recorded with the switch's laps; and the ledger's time once the switch took effect.
+    var callSplit: [String: JSONValue] = [:]
+    var ledgerMs: Double = 0
+    /// Set by `deploy.rollback`: the warm slot answered its readiness probe just before the switch back.
+    var warmProbed = false
     private(set) var cancelledByCaller = false
 
     init(engine: Engine, record: DeploymentRecord, plan: DeploymentPlan?, actor: String, progress: @escaping ProgressHandler) {

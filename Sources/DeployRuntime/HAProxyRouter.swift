@@ -39,6 +39,8 @@ public final class HAProxyRouter: Sendable {
     /// Serializes changes within this process.
     private let lock = Mutex<Void>(())
     private let collector = Mutex<HAProxyLogCollector?>(nil)
+    /// The last `setBackends` result per route identifier (where a switch's time went).
+    private let lastResults = Mutex<[String: HAProxyApplyResult]>([:])
 
     /// `haproxy` when it is on PATH, else Debian's /usr/sbin/haproxy (sbin is often not on a user's PATH).
     public static var defaultExecutable: String {
@@ -86,9 +88,41 @@ public final class HAProxyRouter: Sendable {
                             backends: [HAProxyServer]) async throws(RuntimeError) -> HAProxyApplyResult {
         let route = HAProxyRoute(modelName: model, environment: environment, port: port, backends: backends)
         try HAProxyConfig.validate(route)
-        return try await Blocking.run { () throws(RuntimeError) -> HAProxyApplyResult in
+        let result = try await Blocking.run { () throws(RuntimeError) -> HAProxyApplyResult in
             try self.lock.withLock { (_: inout Void) throws(RuntimeError) -> HAProxyApplyResult in
                 try self.setBackendsLocked(route)
+            }
+        }
+        lastResults.withLock { $0[route.identifier] = result }
+        return result
+    }
+
+    /// What the last `setBackends` of (model, environment) by this object did, and where its time went.
+    public func lastApply(model: String, environment: String) -> HAProxyApplyResult? {
+        let id = RuntimeNames.routeIdentifier(modelName: model, environment: environment)
+        return lastResults.withLock { $0[id] }
+    }
+
+    /// Takes `server` out of (model, environment)'s backend when it carries no traffic (weight 0): `disable`,
+    /// drain, `del server`, `del map` over the runtime socket, then `routes.json` without it. Read and changed
+    /// under the router's lock, so a switch made meanwhile is never undone by a stale copy of the route. A
+    /// server with a weight above 0, an unknown server or no route: nothing happens.
+    /// - Returns: `true` when the server was removed.
+    /// - Throws: `invalid_name`, `router_state_invalid`, `haproxy_failed`, `io_failed`.
+    @discardableResult
+    public func removeServer(model: String, environment: String, server: String) async throws(RuntimeError) -> Bool {
+        try RuntimeNames.check(model, "model name")
+        try RuntimeNames.check(environment, "environment")
+        let id = RuntimeNames.routeIdentifier(modelName: model, environment: environment)
+        return try await Blocking.run { () throws(RuntimeError) -> Bool in
+            try self.lock.withLock { (_: inout Void) throws(RuntimeError) -> Bool in
+                guard var route = try self.loadState().first(where: { $0.identifier == id }),
+                    let gone = route.backends.first(where: { $0.name == server }), gone.weight == 0,
+                    route.backends.contains(where: { $0.name != server && $0.weight > 0 })
+                else { return false }
+                route.backends.removeAll { $0.name == server }
+                _ = try self.setBackendsLocked(route)
+                return true
             }
         }
     }
@@ -185,6 +219,20 @@ public final class HAProxyRouter: Sendable {
             }
             if monotonicMs() + 10 >= deadline { return false }
             await pause(milliseconds: 10)
+        }
+    }
+
+    /// Whether the HAProxy of the endpoint on `port` has `server` (on `serverPort`, in service, weight above 0)
+    /// as the only server that takes traffic: its runtime state over the admin socket, one command. The
+    /// runtime commands that change weights answer once HAProxy applied them, so this is what the next
+    /// request meets. `false` when no endpoint listens on `port` or its process does not answer.
+    public func servesOnly(port: Int, server: String, serverPort: Int) async -> Bool {
+        await Blocking.run { () -> Bool in
+            guard let route = (try? self.loadState())?.first(where: { $0.port == port }),
+                let servers = try? self.serversState(route)
+            else { return false }
+            return servers.contains { $0.name == server && $0.port == serverPort && $0.enabled && $0.weight > 0 }
+                && !servers.contains { $0.name != server && $0.enabled && $0.weight > 0 }
         }
     }
 

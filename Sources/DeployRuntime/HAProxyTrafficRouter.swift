@@ -55,8 +55,22 @@ public struct HAProxyTrafficRouter: TrafficRouter {
         try await haproxy.setBackends(model: route.modelName, environment: route.environment, port: route.listenPort, backends: servers)
     }
 
+    /// `commands_ms`: in the router's thread, from taking its lock to the last runtime command answered (the
+    /// state read, the current servers read over the socket, the weight commands); `persist_ms`: the
+    /// `routes.json` write with its fsync after them.
+    public func applyLaps(modelName: String, environment: String) -> [String: Double] {
+        guard let r = haproxy.lastApply(model: modelName, environment: environment) else { return [:] }
+        return ["commands_ms": r.trafficMovedMs, "persist_ms": r.elapsedMs - r.trafficMovedMs]
+    }
+
     public func verify(listenPort: Int, serving slot: SlotID, timeoutMs: Int) async -> Bool {
         await haproxy.verify(port: listenPort, expectSlot: slot.rawValue, timeoutMs: timeoutMs)
+    }
+
+    /// `show servers state` of the endpoint's backend: `slot` is the only server with a weight above 0, in
+    /// service, on `address`'s port. `false` when the endpoint or its process is unknown or does not answer.
+    public func readBack(listenPort: Int, serving slot: SlotID, address: SlotAddress) async -> Bool? {
+        await haproxy.servesOnly(port: listenPort, server: slot.rawValue, serverPort: address.port)
     }
 
     /// The endpoint as last set (from `routes.json`), backends at 0 included.
@@ -74,6 +88,12 @@ public struct HAProxyTrafficRouter: TrafficRouter {
     /// - Throws: `invalid_name`, `router_state_invalid`, `io_failed`.
     public func removeRoute(modelName: String, environment: String) async throws(RuntimeError) {
         try await haproxy.removeRoute(model: modelName, environment: environment)
+    }
+
+    /// Takes a weight-0 server out of the backend (disable, drain, `del server`) and out of `routes.json`.
+    /// - Throws: `invalid_name`, `router_state_invalid`, `haproxy_failed`, `io_failed`.
+    public func detach(modelName: String, environment: String, slot: SlotID) async throws(RuntimeError) -> Bool {
+        try await haproxy.removeServer(model: modelName, environment: environment, server: slot.rawValue)
     }
 
     public func needsRestart() async -> Bool { haproxy.needsRepair }

@@ -204,12 +204,24 @@ public protocol TrafficRouter: Sendable {
     func apply(_ route: RouteSpec) async throws(RuntimeError)
     /// Waits until the endpoint on `listenPort` answers from `slot`; `false` after `timeoutMs`.
     func verify(listenPort: Int, serving slot: SlotID, timeoutMs: Int) async -> Bool
+    /// The router's own state, read back now: whether the endpoint on `listenPort` sends all of its traffic to
+    /// `slot` at `address` (HAProxy: its servers as the admin socket reports them, which the runtime commands
+    /// changed before they answered). `nil` for a router whose state cannot say it without a request through
+    /// it (nginx: a reload takes effect as its workers turn over); the caller then uses ``verify``.
+    func readBack(listenPort: Int, serving slot: SlotID, address: SlotAddress) async -> Bool?
     /// The endpoint's routing as the router has it now.
     func route(modelName: String, environment: String) async -> RouteSpec?
     /// Every configured endpoint.
     func routes() async -> [RouteSpec]
+    /// Where the last ``apply`` to the endpoint spent its time inside the router, ms by name (for the switch's
+    /// event); empty for a router that does not say.
+    func applyLaps(modelName: String, environment: String) -> [String: Double]
     /// Removes the endpoint. No endpoint: nothing happens.
     func removeRoute(modelName: String, environment: String) async throws(RuntimeError)
+    /// Takes `slot`'s backend out of the endpoint when it carries no share (weight 0): a retired warm slot,
+    /// stopped, must not stay attached. A backend with a share, or none for `slot`: nothing happens.
+    /// - Returns: `true` when a backend was removed.
+    func detach(modelName: String, environment: String, slot: SlotID) async throws(RuntimeError) -> Bool
     /// `true` when routes are configured but the router is not running (it was killed or crashed).
     func needsRestart() async -> Bool
     /// The port a new endpoint listens on: `preferred` unless something else holds it.
@@ -231,6 +243,12 @@ public protocol TrafficRouter: Sendable {
 }
 
 extension TrafficRouter {
+    /// Routers that do not split their time.
+    public func applyLaps(modelName: String, environment: String) -> [String: Double] { [:] }
+    /// Routers whose state proves nothing until a request went through them.
+    public func readBack(listenPort: Int, serving slot: SlotID, address: SlotAddress) async -> Bool? { nil }
+    /// Routers that keep no backend without a share (nginx routes to one slot): nothing to take out.
+    public func detach(modelName: String, environment: String, slot: SlotID) async throws(RuntimeError) -> Bool { false }
     /// Routers without counters.
     public func stats(modelName: String, environment: String) async -> [BackendStats]? { nil }
     /// A local router listens on the loopback interface.

@@ -72,7 +72,16 @@ final class FakeRouter: TrafficRouter {
         var failApply = false
         var failVerify = false
         var failRemove = false
+        /// Slots whose backend `detach` took out, in order ("slot" per call that removed one).
+        var detached: [String] = []
+        /// `detach` throws this many times before it works.
+        var failDetach = 0
         var running = true
+        /// Whether `readBack` answers from the router's own state (HAProxy); nil plays a router that cannot.
+        var readsBack = false
+        /// How many times each read-back was used: requests through the router (`verify`), state reads (`readBack`).
+        var verifyCalls = 0
+        var readBackCalls = 0
         /// Whether it splits traffic by weight (HAProxy); false plays nginx.
         var splits = true
         /// What each analysis window measures per slot id, one entry per call (the last one repeats); no
@@ -95,7 +104,20 @@ final class FakeRouter: TrafficRouter {
         }
     }
     func verify(listenPort: Int, serving slot: SlotID, timeoutMs: Int) async -> Bool {
-        state.withLock { s in !s.failVerify && s.routes.values.contains { $0.listenPort == listenPort && $0.primary?.slot == slot } }
+        state.withLock { s in
+            s.verifyCalls += 1
+            return !s.failVerify && s.routes.values.contains { $0.listenPort == listenPort && $0.primary?.slot == slot }
+        }
+    }
+    func readBack(listenPort: Int, serving slot: SlotID, address: SlotAddress) async -> Bool? {
+        state.withLock { s in
+            guard s.readsBack else { return nil }
+            s.readBackCalls += 1
+            return !s.failVerify && s.routes.values.contains { r in
+                r.listenPort == listenPort && r.backends.filter { $0.weight > 0 }.map(\.slot) == [slot]
+                    && r.backends.contains { $0.slot == slot && $0.address == address }
+            }
+        }
     }
     func route(modelName: String, environment: String) async -> RouteSpec? { state.withLock { $0.routes[Self.key(modelName, environment)] } }
     func routes() async -> [RouteSpec] { state.withLock { Array($0.routes.values) } }
@@ -103,6 +125,20 @@ final class FakeRouter: TrafficRouter {
         try state.withLock { (s: inout State) throws(RuntimeError) in
             if s.failRemove { throw RuntimeError(code: "nginx_failed", message: "nginx -s reload failed") }
             s.routes.removeValue(forKey: Self.key(modelName, environment))
+        }
+    }
+    func detach(modelName: String, environment: String, slot: SlotID) async throws(RuntimeError) -> Bool {
+        try state.withLock { (s: inout State) throws(RuntimeError) -> Bool in
+            if s.failDetach > 0 {
+                s.failDetach -= 1
+                throw RuntimeError(code: "haproxy_failed", message: "del server refused")
+            }
+            let key = Self.key(modelName, environment)
+            guard var route = s.routes[key], route.backends.contains(where: { $0.slot == slot && $0.weight == 0 }) else { return false }
+            route.backends.removeAll { $0.slot == slot }
+            s.routes[key] = route
+            s.detached.append(slot.rawValue)
+            return true
         }
     }
     func needsRestart() async -> Bool { state.withLock { !$0.running && !$0.routes.isEmpty } }

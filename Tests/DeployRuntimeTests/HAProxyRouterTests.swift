@@ -206,6 +206,36 @@ struct HAProxyRouterTests {
         }
     }
 
+    @Test func aStoppedWarmServerAtWeightZeroIsTakenOutAndNoServerWithTrafficEverIs() async throws {
+        try await withRouter(2, drainTimeoutMs: 5000) { router, servers, _ in
+            let port = freePort(preferred: nil)
+            try await router.setBackends(model: "iris", environment: "test", port: port, backends: backends(servers, [256, 0]))
+            let pid = router.runningPid(model: "iris", environment: "test")
+            #expect(await router.servesOnly(port: port, server: "blue", serverPort: servers[0].port))
+            #expect(!(await router.servesOnly(port: port, server: "green", serverPort: servers[1].port)))
+            #expect(!(await router.servesOnly(port: port, server: "blue", serverPort: servers[1].port)), "wrong port")
+            #expect(!(await router.servesOnly(port: freePort(preferred: nil), server: "blue", serverPort: servers[0].port)), "no endpoint")
+            let load = KeepAliveLoad(port: port, clients: 3)
+            await load.waitForRequests(200, after: load.snapshot())
+            // Neither the server with the traffic nor an unknown one is touched.
+            #expect(try await router.removeServer(model: "iris", environment: "test", server: "blue") == false)
+            #expect(try await router.removeServer(model: "iris", environment: "test", server: "teal") == false)
+            #expect(try await router.removeServer(model: "other", environment: "test", server: "green") == false)
+            // The warm slot stops, then its server leaves: runtime state and routes.json, no reload.
+            servers[1].close()
+            #expect(try await router.removeServer(model: "iris", environment: "test", server: "green"))
+            let s = load.snapshot()
+            await load.waitForRequests(200, after: s)
+            let result = await load.stop()
+            #expect(result.failures == 0, "errors: \(result.errors)")
+            #expect(try await router.runtimeServers(model: "iris", environment: "test").map(\.name) == ["blue"])
+            #expect(router.route(model: "iris", environment: "test")?.backends.map(\.name) == ["blue"])
+            #expect(router.runningPid(model: "iris", environment: "test") == pid)
+            #expect(await router.servesOnly(port: port, server: "blue", serverPort: servers[0].port))
+            #expect(try await router.removeServer(model: "iris", environment: "test", server: "green") == false, "already gone")
+        }
+    }
+
     @Test func aRemovedServerFinishesItsRequestInFlightBeforeItIsDeleted() async throws {
         try await withRouter(1) { router, servers, _ in
             let slow = try SlowHTTPServer(delayMs: 1500)
