@@ -30,6 +30,8 @@ import Testing
             chmod(path, 0o755)
             var env = ProcessLauncher.currentEnvironment()
             env["MODEL_DEPLOYER_KUBECTL"] = path
+            // The call plan is counted in kubectl runs: the exec transport.
+            env["MODEL_DEPLOYER_KUBE_TRANSPORT"] = "exec"
             let kubectl = try Kubectl(context: nil, namespace: KubeCallPlanTests.ns, environment: env)
             kube = try KubeRuntime(kubectl: kubectl, target: KubeTarget(namespace: KubeCallPlanTests.ns, imageTemplate: "r/x:{bento_version}"))
         }

@@ -306,8 +306,12 @@ public struct Kubectl: Sendable {
         return response.body
     }
 
-    /// The blocking body of a proxy request: a socket that answers nothing (the proxy died) gets the proxy
-    /// restarted once and the request sent again (it never reached the API server, so a write is not doubled).
+    /// The blocking body of a proxy request. A socket that refuses the connection (the proxy died) gets the
+    /// proxy restarted once and the request sent again: it never reached the API server, so a write is not
+    /// doubled. A connection the proxy broke off (reset, closed without an answer: it died while the
+    /// request was in flight) is retried the same way for a GET only; a write may have reached the server,
+    /// so it fails with `kube_unreachable` (its caller's next read tells what happened) and the next call
+    /// finds the dead proxy and restarts it.
     static func proxyRequestSync(_ proxy: KubeProxy, method: String, path: String, headers: [String: String], body: [UInt8]?,
                                  timeoutMs: Int) throws(RuntimeError) -> HTTPResponse {
         var (socket, generation) = try proxy.socket()
@@ -324,6 +328,9 @@ public struct Kubectl: Sendable {
                 case "connection_refused":
                     throw RuntimeError(code: "kube_unreachable",
                                        message: "kubectl proxy was restarted but its socket \(socket) still refuses connections: \(error.message)")
+                case "http_failed" where method == "GET" && !restarted:
+                    restarted = true
+                    (socket, generation) = try proxy.restart(after: generation)
                 case "http_timeout":
                     throw RuntimeError(code: "kubectl_timeout", message: "\(method) \(path) through kubectl proxy did not finish in \(timeoutMs) ms")
                 default:
