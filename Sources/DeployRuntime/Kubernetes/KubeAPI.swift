@@ -31,6 +31,7 @@ enum KubeAPI {
         Resource(kind: "Pod", apiVersion: "v1", plural: "pods"),
         Resource(kind: "Endpoints", apiVersion: "v1", plural: "endpoints"),
         Resource(kind: "Event", apiVersion: "v1", plural: "events"),
+        Resource(kind: "ServiceAccount", apiVersion: "v1", plural: "serviceaccounts"),
     ]
 
     /// The resource kubectl would understand by `name` (`deployment`, `deployments`, `Deployment`).
