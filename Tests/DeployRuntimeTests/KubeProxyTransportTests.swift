@@ -78,7 +78,7 @@ import Testing
 @Suite struct KubeProxyTransportTests {
     /// A fake `kubectl proxy`: logs its arguments to `starts.log`, each request (method, path, Content-Type,
     /// Host, body) as a JSON line to `requests.log`, and answers `"METHOD PATH"` from `answers.json`
-    /// (`[status, body]`), else 404 NotFound. `FAKE_PROXY_FAIL` makes it print that to stderr and exit 1.
+    /// (`[status, body]`; a key ending in `*` matches by prefix), else 404 NotFound. `FAKE_PROXY_FAIL` makes it print that to stderr and exit 1.
     struct Fake {
         let dir: TempDir
         var env: [String: String]
@@ -105,8 +105,9 @@ import Testing
                         f.write(json.dumps({"method": self.command, "path": self.path, "type": self.headers.get("Content-Type"),
                                             "host": self.headers.get("Host"), "body": body}) + "\\n")
                     table = json.load(open(d + "/answers.json")) if os.path.exists(d + "/answers.json") else {}
-                    status, out = table.get(self.command + " " + self.path,
-                                            [404, {"kind": "Status", "reason": "NotFound", "message": "not there", "code": 404}])
+                    key = self.command + " " + self.path
+                    found = table.get(key) or next((v for k, v in table.items() if k.endswith("*") and key.startswith(k[:-1])), None)
+                    status, out = found or [404, {"kind": "Status", "reason": "NotFound", "message": "not there", "code": 404}]
                     data = json.dumps(out).encode()
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
@@ -276,6 +277,45 @@ import Testing
         #expect(try fake.kubectl().proxy == nil)
         fake.env["MODEL_DEPLOYER_KUBE_TRANSPORT"] = "carrier-pigeon"
         #expect(await errorCode { _ = try fake.kubectl() } == "kube_invalid_config")
+    }
+
+    /// The engine's warm rollback over the proxy transport: the same call plan as over exec
+    /// (KubeCallPlanTests), the one list being one GET per kind, then one conditional JSON patch.
+    @Test func warmRollbackIsTwoGetsAndOnePatch() async throws {
+        let fake = try Fake("kproxy-plan")
+        defer { fake.dir.remove() }
+        let kubectl = try fake.kubectl()
+        defer { kubectl.proxy?.stop() }
+        let kube = try KubeRuntime(kubectl: kubectl, target: KubeTarget(namespace: "models", imageTemplate: "r/x:{bento_version}"))
+        typealias P = KubeCallPlanTests
+        let all = try P.cluster(v1Available: 1)["items"]?.arrayValue ?? []
+        // A list's items carry no kind: the transport puts it back (the slot state tells Deployments from Services by it).
+        func bare(_ kind: String) -> JSONValue {
+            .array(all.filter { $0["kind"]?.stringValue == kind }.map { item -> JSONValue in
+                guard case .object(var o) = item else { return item }
+                o["kind"] = nil
+                return .object(o)
+            })
+        }
+        let svc = try KubeNames.serviceName(modelName: P.model, environment: P.env)
+        try fake.answer(["GET /apis/apps/v1/namespaces/models/deployments?*": (200, ["items": bare("Deployment")]),
+                         "GET /api/v1/namespaces/models/services?*": (200, ["items": bare("Service")]),
+                         "PATCH /api/v1/namespaces/models/services/\(svc)?*": (200, try P.service(selecting: P.v1))])
+        let slots = KubeSlotRuntime(kube), prober = KubeProber(kube), router = KubeTrafficRouter(kube)
+        let ref = SlotRef(modelName: P.model, environment: P.env, id: SlotID(rawValue: "blue"))
+        let warm = try #require(await slots.state(ref))
+        #expect(warm.alive)
+        #expect(await prober.isReady(warm.address, path: "/readyz", timeoutMs: 500))
+        let again = try #require(await slots.state(ref))
+        try await router.apply(RouteSpec(modelName: P.model, environment: P.env, listenPort: 80,
+                                         backends: [WeightedBackend(slot: again.ref.id, address: again.address, version: P.v1)]))
+        let r = fake.requests()
+        #expect(r.map { "\($0["method"]?.stringValue ?? "") \(($0["path"]?.stringValue ?? "").split(separator: "?").first ?? "")" } == [
+            "GET /apis/apps/v1/namespaces/models/deployments", "GET /api/v1/namespaces/models/services",
+            "PATCH /api/v1/namespaces/models/services/\(svc)"])
+        #expect(r.last?["type"] == "application/json-patch+json")
+        let ops = try JSONValue.parse(r.last?["body"]?.stringValue ?? "").arrayValue ?? []
+        #expect(ops.contains { $0["op"] == "test" } && ops.contains { $0["op"] == "replace" })
     }
 
     /// A proxy left by an agent that died (kill -9) is killed by the next start; one whose agent lives is not.
