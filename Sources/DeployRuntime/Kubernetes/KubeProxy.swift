@@ -1,5 +1,6 @@
 import DeployCore
 import Glibc
+import JSON
 import Synchronization
 
 /// One long-running `kubectl proxy --unix-socket=PATH` per (kubectl, kubeconfig, context, state directory),
@@ -127,12 +128,27 @@ public final class KubeProxy: Sendable {
 
     // MARK: - internals
 
+    /// One JSON log line on stderr (the agent's log format) about the proxy's life: its start, a restart, an
+    /// orphan killed. At info level, unless `MODEL_DEPLOYER_LOG_LEVEL` in its environment asks for less.
+    private func log(_ msg: String, _ fields: [String: JSONValue]) {
+        let level = environment["MODEL_DEPLOYER_LOG_LEVEL"]?.lowercased() ?? "info"
+        guard level == "info" || level == "debug" else { return }
+        var o: [String: JSONValue] = ["ts": .double(wallClockSeconds()), "level": "info", "msg": .string(msg),
+                                      "component": "kubectl-proxy"]
+        for (k, v) in fields { o[k] = v }
+        var bytes = JSONValue.object(o).jsonBytes
+        bytes.append(0x0A)
+        _ = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+    }
+
     private var pidPath: String { stateDirectory + "/" + baseName + ".pid" }
     private var logPath: String { stateDirectory + "/" + baseName + ".log" }
 
     private func start(generation: Int) throws(RuntimeError) -> Running {
         try KubeProxy.makePrivateDirectory(stateDirectory)
-        KubeProxy.removeOrphans(in: stateDirectory)
+        for pid in KubeProxy.removeOrphans(in: stateDirectory) {
+            log("killed the kubectl proxy of an agent that is gone", ["pid": .int(Int64(pid)), "directory": .string(stateDirectory)])
+        }
         let socketPath = try socketPathFor()
         unlink(socketPath)
         // A fresh log per start: its tail is what an error quotes.
@@ -168,6 +184,9 @@ public final class KubeProxy: Sendable {
             }
             if let fd = try? HTTPClient.connectUnix(socketPath, deadline: monotonicMs() + 1000) {
                 close(fd)
+                log("kubectl proxy started", ["pid": .int(Int64(proc.pid)), "socket": .string(socketPath),
+                                              "context": context.map { .string($0) } ?? .null, "restart": .bool(generation > 1),
+                                              "start_ms": .double((monotonicMs() - (deadline - startTimeoutMs)).rounded())])
                 return running
             }
             if monotonicMs() >= deadline {
@@ -225,7 +244,9 @@ public final class KubeProxy: Sendable {
 
     /// Kills the proxies of agents that are gone (see the type's documentation). Never touches a process
     /// that is not exactly the recorded proxy.
-    static func removeOrphans(in directory: String) {
+    @discardableResult
+    static func removeOrphans(in directory: String) -> [Int32] {
+        var killed: [Int32] = []
         for file in FileIO.list(directory) where file.hasSuffix(".pid") {
             let path = directory + "/" + file
             guard let text = FileIO.readString(path) else { continue }
@@ -237,11 +258,13 @@ public final class KubeProxy: Sendable {
             if ProcessLauncher.startTime(proxyPid) == f[1], f[1] != "?", isProxy(pid: proxyPid, socket: socketPath) {
                 Glibc.kill(-proxyPid, SIGKILL)
                 Glibc.kill(proxyPid, SIGKILL)
+                killed.append(proxyPid)
             }
             if socketPath.hasSuffix(".sock") { unlink(socketPath) }
             unlink(path)
             unlink(directory + "/" + file.dropLast(4) + ".log")
         }
+        return killed
     }
 
     /// `true` when `pid`'s command line is `... proxy --unix-socket=<socket>`.
