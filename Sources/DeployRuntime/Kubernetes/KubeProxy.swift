@@ -145,6 +145,8 @@ public final class KubeProxy: Sendable {
     private var logPath: String { stateDirectory + "/" + baseName + ".log" }
 
     private func start(generation: Int) throws(RuntimeError) -> Running {
+        // Under the shared /tmp, the per-user directory itself must be ours and closed too.
+        if stateDirectory.hasPrefix(KubeProxy.tmpRoot + "/") { try KubeProxy.makePrivateDirectory(KubeProxy.tmpRoot) }
         try KubeProxy.makePrivateDirectory(stateDirectory)
         for pid in KubeProxy.removeOrphans(in: stateDirectory) {
             log("killed the kubectl proxy of an agent that is gone", ["pid": .int(Int64(pid)), "directory": .string(stateDirectory)])
@@ -206,7 +208,7 @@ public final class KubeProxy: Sendable {
         let name = baseName + ".sock"
         let inState = stateDirectory + "/" + name
         if inState.utf8.count < 100 { return inState }
-        let dir = "/tmp/model-deployer-\(geteuid())"
+        let dir = KubeProxy.tmpRoot
         try KubeProxy.makePrivateDirectory(dir)
         return dir + "/" + name
     }
@@ -231,6 +233,10 @@ public final class KubeProxy: Sendable {
             usleep(10_000)
         }
     }
+
+    /// `/tmp/model-deployer-<uid>`: where sockets go when the state directory's path is too long, and the
+    /// state directory of a `Kubectl` given neither one nor `MODEL_DEPLOYER_HOME`.
+    static var tmpRoot: String { "/tmp/model-deployer-\(geteuid())" }
 
     /// Creates `path` (and parents) and makes sure it is a directory of ours that no one else can enter.
     static func makePrivateDirectory(_ path: String) throws(RuntimeError) {

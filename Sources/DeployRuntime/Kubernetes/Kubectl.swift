@@ -71,7 +71,7 @@ public struct Kubectl: Sendable {
         }
         if transport == .proxy {
             let home = env["MODEL_DEPLOYER_HOME"].flatMap { $0.isEmpty ? nil : $0 }
-            let dir = stateDirectory ?? home.map { $0 + "/kube" } ?? "/tmp/model-deployer-\(geteuid())/kube"
+            let dir = stateDirectory ?? home.map { $0 + "/kube" } ?? KubeProxy.tmpRoot + "/kube"
             proxy = KubeProxy.shared(executable: executable, context: context, environment: env, stateDirectory: dir)
         } else {
             proxy = nil
