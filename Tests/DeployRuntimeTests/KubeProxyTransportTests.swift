@@ -268,6 +268,26 @@ import Testing
         #expect(fake.requests().map { $0["method"]?.stringValue ?? "" } == ["GET", "GET", "PATCH"])
     }
 
+    /// A state directory whose path is too long for a socket address: the socket goes to the private
+    /// per-user directory under /tmp, the pid file (naming it) stays in the state directory.
+    @Test func aLongHomePutsTheSocketUnderTmp() async throws {
+        let fake = try Fake("kproxy-long")
+        defer { fake.dir.remove() }
+        let state = fake.dir.path + "/" + String(repeating: "h", count: 90) + "/kube"
+        let k = try Kubectl(context: nil, namespace: "models", environment: fake.env, stateDirectory: state)
+        defer { k.proxy?.stop() }
+        #expect(try await k.get("deployment", "a") == nil)
+        let arg = try #require(fake.starts().first?.split(separator: " ").last.map(String.init))
+        let socket = String(arg.dropFirst("--unix-socket=".count))
+        #expect(socket.hasPrefix(KubeProxy.tmpRoot + "/") && access(socket, F_OK) == 0, "\(socket)")
+        let pidFile = try #require(try FileManager.default.contentsOfDirectory(atPath: state).first { $0.hasSuffix(".pid") })
+        #expect(try String(contentsOfFile: state + "/" + pidFile, encoding: .utf8).contains(socket))
+        var st = stat()
+        #expect(lstat(KubeProxy.tmpRoot, &st) == 0 && st.st_mode & 0o077 == 0)
+        k.proxy?.stop()
+        #expect(access(socket, F_OK) != 0)
+    }
+
     @Test func aProxyThatCannotStartIsReportedInWords() async throws {
         var fake = try Fake("kproxy-fail")
         defer { fake.dir.remove() }
