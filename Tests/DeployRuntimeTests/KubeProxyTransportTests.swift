@@ -86,7 +86,7 @@ import Testing
         init(_ label: String) throws {
             dir = try TempDir(label)
             let path = dir.path + "/kubectl"
-            try Self.writeExecutable(path, """
+            try TempDir.writeExecutable(path, """
             #!/usr/bin/env python3
             import http.server, json, os, socketserver, sys
             d = \(String(reflecting: dir.path))
@@ -129,16 +129,6 @@ import Testing
             env["MODEL_DEPLOYER_KUBECTL"] = path
             env["KUBECONFIG"] = dir.path + "/config"
             env.removeValue(forKey: "MODEL_DEPLOYER_KUBE_TRANSPORT")
-        }
-
-        /// Written with O_CLOEXEC: a process spawned meanwhile by a parallel test must not inherit the write
-        /// end, or executing the script fails with ETXTBSY.
-        static func writeExecutable(_ path: String, _ text: String) throws {
-            let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o755)
-            guard fd >= 0 else { throw POSIXError(.EIO) }
-            let bytes = Array(text.utf8)
-            _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            close(fd)
         }
 
         var stateDirectory: String { dir.path + "/home/kube" }
@@ -393,5 +383,17 @@ import Testing
         #expect(access(dir + "/bbbb-2.pid", F_OK) == 0)
         #expect(ProcessLauncher.isAlive(pid: bystander.pid), "a reused pid is not killed")
         #expect(access(dir + "/cccc-3.pid", F_OK) != 0)
+    }
+}
+
+extension TempDir {
+    /// Writes an executable script with O_CLOEXEC: a process spawned meanwhile by a parallel test must not
+    /// inherit the write end, or executing the script fails with ETXTBSY.
+    static func writeExecutable(_ path: String, _ text: String) throws {
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o755)
+        guard fd >= 0 else { throw POSIXError(.EIO) }
+        let bytes = Array(text.utf8)
+        _ = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        Glibc.close(fd)
     }
 }

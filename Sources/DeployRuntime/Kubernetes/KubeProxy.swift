@@ -37,6 +37,9 @@ public final class KubeProxy: Sendable {
 
     private struct Running: Sendable {
         var pid: Int32
+        /// Its start time (/proc): a pid that names another process by then (reaped by someone else, reused)
+        /// is neither trusted nor signalled.
+        var startTime: String?
         var socket: String
         /// Bumped at every start, so concurrent callers that saw the same dead proxy restart it once.
         var generation: Int
@@ -87,7 +90,9 @@ public final class KubeProxy: Sendable {
     /// - Throws: `kube_unreachable` (it cannot be started or does not answer in time), with its output.
     func socket() throws(RuntimeError) -> (path: String, generation: Int) {
         try state.withLock { s throws(RuntimeError) -> (path: String, generation: Int) in
-            if let r = s.running, ProcessLauncher.isAlive(pid: r.pid) { return (r.socket, r.generation) }
+            if let r = s.running, ProcessLauncher.isAlive(pid: r.pid), ProcessLauncher.startTime(r.pid) == r.startTime {
+                return (r.socket, r.generation)
+            }
             if let r = s.running { cleanUp(r) }
             s.running = nil
             let r = try start(generation: s.generation + 1)
@@ -103,7 +108,7 @@ public final class KubeProxy: Sendable {
     func restart(after generation: Int) throws(RuntimeError) -> (path: String, generation: Int) {
         state.withLock { s in
             if let r = s.running, r.generation == generation {
-                KubeProxy.kill(r.pid)
+                KubeProxy.kill(r.pid, startTime: r.startTime)
                 cleanUp(r)
                 s.running = nil
             }
@@ -118,7 +123,7 @@ public final class KubeProxy: Sendable {
     func stop() {
         state.withLock { s in
             if let r = s.running {
-                KubeProxy.kill(r.pid)
+                KubeProxy.kill(r.pid, startTime: r.startTime)
                 cleanUp(r)
             }
             s.running = nil
@@ -165,15 +170,16 @@ public final class KubeProxy: Sendable {
         } catch {
             throw RuntimeError(code: "kube_unreachable", message: "cannot start kubectl proxy: \(error.message)")
         }
+        let started = ProcessLauncher.startTime(proc.pid)
         let me = "\(getpid()) \(ProcessLauncher.startTime(getpid()) ?? "?")"
-        let record = "\(proc.pid) \(ProcessLauncher.startTime(proc.pid) ?? "?") \(me) \(socketPath)\n"
+        let record = "\(proc.pid) \(started ?? "?") \(me) \(socketPath)\n"
         do {
             try FileIO.writeAtomically(pidPath, Array(record.utf8), mode: 0o600)
         } catch {
-            KubeProxy.kill(proc.pid)
+            KubeProxy.kill(proc.pid, startTime: started)
             throw RuntimeError(code: "kube_unreachable", message: "cannot record the kubectl proxy's pid in \(pidPath): \(error.message)")
         }
-        let running = Running(pid: proc.pid, socket: socketPath, generation: generation)
+        let running = Running(pid: proc.pid, startTime: started, socket: socketPath, generation: generation)
         let deadline = monotonicMs() + startTimeoutMs
         while true {
             if !ProcessLauncher.isAlive(pid: proc.pid) {
@@ -192,7 +198,7 @@ public final class KubeProxy: Sendable {
                 return running
             }
             if monotonicMs() >= deadline {
-                KubeProxy.kill(proc.pid)
+                KubeProxy.kill(proc.pid, startTime: started)
                 let out = FileIO.tail(logPath, bytes: 2000)
                 cleanUp(running)
                 throw RuntimeError(code: "kube_unreachable",
@@ -218,12 +224,13 @@ public final class KubeProxy: Sendable {
         unlink(pidPath)
     }
 
-    /// SIGTERM to the proxy's group, SIGKILL after 2 s, reaped.
-    static func kill(_ pid: Int32) {
-        guard pid > 0 else { return }
+    /// SIGTERM to the proxy's group, SIGKILL after 2 s, reaped; nothing when `pid` is no longer the process
+    /// that started at `startTime`.
+    static func kill(_ pid: Int32, startTime: String?) {
+        guard pid > 0, ProcessLauncher.startTime(pid) == startTime else { return }
         Glibc.kill(-pid, SIGTERM)
         let deadline = monotonicMs() + 2000
-        while ProcessLauncher.isAlive(pid: pid) {
+        while ProcessLauncher.isAlive(pid: pid) && ProcessLauncher.startTime(pid) == startTime {
             if monotonicMs() >= deadline {
                 Glibc.kill(-pid, SIGKILL)
                 var status: Int32 = 0
