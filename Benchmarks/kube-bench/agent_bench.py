@@ -11,18 +11,20 @@ MODEL_DEPLOYER_BENTOML.
 It makes a scratch namespace, stands in for the kubelet and the containers with the integration tests' own
 helpers (Tests/integration/kube_support.py: Pods bound and marked Ready through the status subresource, one
 HTTP server answering for every Pod), and starts `model-deployer serve` with `MODEL_DEPLOYER_LOG_LEVEL=debug`,
-at which the agent logs every kubectl run (start time, duration) to stderr. Then:
+at which the agent logs every API call (start time, duration; `"msg":"kubectl"` lines) to stderr: a kubectl
+run with MODEL_DEPLOYER_KUBE_TRANSPORT=exec, an HTTP request through its `kubectl proxy` by default. Then:
 
 - N rounds of: deploy.execute of another version over the live one (blue-green, no bake; each step's time
   is the time from its first deploy.progress frame to the next step's, as the client receives them), then
   deploy.rollback, a warm switch back (the previous Deployment kept scaled up; the call's time from request
   sent to answer received, with the kubelet stand-in paused: nothing needs to change in the Pods, and its
   kubectl processes would only add load);
-- a bare `kubectl get service -o json` N times from here: the floor (one kubectl process, one round trip).
+- the floors, N times each from here: a bare `kubectl get service -o json` (one kubectl process, one round
+  trip) and one GET of the Service through a `kubectl proxy --unix-socket` started here (one round trip).
 
-Per step it prints the end-to-end time, the kubectl runs inside it (count and summed time, from the
-agent's log) and the agent's own overhead: end-to-end minus kubectl time (JSON-RPC, ledger writes, JSON
-rendering and parsing, process spawning). "wait ready" also contains the stand-in's 300 ms pass period.
+Per step it prints the end-to-end time, the API calls inside it (count and the time during which at least
+one ran, from the agent's log) and the agent's own overhead: end-to-end minus that time (JSON-RPC, ledger
+writes, JSON rendering and parsing, process spawning). "wait ready" also contains the stand-in's 300 ms pass period.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import argparse
 import json
 import shutil
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -45,7 +48,7 @@ sys.path.insert(0, str(REPO / "Tests" / "integration"))
 
 from conftest import Agent, binary_path  # noqa: E402
 from deploy_support import SMOKE_INPUT, example_tags, version  # noqa: E402
-from kube_support import ANSWER, CONTEXT, Kubectl, KubeletStandIn, StandInContainer, host_address, kube_env  # noqa: E402
+from kube_support import ANSWER, CONTEXT, Kubectl, KubeletStandIn, StandInContainer, host_address, kube_env, kube_proxies  # noqa: E402
 
 MODEL = "iris_clf"
 ENV = "kubebench"
@@ -93,6 +96,9 @@ class Bench:
 
     def close(self, keep: bool) -> None:
         self.agent.close()
+        left = kube_proxies(self.home)
+        if left:
+            print(f"agent_bench: the agent left kubectl proxies running: {left}", file=sys.stderr)
         self.kubelet.close()
         self.container.close()
         self.k.run("delete", "namespace", self.k.ns, "--wait=false", namespaced=False, check=False)
@@ -101,8 +107,20 @@ class Bench:
         else:
             shutil.rmtree(self.home, ignore_errors=True)
 
+    def transports(self) -> set[str]:
+        """The transports the agent's API-call log lines name (`exec` or `proxy`)."""
+        out = set()
+        for line in self.stderr.read_text(errors="replace").splitlines():
+            try:
+                o = json.loads(line)
+            except ValueError:
+                continue
+            if o.get("component") == "kubectl" and "ms" in o:
+                out.add(o.get("transport", "exec"))
+        return out
+
     def kubectl_runs(self) -> list[tuple[float, float, str]]:
-        """(start s, ms, what) of every kubectl run the agent logged so far."""
+        """(start s, ms, what) of every API call (kubectl run or proxy request) the agent logged so far."""
         out = []
         for line in self.stderr.read_text(errors="replace").splitlines():
             try:
@@ -153,6 +171,42 @@ class Bench:
         assert resp.get("result", {}).get("status") == "live", resp
         return t0, t1
 
+    def proxy_floor(self, n: int) -> list[float]:
+        """n GETs of the Service through a `kubectl proxy --unix-socket` started here (one HTTP request each)."""
+        svc = self.k.service()["metadata"]["name"]
+        sock = self.home / "floor.sock"
+        p = subprocess.Popen([self.k.kubectl, "--context", CONTEXT, "proxy", f"--unix-socket={sock}"], env=self.k.env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 15
+            while not sock.exists():
+                assert time.monotonic() < deadline and p.poll() is None, "kubectl proxy did not start"
+                time.sleep(0.02)
+            request = (f"GET /api/v1/namespaces/{self.k.ns}/services/{svc} HTTP/1.1\r\nHost: localhost\r\n"
+                       "Accept: application/json\r\nConnection: close\r\n\r\n").encode()
+            out = []
+            for _ in range(n + 1):
+                t = time.monotonic()
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+                    while True:
+                        try:
+                            c.connect(str(sock))
+                            break
+                        except (ConnectionRefusedError, FileNotFoundError):
+                            assert time.monotonic() < deadline, "kubectl proxy does not answer"
+                            time.sleep(0.02)
+                            t = time.monotonic()
+                    c.sendall(request)
+                    data = b""
+                    while chunk := c.recv(65536):
+                        data += chunk
+                assert data.startswith(b"HTTP/1.1 200"), data[:200]
+                out.append((time.monotonic() - t) * 1000)
+            return out[1:]  # the first request also waits for the proxy's first connection to the API server
+        finally:
+            p.terminate()
+            p.wait()
+
     def floor(self, n: int) -> list[float]:
         svc = self.k.service()["metadata"]["name"]
         out = []
@@ -193,6 +247,7 @@ def main() -> int:
             b.kubelet.paused.clear()
         b.kubelet.paused.set()
         floor = b.floor(args.rounds)
+        http_floor = b.proxy_floor(args.rounds)
         b.kubelet.paused.clear()
         runs = b.kubectl_runs()
 
@@ -207,8 +262,9 @@ def main() -> int:
             print(f"| {name} | {len(spans)} | {pct(total, .5):.0f} | {pct(total, .95):.0f} | {statistics.median(calls):g} "
                   f"| {pct(kms, .5):.0f} | {pct(own, .5):.0f} | {pct(own, .95):.0f} |")
 
-        print(f"agent_bench: {args.rounds} rounds of execute + rollback, load average {os.getloadavg()[0]:.1f}")
-        print("| step | n | end to end p50 ms | p95 ms | kubectl runs (median) | kubectl ms p50 | agent's own ms p50 | own p95 |")
+        print(f"agent_bench: {args.rounds} rounds of execute + rollback, load average {os.getloadavg()[0]:.1f}, "
+              f"agent transport {'/'.join(sorted(b.transports())) or '?'}")
+        print("| step | n | end to end p50 ms | p95 ms | API calls (median) | API ms p50 | agent's own ms p50 | own p95 |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for step in STEP_NAMES:
             if step in windows:
@@ -216,12 +272,14 @@ def main() -> int:
         # The other steps (execute, register, done) are ledger writes only: no kubectl run, a few ms.
         row("deploy.rollback (warm)", rollbacks)
         print(f"| kubectl get service (floor, from here) | {len(floor)} | {pct(floor, .5):.0f} | {pct(floor, .95):.0f} | 1 | | | |")
-        # What the kubectl runs of the rollbacks were (the call plan), once.
+        print(f"| GET service through kubectl proxy (floor, from here) | {len(http_floor)} | {pct(http_floor, .5):.1f} "
+              f"| {pct(http_floor, .95):.1f} | 1 | | | |")
+        # What the API calls of the rollbacks were (the call plan), once.
         s, e = rollbacks[-1]
-        print("last rollback's kubectl runs:", ", ".join(f"{what} {ms:.0f} ms" for (t, ms, what) in runs if s <= t < e))
+        print("last rollback's API calls:", ", ".join(f"{what} {ms:.1f} ms" for (t, ms, what) in runs if s <= t < e))
         s, e = windows.get("switch", [(0, 0)])[-1]
-        print("last switch's kubectl runs:", ", ".join(f"{what} {ms:.0f} ms" for (t, ms, what) in runs if s <= t < e))
-        print("kubectl runs of the last execute's steps:",
+        print("last switch's API calls:", ", ".join(f"{what} {ms:.1f} ms" for (t, ms, what) in runs if s <= t < e))
+        print("API calls of the last execute's steps:",
               "; ".join(f"{step}: {sum(1 for (t, _, _) in runs if s <= t < e)}" for step, s, e in last))
     finally:
         b.close(args.keep)

@@ -7,6 +7,8 @@
 // ready through the status subresource (nothing runs in them), then times ITERATIONS (default 20)
 // selector switches and rollbacks end to end as the engine would call them, next to a bare
 // `kubectl get` (the floor: one kubectl process and one API round trip). Deletes the namespace after.
+// The transport is the agent's default (one `kubectl proxy` on a Unix socket, stopped at the end) unless
+// MODEL_DEPLOYER_KUBE_TRANSPORT=exec; the "floor" line is then one HTTP GET through that proxy.
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -39,6 +41,7 @@ func fmt(_ d: Double) -> String {
 }
 
 func fail(_ m: String) -> Never {
+    KubeProxy.stopAll()
     let bytes = Array("kube-bench: \(m)\n".utf8)
     _ = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
     exit(1)
@@ -117,8 +120,8 @@ func main() async throws(RuntimeError) {
         _ = try await rt.rolloutStatus(deploymentName: handles[0].deploymentName)
         status.append(now() - t0)
     }
-    print("kube-bench: \(iterations) iterations against \(env["KUBECONFIG"]!) (kubectl \(k.executable))")
-    report("kubectl get service (floor)", bare)
+    print("kube-bench: \(iterations) iterations against \(env["KUBECONFIG"]!) (kubectl \(k.executable), transport \(k.transport.rawValue))")
+    report("get service (floor)", bare)
     report("selector switch (route)", switches)
     report("rollback (switch back)", rollbacks)
     report("rollout status (available)", status)
@@ -129,6 +132,7 @@ func main() async throws(RuntimeError) {
 guard env["KUBECONFIG"] != nil else { fail("set KUBECONFIG (e.g. the path scripts/kube-cluster.sh start prints)") }
 do {
     try await main()
+    KubeProxy.stopAll()
 } catch {
     fail(error.description)
 }

@@ -23,7 +23,7 @@ public struct HTTPResponse: Sendable {
     public var isSuccess: Bool { (200..<300).contains(status) }
 }
 
-/// A minimal HTTP/1.1 client over POSIX sockets (IPv4 literal hosts, `Connection: close`), with a connect
+/// A minimal HTTP/1.1 client over POSIX sockets (IPv4 literal hosts or a Unix-domain socket, `Connection: close`), with a connect
 /// and a total deadline. The blocking work runs on its own thread, off the cooperative pool.
 public enum HTTPClient {
     /// Sends one request and reads the whole response.
@@ -47,12 +47,7 @@ public enum HTTPClient {
         let start = monotonicMs()
         let deadline = start + Double(timeoutMs)
         guard (1...65535).contains(port) else { throw failed("invalid port \(port)") }
-        guard path.hasPrefix("/"), !path.utf8.contains(where: { $0 <= 0x20 || $0 == 0x7f }) else {
-            throw failed("invalid request path")
-        }
-        for (k, v) in headers where (k + v).utf8.contains(where: { $0 == 0x0d || $0 == 0x0a }) {
-            throw failed("invalid header \(k)")
-        }
+        try checkRequest(path: path, headers: headers)
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         guard fd >= 0 else { throw failed("socket: \(errnoString())") }
         defer { close(fd) }
@@ -75,7 +70,88 @@ public enum HTTPClient {
             if err != 0 { throw connectError(err, port) }
         }
 
-        var head = "\(method) \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nConnection: close\r\n"
+        return try exchange(fd: fd, method: method, hostHeader: "\(host):\(port)", path: path, headers: headers, body: body,
+                            start: start, deadline: deadline)
+    }
+
+    /// Sends one request over the Unix-domain stream socket at `socketPath` (for example a
+    /// `kubectl proxy --unix-socket`) and reads the whole response. The `Host` header is `localhost`.
+    /// - Throws: `connection_refused` (nothing listens at the path, or it does not exist), `http_timeout`,
+    ///   `http_failed`.
+    public static func request(method: String, unixSocket socketPath: String, path: String,
+                               headers: [String: String] = [:], body: [UInt8]? = nil,
+                               timeoutMs: Int) async throws(RuntimeError) -> HTTPResponse {
+        try await Blocking.run { () throws(RuntimeError) -> HTTPResponse in
+            try requestSync(method: method, unixSocket: socketPath, path: path, headers: headers, body: body, timeoutMs: timeoutMs)
+        }
+    }
+
+    /// The blocking implementation of `request(method:unixSocket:...)`.
+    public static func requestSync(method: String, unixSocket socketPath: String, path: String,
+                                   headers: [String: String] = [:], body: [UInt8]? = nil,
+                                   timeoutMs: Int) throws(RuntimeError) -> HTTPResponse {
+        let start = monotonicMs()
+        let deadline = start + Double(timeoutMs)
+        try checkRequest(path: path, headers: headers)
+        let fd = try connectUnix(socketPath, deadline: deadline)
+        defer { close(fd) }
+        return try exchange(fd: fd, method: method, hostHeader: "localhost", path: path, headers: headers, body: body,
+                            start: start, deadline: deadline)
+    }
+
+    /// A connected, non-blocking stream socket to the Unix-domain socket at `socketPath` (the caller closes it).
+    /// - Throws: `connection_refused` (ENOENT, ECONNREFUSED), `http_timeout`, `http_failed`.
+    static func connectUnix(_ socketPath: String, deadline: Double) throws(RuntimeError) -> Int32 {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        guard fd >= 0 else { throw failed("socket: \(errnoString())") }
+        var ok = false
+        defer { if !ok { close(fd) } }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(socketPath.utf8)
+        guard !bytes.isEmpty, bytes.count < MemoryLayout.size(ofValue: addr.sun_path), !bytes.contains(0) else {
+            throw failed("unix socket path too long or empty (\(bytes.count) bytes)")
+        }
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            for (i, b) in bytes.enumerated() { raw[i] = b }
+            raw[bytes.count] = 0
+        }
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        if rc != 0 {
+            let e = errno
+            if e == ENOENT || e == ECONNREFUSED {
+                throw RuntimeError(code: "connection_refused", message: "nothing listens on \(socketPath): \(errnoString(e))")
+            }
+            // A full backlog answers EAGAIN on a non-blocking Unix connect: wait for the socket to be writable.
+            guard e == EAGAIN || e == EINPROGRESS else { throw failed("connect to \(socketPath): \(errnoString(e))") }
+            try waitFor(fd, Int16(POLLOUT), deadline: deadline, what: "connect to \(socketPath)")
+            var err: Int32 = 0
+            var len = socklen_t(MemoryLayout<Int32>.size)
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len)
+            if err == ECONNREFUSED || err == ENOENT {
+                throw RuntimeError(code: "connection_refused", message: "nothing listens on \(socketPath): \(errnoString(err))")
+            }
+            if err != 0 { throw failed("connect to \(socketPath): \(errnoString(err))") }
+        }
+        ok = true
+        return fd
+    }
+
+    private static func checkRequest(path: String, headers: [String: String]) throws(RuntimeError) {
+        guard path.hasPrefix("/"), !path.utf8.contains(where: { $0 <= 0x20 || $0 == 0x7f }) else {
+            throw failed("invalid request path")
+        }
+        for (k, v) in headers where (k + v).utf8.contains(where: { $0 == 0x0d || $0 == 0x0a }) {
+            throw failed("invalid header \(k)")
+        }
+    }
+
+    /// Writes the request on the connected socket `fd` and reads the whole response.
+    private static func exchange(fd: Int32, method: String, hostHeader: String, path: String, headers: [String: String],
+                                 body: [UInt8]?, start: Double, deadline: Double) throws(RuntimeError) -> HTTPResponse {
+        var head = "\(method) \(path) HTTP/1.1\r\nHost: \(hostHeader)\r\nConnection: close\r\n"
         var hasLength = false
         for (k, v) in headers.sorted(by: { $0.key < $1.key }) {
             if k.lowercased() == "content-length" { hasLength = true }

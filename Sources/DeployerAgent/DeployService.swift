@@ -71,7 +71,7 @@ final class DeployService: Sendable {
                                      "router": .string(options.router.rawValue), "haproxy": .string(haproxy)])
         var runtime = RuntimePorts.local(home: home, bentoml: bentoml, bentomlHome: bentomlHome, nginx: nginx,
                                          router: options.router, haproxy: haproxy)
-        switch Self.kubernetesPorts(policy, environment: env, catalog: runtime.catalog) {
+        switch Self.kubernetesPorts(policy, environment: env, home: home, catalog: runtime.catalog) {
         case .success(let ports): runtime.environments = ports
         case .failure(let problem): throw RPCError.internalError(problem.message)
         }
@@ -105,7 +105,10 @@ final class DeployService: Sendable {
         return (env["HOME"] ?? "/tmp") + "/.local/state/model-deployer"
     }
 
-    func close() async {}
+    /// Stops the `kubectl proxy` processes the Kubernetes runtime started.
+    func close() async {
+        KubeProxy.stopAll()
+    }
 
     /// Runs an engine call on the blocking executor: ledger calls and hashing block their thread, and on
     /// the cooperative pool (two threads here) two slow plans would stall every other request.

@@ -157,7 +157,7 @@ public final class DeployerAgent: Sendable {
         switch DeployService.loadPolicy(options, home: home) {
         case .failure(let problem): return problem.message
         case .success(let policy):
-            if case .failure(let problem) = DeployService.kubernetesPorts(policy, environment: currentEnvironment(),
+            if case .failure(let problem) = DeployService.kubernetesPorts(policy, environment: currentEnvironment(), home: home,
                                                                           catalog: LocalCatalog(home: "/nonexistent")) {
                 return problem.message
             }

@@ -38,6 +38,23 @@ import Testing
         }
     }
 
+    @Test func unixSocketWithoutListenerIsRefused() async throws {
+        let dir = try TempDir("http-unix")
+        defer { dir.remove() }
+        do {
+            _ = try await HTTPClient.request(method: "GET", unixSocket: dir.path + "/absent.sock", path: "/", timeoutMs: 1000)
+            Issue.record("expected an error")
+        } catch {
+            #expect(error.code == "connection_refused" && error.message.contains("absent.sock"), "\(error)")
+        }
+        do {
+            _ = try await HTTPClient.request(method: "GET", unixSocket: "/" + String(repeating: "x", count: 200), path: "/", timeoutMs: 100)
+            Issue.record("expected an error")
+        } catch {
+            #expect(error.code == "http_failed" && error.message.contains("too long"))
+        }
+    }
+
     @Test func hangingServerTimesOut() async throws {
         let server = try TestHTTPServer()
         defer { server.close() }

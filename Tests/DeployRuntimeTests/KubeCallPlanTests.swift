@@ -18,7 +18,7 @@ import Testing
         init() throws {
             dir = try TempDir("kube-plan")
             let path = dir.path + "/kubectl"
-            try TempDir.write(path, """
+            try TempDir.writeExecutable(path, """
             #!/bin/sh
             echo "$*" >> "\(dir.path)/runs.log"
             for a in "$@"; do
@@ -27,9 +27,10 @@ import Testing
             exit 1
 
             """)
-            chmod(path, 0o755)
             var env = ProcessLauncher.currentEnvironment()
             env["MODEL_DEPLOYER_KUBECTL"] = path
+            // The call plan is counted in kubectl runs: the exec transport.
+            env["MODEL_DEPLOYER_KUBE_TRANSPORT"] = "exec"
             let kubectl = try Kubectl(context: nil, namespace: KubeCallPlanTests.ns, environment: env)
             kube = try KubeRuntime(kubectl: kubectl, target: KubeTarget(namespace: KubeCallPlanTests.ns, imageTemplate: "r/x:{bento_version}"))
         }

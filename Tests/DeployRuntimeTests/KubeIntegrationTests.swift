@@ -27,10 +27,13 @@ enum KubeTestEnv {
     static var isCI: Bool { environment["CI"] == "true" }
 
     /// The environment kubectl runs with: the test kubeconfig, and the cluster script's kubectl 1.20
-    /// unless MODEL_DEPLOYER_KUBECTL says otherwise.
+    /// unless MODEL_DEPLOYER_KUBECTL says otherwise. The exec transport: a `kubectl proxy` started here
+    /// would outlive the test process (the proxy transport against the real API server is tested through
+    /// the agent, which stops it, in Tests/integration/test_kube_deploy.py).
     static func kubectlEnvironment() -> [String: String] {
         var env = environment
         env["KUBECONFIG"] = kubeconfig
+        env["MODEL_DEPLOYER_KUBE_TRANSPORT"] = "exec"
         return env
     }
 

@@ -39,6 +39,8 @@ import Testing
         close(fd)
         var env = ProcessLauncher.currentEnvironment()
         env["MODEL_DEPLOYER_KUBECTL"] = path
+        // These tests read the kubectl command lines: the exec transport.
+        env["MODEL_DEPLOYER_KUBE_TRANSPORT"] = "exec"
         return env
     }
 

@@ -43,6 +43,34 @@ def host_address() -> str:
         s.close()
 
 
+def kube_proxies(home: Path | str) -> dict[int, str]:
+    """The `kubectl proxy --unix-socket=...` processes the agent with home `home` started: pid -> socket.
+    Its proxies put their socket under <home>/kube (or, when that path is too long for a socket address,
+    elsewhere, and then their pid file under <home>/kube names them)."""
+    kube_dir = Path(home) / "kube"
+    recorded: set[int] = set()
+    for f in kube_dir.glob("*.pid") if kube_dir.is_dir() else []:
+        try:
+            recorded.add(int(f.read_text().split()[0]))
+        except (OSError, ValueError, IndexError):
+            pass
+    found: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state == "Z" or b"proxy" not in args:
+            continue
+        sockets = [a[len(b"--unix-socket="):].decode() for a in args if a.startswith(b"--unix-socket=")]
+        if sockets and (sockets[0].startswith(f"{kube_dir}/") or int(entry) in recorded):
+            found[int(entry)] = sockets[0]
+    return found
+
+
 class Kubectl:
     def __init__(self, kubeconfig: str, kubectl: str, namespace: str):
         self.env = dict(os.environ, KUBECONFIG=kubeconfig)

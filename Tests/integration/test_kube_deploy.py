@@ -10,6 +10,10 @@ Stood in for (no container runtime can run here): the kubelet and the scheduler,
 the same address, so an answer through the proxy proves the proxy path and the Endpoints, not which version
 answered: which version serves is asserted on the Service's selector and on which Pods its Endpoints list.
 
+The agent talks to the API server through its default transport: one `kubectl proxy --unix-socket` under
+<home>/kube, each call an HTTP request on that socket. Every test checks that no proxy of the agent's home
+is left once its agents have exited.
+
 Needs MODEL_DEPLOYER_TEST_KUBECONFIG and MODEL_DEPLOYER_KUBECTL (scripts/test.sh starts the control plane);
 skips without them, except under CI=true, where it fails.
 """
@@ -25,8 +29,12 @@ import uuid
 import pytest
 
 from deploy_support import SMOKE_INPUT, example_tags, version
-from kube_support import ANSWER, CONTEXT, Kubectl, KubeletStandIn, StandInContainer, host_address, kube_env
+from kube_support import ANSWER, CONTEXT, Kubectl, KubeletStandIn, StandInContainer, host_address, kube_env, kube_proxies
 from test_deploy import MODEL, Deployer
+
+# The agent's transport to the API server: `proxy` (its default) unless the environment says `exec`, which
+# this suite also runs under (then no kubectl proxy may appear at all).
+PROXY = os.environ.get("MODEL_DEPLOYER_KUBE_TRANSPORT", "proxy") == "proxy"
 
 
 def _kube_env() -> tuple[str, str]:
@@ -71,6 +79,9 @@ def kube(spawn_agent, agent_home, openrpc):
     yield d
     for a in spawn_agent.agents:
         a.close()
+    # The agents stopped the kubectl proxies they started.
+    assert kube_proxies(agent_home) == {}, kube_proxies(agent_home)
+    assert not list((agent_home / "kube").glob("*.pid")) if (agent_home / "kube").is_dir() else True
     kubelet.close()
     container.close()
     k.run("delete", "namespace", ns, "--wait=false", namespaced=False, check=False)
@@ -93,6 +104,16 @@ def test_plan_execute_blue_green_rollback_and_stuck_rollout_on_kubernetes(kube):
     x = d.call("deploy.execute", {"deployment_id": plan["deployment_id"]})["result"]
     assert x["status"] == "live", x
     assert k.selected_version() == v1
+    # All of it went through one kubectl proxy, its socket under the agent's home (or, when that path is too
+    # long for a socket address, in the agent's private directory under /tmp).
+    proxies = kube_proxies(d.home)
+    assert len(proxies) == (1 if PROXY else 0), proxies
+    if PROXY:
+        name = f"{d.agent.proc.pid}.sock"
+        in_home = f"{d.home / 'kube'}/"
+        where = in_home if len(in_home) + 13 + len(name) < 100 else f"/tmp/model-deployer-{os.geteuid()}/"
+        sock = next(iter(proxies.values()))
+        assert sock.startswith(where) and sock.endswith("-" + name), (sock, where)
 
     st = d.status(plan["deployment_id"])
     rt = st["deployment"]["runtime"]
@@ -155,10 +176,16 @@ def test_kill_9_of_the_agent_mid_rollout_then_reconcile_on_kubernetes(kube):
     did = plan["deployment_id"]
     agent = d.agent
     d.execute_until(did, "readiness")
+    orphans = kube_proxies(d.home)
+    assert len(orphans) == (1 if PROXY else 0), orphans
     agent.proc.kill()
     agent.proc.wait()
+    # kill -9 leaves the agent's kubectl proxy running; the next agent kills it and starts its own.
+    assert all(os.path.exists(f"/proc/{pid}") for pid in orphans), orphans
     d.agent = d.start()
     st = d.status(did)
+    now = kube_proxies(d.home)
+    assert len(now) == (1 if PROXY else 0) and not set(now) & set(orphans), (orphans, now)
     assert st["deployment"]["status"] == "interrupted", st["deployment"]
     assert st["deployment"]["error"]["reason"] == "interrupted"
     assert any(e["step"] == "reconcile" for e in st["events"])

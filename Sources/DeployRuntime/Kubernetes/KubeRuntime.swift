@@ -138,8 +138,8 @@ public struct KubeRuntime: Sendable {
             // Events are best effort: a cluster may forbid reading them, and the verdict stands without.
             do throws(RuntimeError) {
                 let names = Set(pods.compactMap { $0["metadata"]?["name"]?.stringValue })
-                events = try await kubectl.json(["get", "events", "--field-selector", "involvedObject.kind=Pod", "-o", "json"])["items"]?
-                    .arrayValue?.filter { names.contains($0["involvedObject"]?["name"]?.stringValue ?? "") } ?? []
+                events = try await kubectl.list("events", selector: "", fieldSelector: "involvedObject.kind=Pod")
+                    .filter { names.contains($0["involvedObject"]?["name"]?.stringValue ?? "") }
             } catch {}
         }
         return KubeRolloutStatus.evaluate(deployment: dep, pods: pods, events: events)
@@ -448,8 +448,7 @@ public struct KubeRuntime: Sendable {
         // Create, not apply: if another agent made it in the meantime this fails with AlreadyExists instead
         // of taking its selector over.
         do {
-            _ = try await kubectl.json(["create", "--field-manager=\(Kubectl.fieldManager)", "-o", "json", "-f", "-"],
-                                       stdin: manifest.jsonBytes)
+            _ = try await kubectl.create(manifest)
             return nil
         } catch where error.code == "kube_conflict" {
             guard let existing = try await kubectl.get("service", name) else { throw error }

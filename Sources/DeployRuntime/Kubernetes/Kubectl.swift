@@ -2,11 +2,16 @@ import Glibc
 import JSON
 import Synchronization
 
-/// The agent's only way to the cluster: `kubectl` with argument arrays, so the user's kubeconfig, auth
-/// plugins and TLS settings apply unchanged and the agent carries no TLS or credential code.
+/// The agent's only way to the cluster: `kubectl`, so the user's kubeconfig, auth plugins and TLS settings
+/// apply unchanged and the agent carries no TLS or credential code. Two transports:
 ///
-/// Every call passes `--context` (when set) and `-n`, reads with `-o json`, writes with server-side apply
-/// or patches under the field manager `model-deployer`, and has a short timeout. Failures are
+/// - `proxy` (default): one long-running `kubectl proxy --unix-socket` per configuration (``KubeProxy``);
+///   each call is one HTTP request on that socket: reads are GETs, server-side apply a PATCH with
+///   `application/apply-patch+yaml`, patches JSON or merge patches, all under the field manager.
+/// - `exec` (`MODEL_DEPLOYER_KUBE_TRANSPORT=exec`): one kubectl process per call with argument arrays,
+///   `--context` (when set) and `-n`, `-o json` reads, `apply --server-side` writes.
+///
+/// Both give the same answers and the same error codes; every call has a short timeout. Failures are
 /// `RuntimeError`s with a stable code and kubectl's own stderr in the message:
 /// `kubectl_not_found`, `kubectl_timeout`, `kubectl_failed`, `kube_not_found`, `kube_conflict`,
 /// `kube_invalid_object`, `kube_forbidden`, `kube_unreachable`, `kube_service_unavailable` (the service
@@ -24,13 +29,28 @@ public struct Kubectl: Sendable {
     public var environment: [String: String]
     /// Deadline of one call.
     public var timeout: Duration
+    /// How calls reach the API server.
+    public var transport: Transport
+    /// The shared `kubectl proxy` of this configuration (proxy transport).
+    let proxy: KubeProxy?
+
+    /// How `Kubectl` reaches the API server (`MODEL_DEPLOYER_KUBE_TRANSPORT`).
+    public enum Transport: String, Sendable {
+        /// One kubectl process per call.
+        case exec
+        /// HTTP on the Unix socket of one long-running `kubectl proxy`.
+        case proxy
+    }
     /// The last list read and the runs since (shared by copies of this value; see ``list(_:selector:reusingWithinMs:)``).
     let recent = RecentRead()
 
     /// A kubectl for `namespace`. The executable is `MODEL_DEPLOYER_KUBECTL` when set, else `kubectl` on PATH.
-    /// - Throws: `kubectl_not_found`, `kube_invalid_config` (a bad namespace or context).
+    /// The transport is `MODEL_DEPLOYER_KUBE_TRANSPORT` (`proxy`, the default, or `exec`); the proxy's
+    /// socket, pid and log files go to `stateDirectory` (default `$MODEL_DEPLOYER_HOME/kube`, else
+    /// `/tmp/model-deployer-<uid>/kube`). Nothing starts before the first call.
+    /// - Throws: `kubectl_not_found`, `kube_invalid_config` (a bad namespace, context or transport).
     public init(context: String?, namespace: String, environment: [String: String]? = nil,
-                timeout: Duration = .seconds(15)) throws(RuntimeError) {
+                timeout: Duration = .seconds(15), stateDirectory: String? = nil) throws(RuntimeError) {
         let env = environment ?? ProcessLauncher.currentEnvironment()
         let name = env["MODEL_DEPLOYER_KUBECTL"].flatMap { $0.isEmpty ? nil : $0 } ?? "kubectl"
         do {
@@ -44,6 +64,18 @@ public struct Kubectl: Sendable {
         self.namespace = namespace
         self.environment = env
         self.timeout = timeout
+        switch env["MODEL_DEPLOYER_KUBE_TRANSPORT"] ?? "" {
+        case "", "proxy": transport = .proxy
+        case "exec": transport = .exec
+        case let other: throw .kubeConfig("MODEL_DEPLOYER_KUBE_TRANSPORT is '\(other)'; use proxy or exec")
+        }
+        if transport == .proxy {
+            let home = env["MODEL_DEPLOYER_HOME"].flatMap { $0.isEmpty ? nil : $0 }
+            let dir = stateDirectory ?? home.map { $0 + "/kube" } ?? KubeProxy.tmpRoot + "/kube"
+            proxy = KubeProxy.shared(executable: executable, context: context, environment: env, stateDirectory: dir)
+        } else {
+            proxy = nil
+        }
     }
 
     /// Runs kubectl with `arguments` (after the global flags) and returns stdout.
@@ -81,9 +113,17 @@ public struct Kubectl: Sendable {
     /// kind (never the patch or body: they may carry a model's inputs).
     private func trace(_ arguments: [String], startedAt: Double, ms: Double, status: Int32?) {
         let what = arguments.prefix { !$0.hasPrefix("-") }.prefix(2).joined(separator: " ")
-        let line: JSONValue = ["ts": .double(startedAt), "level": "debug", "msg": "kubectl", "component": "kubectl",
-                               "kubectl": .string(what), "raw": .bool(arguments.contains("--raw")), "ms": .double((ms * 10).rounded() / 10),
-                               "exit": status.map { .int(Int64($0)) } ?? .null]
+        trace(what: what, raw: arguments.contains("--raw"), startedAt: startedAt, ms: ms,
+              extra: ["transport": "exec", "exit": status.map { .int(Int64($0)) } ?? .null])
+    }
+
+    /// The line itself; the proxy transport logs `what` as the exec one would (`get deployment`, `apply`,
+    /// `patch service`) plus the HTTP status and method.
+    private func trace(what: String, raw: Bool, startedAt: Double, ms: Double, extra: [String: JSONValue]) {
+        var fields: [String: JSONValue] = ["ts": .double(startedAt), "level": "debug", "msg": "kubectl", "component": "kubectl",
+                                           "kubectl": .string(what), "raw": .bool(raw), "ms": .double((ms * 10).rounded() / 10)]
+        for (k, v) in extra { fields[k] = v }
+        let line = JSONValue.object(fields)
         var bytes = line.jsonBytes
         bytes.append(0x0A)
         _ = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
@@ -103,71 +143,202 @@ public struct Kubectl: Sendable {
     /// Server-side apply of one object under the field manager `model-deployer`, taking over fields another
     /// manager changed (the agent owns these objects). Returns the object as stored.
     public func apply(_ object: JSONValue) async throws(RuntimeError) -> JSONValue {
-        try await json(["apply", "--server-side", "--field-manager=\(Kubectl.fieldManager)", "--force-conflicts",
-                        "-o", "json", "-f", "-"], stdin: object.jsonBytes)
+        guard let proxy else {
+            return try await json(["apply", "--server-side", "--field-manager=\(Kubectl.fieldManager)", "--force-conflicts",
+                                   "-o", "json", "-f", "-"], stdin: object.jsonBytes)
+        }
+        let r = try KubeAPI.resource(of: object)
+        let path = try KubeAPI.objectPath(r, namespace: namespace, name: object["metadata"]?["name"]?.stringValue ?? "")
+        return try await requestJSON(proxy, "PATCH", path + KubeAPI.applyQuery, contentType: "application/apply-patch+yaml",
+                                     body: object.jsonBytes, what: "apply")
+    }
+
+    /// Creates one object (fails with `kube_conflict` when it exists). Returns the object as stored.
+    public func create(_ object: JSONValue) async throws(RuntimeError) -> JSONValue {
+        guard let proxy else {
+            return try await json(["create", "--field-manager=\(Kubectl.fieldManager)", "-o", "json", "-f", "-"], stdin: object.jsonBytes)
+        }
+        let r = try KubeAPI.resource(of: object)
+        try KubeAPI.checkName(object["metadata"]?["name"]?.stringValue ?? "")
+        return try await requestJSON(proxy, "POST", r.collection(namespace: namespace) + KubeAPI.writeQuery,
+                                     contentType: "application/json", body: object.jsonBytes, what: "create")
     }
 
     /// `kubectl get KIND NAME -o json`, or nil when it does not exist.
     public func get(_ kind: String, _ name: String) async throws(RuntimeError) -> JSONValue? {
         do {
-            return try await json(["get", kind, name, "-o", "json"])
+            guard let proxy else { return try await json(["get", kind, name, "-o", "json"]) }
+            let path = try KubeAPI.objectPath(try KubeAPI.resource(kind), namespace: namespace, name: name)
+            return try await requestJSON(proxy, "GET", path, what: "get \(kind)")
         } catch where error.code == "kube_not_found" {
             return nil
         }
     }
 
-    /// The items of `kubectl get KINDS -l SELECTOR -o json` (every object of those kinds when `selector` is empty).
+    /// The items of `kubectl get KINDS -l SELECTOR -o json` (every object of those kinds when `selector` is empty;
+    /// `fieldSelector` narrows further, e.g. `involvedObject.kind=Pod` for events).
     ///
     /// With `reusingWithinMs`, the same list read by this kubectl less than that long ago is answered again
-    /// without a new process, as long as no other kubectl run (a write above all) started since that read
-    /// did: a rollback asks "is the previous version warm?" and then "is it still running?" back to back,
-    /// and each kubectl process costs 100-250 ms here, several times the API round trip. The answer is
-    /// as old as a new read would be by the time the caller acts on it (one process start-up later).
-    public func list(_ kinds: String, selector: String, reusingWithinMs: Double? = nil) async throws(RuntimeError) -> [JSONValue] {
-        let key = [kinds, selector]
+    /// without a new call, as long as no other call (a write above all) started since that read did: a
+    /// rollback asks "is the previous version warm?" and then "is it still running?" back to back. The
+    /// answer is as old as a new read would be by the time the caller acts on it.
+    public func list(_ kinds: String, selector: String, fieldSelector: String = "",
+                     reusingWithinMs: Double? = nil) async throws(RuntimeError) -> [JSONValue] {
+        let key = [kinds, selector, fieldSelector]
         if let reusingWithinMs, let items = recent.items(key, withinMs: reusingWithinMs) { return items }
-        let generation = recent.generation + 1
-        let list = try await json(["get", kinds] + (selector.isEmpty ? [] : ["-l", selector]) + ["-o", "json"])
-        guard let items = list["items"]?.arrayValue else {
-            throw RuntimeError(code: "kube_bad_response", message: "kubectl get \(kinds) returned no items list")
+        let before = recent.generation
+        var items: [JSONValue] = []
+        var calls = 0
+        if let proxy {
+            // One request per kind, in the order given (as kubectl prints them).
+            for kind in kinds.split(separator: ",").map(String.init) {
+                let r = try KubeAPI.resource(kind)
+                let path = try KubeAPI.listPath(r, namespace: namespace, labelSelector: selector, fieldSelector: fieldSelector)
+                items += try KubeAPI.items(ofList: try await requestJSON(proxy, "GET", path, what: "get \(kind)"), r)
+                calls += 1
+            }
+        } else {
+            let list = try await json(["get", kinds] + (selector.isEmpty ? [] : ["-l", selector])
+                                      + (fieldSelector.isEmpty ? [] : ["--field-selector", fieldSelector]) + ["-o", "json"])
+            guard let found = list["items"]?.arrayValue else {
+                throw RuntimeError(code: "kube_bad_response", message: "kubectl get \(kinds) returned no items list")
+            }
+            items = found
+            calls = 1
         }
-        recent.store(key, items, generation: generation)
+        recent.store(key, items, generation: before + calls)
         return items
     }
 
-    /// The object `kind`/`name` as the last list read (see ``list(_:selector:reusingWithinMs:)``) found it,
-    /// when that read is younger than `withinMs` and no other kubectl run started since; else nil (read it).
+    /// The object `kind`/`name` as the last list read (see ``list(_:selector:fieldSelector:reusingWithinMs:)``) found it,
+    /// when that read is younger than `withinMs` and no other call started since; else nil (read it).
     func recentObject(kind: String, name: String, withinMs: Double) -> JSONValue? {
         recent.object(kind: kind, name: name, withinMs: withinMs)
     }
 
     /// A JSON patch (RFC 6902) of one object; `test` operations in it make the patch conditional.
     public func jsonPatch(_ kind: String, _ name: String, _ operations: [JSONValue]) async throws(RuntimeError) -> JSONValue {
-        try await json(["patch", kind, name, "--type=json", "--field-manager=\(Kubectl.fieldManager)",
-                        "-p", JSONValue.array(operations).jsonString, "-o", "json"])
+        guard let proxy else {
+            return try await json(["patch", kind, name, "--type=json", "--field-manager=\(Kubectl.fieldManager)",
+                                   "-p", JSONValue.array(operations).jsonString, "-o", "json"])
+        }
+        let path = try KubeAPI.objectPath(try KubeAPI.resource(kind), namespace: namespace, name: name)
+        return try await requestJSON(proxy, "PATCH", path + KubeAPI.writeQuery, contentType: "application/json-patch+json",
+                                     body: JSONValue.array(operations).jsonBytes, what: "patch \(kind)")
     }
 
     /// A merge patch (RFC 7386) of one object.
     public func mergePatch(_ kind: String, _ name: String, _ patch: JSONValue) async throws(RuntimeError) -> JSONValue {
-        try await json(["patch", kind, name, "--type=merge", "--field-manager=\(Kubectl.fieldManager)",
-                        "-p", patch.jsonString, "-o", "json"])
+        guard let proxy else {
+            return try await json(["patch", kind, name, "--type=merge", "--field-manager=\(Kubectl.fieldManager)",
+                                   "-p", patch.jsonString, "-o", "json"])
+        }
+        let path = try KubeAPI.objectPath(try KubeAPI.resource(kind), namespace: namespace, name: name)
+        return try await requestJSON(proxy, "PATCH", path + KubeAPI.writeQuery, contentType: "application/merge-patch+json",
+                                     body: patch.jsonBytes, what: "patch \(kind)")
     }
 
-    /// `kubectl delete KIND NAME` (no error when already gone).
+    /// `kubectl delete KIND NAME` (no error when already gone; dependents are deleted in the background).
     public func delete(_ kind: String, _ name: String) async throws(RuntimeError) {
-        _ = try await run(["delete", kind, name, "--ignore-not-found", "--wait=false"])
+        guard let proxy else {
+            _ = try await run(["delete", kind, name, "--ignore-not-found", "--wait=false"])
+            return
+        }
+        let path = try KubeAPI.objectPath(try KubeAPI.resource(kind), namespace: namespace, name: name)
+        do {
+            _ = try await request(proxy, "DELETE", path, contentType: "application/json", body: KubeAPI.deleteOptions.jsonBytes,
+                                  what: "delete \(kind)")
+        } catch where error.code == "kube_not_found" {}
     }
 
     /// GET through the API server (`kubectl get --raw PATH`); returns the body.
     public func rawGet(_ path: String) async throws(RuntimeError) -> [UInt8] {
         try Kubectl.checkRawPath(path)
-        return try await run(["get", "--raw", path], namespaced: false)
+        guard let proxy else { return try await run(["get", "--raw", path], namespaced: false) }
+        return try await request(proxy, "GET", path, what: "get", raw: true)
     }
 
     /// POST through the API server (`kubectl create --raw PATH -f -`, body on stdin); returns the body.
     public func rawPost(_ path: String, body: [UInt8]) async throws(RuntimeError) -> [UInt8] {
         try Kubectl.checkRawPath(path)
-        return try await run(["create", "--raw", path, "-f", "-"], stdin: body, namespaced: false)
+        guard let proxy else { return try await run(["create", "--raw", path, "-f", "-"], stdin: body, namespaced: false) }
+        return try await request(proxy, "POST", path, contentType: "application/json", body: body, what: "create", raw: true)
+    }
+
+    // MARK: - proxy transport
+
+    /// One request through the proxy, parsed as JSON.
+    private func requestJSON(_ proxy: KubeProxy, _ method: String, _ path: String, contentType: String? = nil,
+                             body: [UInt8]? = nil, what: String) async throws(RuntimeError) -> JSONValue {
+        let bytes = try await request(proxy, method, path, contentType: contentType, body: body, what: what)
+        do {
+            return try JSONValue.parse(bytes)
+        } catch {
+            throw RuntimeError(code: "kube_bad_response", message: "\(method) \(path): the API server's answer is not JSON: \(error.description)")
+        }
+    }
+
+    /// One request through the proxy: the body of a 2xx answer, else the classified error (see
+    /// ``KubeAPI/classify(status:body:what:)``). Traced like a kubectl run.
+    private func request(_ proxy: KubeProxy, _ method: String, _ path: String, contentType: String? = nil,
+                         body: [UInt8]? = nil, what: String, raw: Bool = false) async throws(RuntimeError) -> [UInt8] {
+        recent.runStarted()
+        let startedAt = wallClockSeconds()
+        let t0 = monotonicMs()
+        var headers = ["Accept": "application/json"]
+        if let contentType { headers["Content-Type"] = contentType }
+        let timeoutMs = Int(timeout.components.seconds) * 1000
+        let sent = headers
+        let result = await Blocking.run { () -> Result<HTTPResponse, RuntimeError> in
+            Result { () throws(RuntimeError) -> HTTPResponse in
+                try Kubectl.proxyRequestSync(proxy, method: method, path: path, headers: sent, body: body, timeoutMs: timeoutMs)
+            }
+        }
+        if traced {
+            trace(what: what, raw: raw, startedAt: startedAt, ms: monotonicMs() - t0,
+                  extra: ["transport": "proxy", "method": .string(method),
+                          "http": (try? result.get()).map { .int(Int64($0.status)) } ?? .null])
+        }
+        let response = try result.get()
+        guard response.isSuccess else {
+            throw KubeAPI.classify(status: response.status, body: response.body, what: "\(method) \(what)")
+        }
+        return response.body
+    }
+
+    /// The blocking body of a proxy request. A socket that refuses the connection (the proxy died) gets the
+    /// proxy restarted once and the request sent again: it never reached the API server, so a write is not
+    /// doubled. A connection the proxy broke off (reset, closed without an answer: it died while the
+    /// request was in flight) is retried the same way for a GET only; a write may have reached the server,
+    /// so it fails with `kube_unreachable` (its caller's next read tells what happened) and the next call
+    /// finds the dead proxy and restarts it.
+    static func proxyRequestSync(_ proxy: KubeProxy, method: String, path: String, headers: [String: String], body: [UInt8]?,
+                                 timeoutMs: Int) throws(RuntimeError) -> HTTPResponse {
+        var (socket, generation) = try proxy.socket()
+        var restarted = false
+        while true {
+            do {
+                return try HTTPClient.requestSync(method: method, unixSocket: socket, path: path, headers: headers, body: body,
+                                                  timeoutMs: timeoutMs)
+            } catch {
+                switch error.code {
+                case "connection_refused" where !restarted:
+                    restarted = true
+                    (socket, generation) = try proxy.restart(after: generation)
+                case "connection_refused":
+                    throw RuntimeError(code: "kube_unreachable",
+                                       message: "kubectl proxy was restarted but its socket \(socket) still refuses connections: \(error.message)")
+                case "http_failed" where method == "GET" && !restarted:
+                    restarted = true
+                    (socket, generation) = try proxy.restart(after: generation)
+                case "http_timeout":
+                    throw RuntimeError(code: "kubectl_timeout", message: "\(method) \(path) through kubectl proxy did not finish in \(timeoutMs) ms")
+                default:
+                    throw RuntimeError(code: "kube_unreachable",
+                                       message: "\(method) \(path) through kubectl proxy (\(socket)) failed: \(error.message)")
+                }
+            }
+        }
     }
 
     static func checkRawPath(_ path: String) throws(RuntimeError) {
