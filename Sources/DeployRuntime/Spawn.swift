@@ -267,7 +267,15 @@ public enum ProcessLauncher {
             for p in envp { free(p) }
         }
         var pid: pid_t = 0
-        let rc = posix_spawn(&pid, path, &fa, &attr, argv, envp)
+        var rc = posix_spawn(&pid, path, &fa, &attr, argv, envp)
+        // ETXTBSY: the file was just written, and a process forked meanwhile (by any thread) still holds
+        // a descriptor open for writing until it execs. That lasts microseconds; try again briefly.
+        var tries = 0
+        while rc == ETXTBSY && tries < 20 {
+            tries += 1
+            usleep(5_000)
+            rc = posix_spawn(&pid, path, &fa, &attr, argv, envp)
+        }
         guard rc == 0 else { throw .spawnFailed("posix_spawn \(path): \(errnoString(rc))") }
         return pid
     }
