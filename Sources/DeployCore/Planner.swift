@@ -81,7 +81,9 @@ public enum Planner {
         case (.canary, _) where !input.routerSplitsTraffic:
             return .failure(PlanRefusal(
                 reason: "weights_unsupported",
-                message: "this environment's router cannot split traffic by weight (nginx); run serve with --router haproxy for canary, or use blue_green"))
+                message: input.policy.runtime.kubernetes != nil
+                    ? "\(env) runs on Kubernetes, where a Service selects one version at a time: canary (weighted or by replica ratio) is not available there yet; use blue_green"
+                    : "this environment's router cannot split traffic by weight (nginx); run serve with --router haproxy for canary, or use blue_green"))
         case (.canary, let live?):
             strategy = .canary
             reasons.append("canary was requested; \(input.modelVersion) takes a growing share of \(env)'s traffic beside \(live.version), judged against it on the same traffic at every step")

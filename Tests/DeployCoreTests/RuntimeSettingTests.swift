@@ -52,4 +52,13 @@ import Testing
         local.policy.runtime = .local
         #expect(Fixtures.refusal(local)?.reason == "insufficient_resources")
     }
+
+    @Test func aCanaryOnKubernetesIsRefusedInItsOwnWords() throws {
+        let policy = try ApprovalPolicy(json: Self.kube)
+        var input = Fixtures.input(environment: "cluster", strategy: .canary, live: Fixtures.live(), policy: policy)
+        input.policy = policy.environment("cluster")!
+        let refusal = try #require(Fixtures.refusal(input))
+        #expect(refusal.reason == "weights_unsupported")
+        #expect(refusal.message.contains("Kubernetes") && !refusal.message.contains("--router haproxy"))
+    }
 }
