@@ -107,29 +107,25 @@ class Bench:
         else:
             shutil.rmtree(self.home, ignore_errors=True)
 
-    def transports(self) -> set[str]:
-        """The transports the agent's API-call log lines name (`exec` or `proxy`)."""
-        out = set()
-        for line in self.stderr.read_text(errors="replace").splitlines():
-            try:
-                o = json.loads(line)
-            except ValueError:
-                continue
-            if o.get("component") == "kubectl" and "ms" in o:
-                out.add(o.get("transport", "exec"))
-        return out
-
-    def kubectl_runs(self) -> list[tuple[float, float, str]]:
-        """(start s, ms, what) of every API call (kubectl run or proxy request) the agent logged so far."""
+    def api_call_lines(self) -> list[dict]:
+        """The agent's log lines of API calls (a kubectl run or a proxy request), in order."""
         out = []
         for line in self.stderr.read_text(errors="replace").splitlines():
             try:
                 o = json.loads(line)
             except ValueError:
                 continue
-            if o.get("component") == "kubectl" and "ms" in o:
-                out.append((o["ts"], o["ms"], o["kubectl"] + (" --raw" if o.get("raw") else "")))
+            if isinstance(o, dict) and o.get("component") == "kubectl" and "ms" in o:
+                out.append(o)
         return out
+
+    def transports(self) -> set[str]:
+        """The transports the agent's API-call log lines name (`exec` or `proxy`)."""
+        return {o.get("transport", "exec") for o in self.api_call_lines()}
+
+    def kubectl_runs(self) -> list[tuple[float, float, str]]:
+        """(start s, ms, what) of every API call (kubectl run or proxy request) the agent logged so far."""
+        return [(o["ts"], o["ms"], o["kubectl"] + (" --raw" if o.get("raw") else "")) for o in self.api_call_lines()]
 
     def timed(self, method: str, params: dict) -> tuple[dict, list[tuple[float, str]], float, float]:
         """Sends one request; returns its response, the (arrival time, step) of each progress frame, and the
