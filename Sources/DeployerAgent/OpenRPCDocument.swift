@@ -7,7 +7,7 @@ public let openRPCDocumentText = ####"""
   "info": {
     "title": "model-deployer",
     "version": "0.1.0",
-    "description": "JSON-RPC 2.0 over stdio (`model-deployer serve`): plan, approve, execute and roll back blue-green deployments of BentoML models behind nginx, recorded in a ledger. Framing: newline-delimited JSON or LSP `Content-Length: N\\r\\n\\r\\n` headers, detected from the first non-whitespace byte; answers use the same framing. Params are by name (an object). Timestamps are RFC 3339 UTC with milliseconds. Extensions used here: `x-params-schema` (per method: the whole params object as one strict JSON Schema, additionalProperties false), `x-notifications` (top level: notifications in either direction, which OpenRPC methods cannot describe; each has name, direction and a params schema), `x-errors` (top level: every error code with the stable `data.reason` values it uses), `x-emits` (per method: the notifications it sends while it runs). Schemas are JSON Schema draft 7.",
+    "description": "JSON-RPC 2.0 over stdio (`model-deployer serve`): plan, approve, execute, abort and roll back deployments of BentoML models (direct, blue-green, canary) behind HAProxy or nginx on this machine, or as Kubernetes Deployments behind a Service, recorded in a ledger. Framing: newline-delimited JSON or LSP `Content-Length: N\\r\\n\\r\\n` headers, detected from the first non-whitespace byte; answers use the same framing. Params are by name (an object). Timestamps are RFC 3339 UTC with milliseconds. Extensions used here: `x-params-schema` (per method: the whole params object as one strict JSON Schema, additionalProperties false), `x-notifications` (top level: notifications in either direction, which OpenRPC methods cannot describe; each has name, direction and a params schema), `x-errors` (top level: every error code with the stable `data.reason` values it uses), `x-emits` (per method: the notifications it sends while it runs). Schemas are JSON Schema draft 7.",
     "license": {
       "name": "Apache-2.0"
     }
@@ -121,7 +121,7 @@ public let openRPCDocumentText = ####"""
         },
         {
           "name": "strategy",
-          "description": "Default auto (blue_green with a version live, direct otherwise; canary only where the environment's policy sets default_strategy: canary). canary needs a live version (canary_needs_live_version) and a router that splits traffic by weight, HAProxy (weights_unsupported with nginx).",
+          "description": "Default auto (blue_green with a version live, direct otherwise; canary only where the environment's policy sets default_strategy: canary). canary needs a live version (canary_needs_live_version) and a router that splits traffic by weight, HAProxy (weights_unsupported with nginx, and on a Kubernetes environment).",
           "required": false,
           "schema": {
             "type": "string",
@@ -3408,7 +3408,7 @@ public let openRPCDocumentText = ####"""
         "canary_needs_live_version",
         "weights_unsupported"
       ],
-      "description": "The planner refuses to plan this deployment; data.message says why. canary_needs_live_version: strategy canary with nothing live; weights_unsupported: strategy canary on a router that cannot split traffic (nginx)."
+      "description": "The planner refuses to plan this deployment; data.message says why. canary_needs_live_version: strategy canary with nothing live; weights_unsupported: strategy canary on a router that cannot split traffic (nginx) or in a Kubernetes environment (a Service selects one version)."
     },
     {
       "code": -32006,
