@@ -57,16 +57,21 @@ public enum ProcessLauncher {
         }
         let pid = try spawn(path: path, arguments: arguments, environment: environment, fileActions: &fa,
                             flags: spawnSetSID)
+        _ = detachedChildren.withLock { $0.insert(pid) }
         return SpawnedProcess(pid: pid, pgid: pid)
     }
 
-    /// `true` while `pid` exists and is not a zombie. Reaps it first when it is our exited child.
+    /// `true` while `pid` exists and is not a zombie. Reaps it first when it is an exited detached child of
+    /// ours (``spawnDetached``); any other pid is only looked at.
     public static func isAlive(pid: Int32) -> Bool {
         guard pid > 0 else { return false }
-        if !isAwaited(pid) {
+        if isDetachedChild(pid) && !isAwaited(pid) {
             var status: Int32 = 0
             let r = waitpid(pid, &status, WNOHANG)
-            if r == pid { return false }
+            if r == pid {
+                _ = detachedChildren.withLock { $0.remove(pid) }
+                return false
+            }
             if r == 0 { return true }
         }
         if kill(pid, 0) != 0 && errno == ESRCH { return false }
@@ -287,8 +292,20 @@ public enum ProcessLauncher {
 
     private static func reap(group pgid: Int32, members: Set<Int32>) {
         var status: Int32 = 0
-        if pgid > 0 && !isAwaited(pgid) { while waitpid(-pgid, &status, WNOHANG) > 0 {} }
-        for p in members where !isAwaited(p) { _ = waitpid(p, &status, WNOHANG) }
+        var ours = members.filter { isDetachedChild($0) && !isAwaited($0) }
+        if pgid > 0 && isDetachedChild(pgid) && !isAwaited(pgid) { ours.insert(pgid) }
+        for p in ours where waitpid(p, &status, WNOHANG) == p {
+            _ = detachedChildren.withLock { $0.remove(p) }
+        }
+    }
+
+    /// The long-running children this process started with ``spawnDetached`` and has not reaped yet. Only
+    /// these are ever reaped by a liveness check or a stop: a pid read from a pid file or an old record
+    /// may since have been reused by any other child of ours.
+    private static let detachedChildren = Mutex<Set<Int32>>([])
+
+    static func isDetachedChild(_ pid: Int32) -> Bool {
+        detachedChildren.withLock { $0.contains(pid) }
     }
 
     /// Children whose exit status a caller is waiting for (``waitForExit(_:what:)``). Pids are reused

@@ -44,6 +44,22 @@ import Testing
         #expect(try ProcessLauncher.waitForExit(p.pid, what: "sh") == 3)
     }
 
+    /// A liveness check on a pid that is not one of our long-running (detached) children never reaps it,
+    /// even when it is an exited child of ours: that pid may be a stale one from a pid file, reused.
+    @Test func livenessChecksReapOnlyDetachedChildren() async throws {
+        var fa = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&fa)
+        defer { posix_spawn_file_actions_destroy(&fa) }
+        let pid = try ProcessLauncher.spawn(path: "/bin/sh", arguments: ["-c", "exit 5"], environment: ["PATH": "/usr/bin:/bin"],
+                                            fileActions: &fa, flags: Int32(POSIX_SPAWN_SETPGROUP))
+        for _ in 0..<400 where ProcessTable.info(pid)?.state != "Z" { await pause(milliseconds: 5) }
+        #expect(!ProcessLauncher.isAlive(pid: pid))
+        _ = await ProcessLauncher.terminateTree(pgid: pid, members: [pid], grace: .milliseconds(100))
+        var status: Int32 = 0
+        #expect(waitpid(pid, &status, 0) == pid)  // still there for its own waiter
+        #expect(ProcessLauncher.exitCode(status) == 5)
+    }
+
     /// A group with no process left is neither signalled nor reaped: its id may already lead another group.
     @Test func aGoneGroupIsLeftAlone() async throws {
         let p = try ProcessLauncher.spawnDetached(executable: "sh", arguments: ["-c", "exit 0"], environment: ["PATH": "/usr/bin:/bin"],

@@ -233,8 +233,8 @@ public final class KubeProxy: Sendable {
         while ProcessLauncher.isAlive(pid: pid) && ProcessLauncher.startTime(pid) == startTime {
             if monotonicMs() >= deadline {
                 Glibc.kill(-pid, SIGKILL)
-                var status: Int32 = 0
-                _ = waitpid(pid, &status, 0)
+                // isAlive reaps it (a detached child of ours) once the kill has landed.
+                for _ in 0..<300 where ProcessLauncher.isAlive(pid: pid) { usleep(10_000) }
                 return
             }
             usleep(10_000)
