@@ -60,7 +60,7 @@ public final class HAProxyRouter: Sendable {
         HAProxyConfig.processFiles(prefix: prefix, port: route.port)
     }
     var logPortPath: String { prefix + "/log.port" }
-    var statePath: String { prefix + "/routes.json" }
+    public var statePath: String { prefix + "/routes.json" }
 
     // MARK: - public API
 

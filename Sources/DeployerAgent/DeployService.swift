@@ -462,3 +462,56 @@ enum Wire {
         return .object(o)
     }
 }
+
+// MARK: - Start-up: a home another router serves
+
+extension DeployerAgent {
+    /// Before `serve` answers anything: a home whose endpoints the other router serves.
+    ///
+    /// With the HAProxy router, the home's running nginx (the release before) hands its endpoints to HAProxy
+    /// once (``RouterTakeover``), each logged; each port refuses connections for the moment between nginx
+    /// dropping it and HAProxy binding it. An endpoint HAProxy cannot take stays with nginx and `serve` stops:
+    /// serving half a home with each router would fail every later switch of those endpoints.
+    /// With the nginx router, a home whose endpoints HAProxy serves is refused (no silent split).
+    /// A home with neither is not touched. Returns the problem that must stop `serve` (exit 2), if any.
+    public static func routerStartupProblem(_ options: ServeOptions, logger: Logger) async -> String? {
+        let env = currentEnvironment()
+        let home = options.home ?? DeployService.defaultHome(env)
+        let nginxPath = options.nginx ?? (try? ProcessLauncher.resolve("nginx")) ?? (access("/usr/sbin/nginx", X_OK) == 0 ? "/usr/sbin/nginx" : "nginx")
+        let nginx = NginxRouter(home: home, nginx: nginxPath)
+        let haproxy = HAProxyRouter(home: home, haproxy: options.haproxy ?? HAProxyRouter.defaultExecutable)
+        switch options.router {
+        case .nginx:
+            let routes: [HAProxyRoute]
+            do { routes = try haproxy.routes() } catch { return "the home's HAProxy state (router/routes.json) cannot be read (\(error.message)); run serve with --router haproxy" }
+            guard !routes.isEmpty else { return nil }
+            let names = routes.map { "\($0.modelName)/\($0.environment) on port \($0.port)" }.joined(separator: ", ")
+            return "HAProxy serves this home's endpoints (\(names)); the nginx router cannot take them over: run serve with --router haproxy (the default)"
+        case .haproxy:
+            guard nginx.isServing() else { return nil }
+            let router = HAProxyTrafficRouter(haproxy)
+            let outcome = await RouterTakeover.run(nginx: nginx, haproxy: router) { msg, fields in
+                logger.info(msg, fields.mapValues { JSONValue.string($0) })
+            }
+            if outcome.moved.isEmpty && outcome.kept.isEmpty && outcome.lost.isEmpty { return nil }
+            for (route, reason) in outcome.kept {
+                logger.error("router takeover: endpoint left with nginx", ["model": .string(route.modelName), "environment": .string(route.environment),
+                                                                           "port": .string(String(route.listenPort)), "reason": .string(reason)])
+            }
+            for (route, reason) in outcome.lost {
+                logger.error("router takeover: endpoint not served", ["model": .string(route.modelName), "environment": .string(route.environment),
+                                                                      "port": .string(String(route.listenPort)), "reason": .string(reason)])
+            }
+            if outcome.nginxStopped {
+                logger.info("router takeover: done, nginx stopped", ["endpoints": .string(String(outcome.moved.count)),
+                                                                    "max_refused_ms": .string(String(Int((outcome.movedPorts.values.max() ?? 0).rounded())))])
+            }
+            let failed = outcome.kept.map(\.route) + outcome.lost.map(\.route)
+            guard !failed.isEmpty else { return nil }
+            let names = failed.map { "\($0.modelName)/\($0.environment) on port \($0.listenPort)" }.joined(separator: ", ")
+            return "HAProxy could not take over \(names) from this home's nginx (see the log above); "
+                + (outcome.lost.isEmpty ? "nginx still serves it. " : "")
+                + "Run serve with --router nginx, or fix the cause and start serve again to finish the move"
+        }
+    }
+}

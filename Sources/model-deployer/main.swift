@@ -39,6 +39,10 @@ case .serve(let options):
     dup2(2, 1)
     signal(SIGPIPE, SIG_IGN)
     let logger = Logger(level: options.logLevel)
+    if let problem = await DeployerAgent.routerStartupProblem(options, logger: logger) {
+        stderrLine("model-deployer: \(problem)")
+        exit(2)
+    }
     let server = RPCServer(input: 0, output: protocolFD, maxFrameBytes: options.maxFrameBytes, logger: logger)
     let agent = DeployerAgent(options: options, server: server, logger: logger)
     agent.install()

@@ -1,0 +1,164 @@
+"""Upgrading a home whose endpoints nginx serves (the release before HAProxy became the default router): the
+agent started with the default router on that home moves each endpoint to HAProxy once, on the same port with
+the same live slot, then stops nginx. Real BentoML, nginx and HAProxy."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from deploy_support import TEST_POLICY, Load, example_tags, haproxy_pids, stop_everything, version
+from test_deploy import MODEL, Deployer
+
+ENV = "migrate"
+
+
+def _nginx_pids(home: Path) -> list[int]:
+    """nginx processes with a file under `home/router` open, or named by its pid file."""
+    out = []
+    prefix = str(home / "router") + "/"
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{d}/cmdline").read_bytes()
+            if b"nginx" not in cmd.split(b"\0")[0]:
+                continue
+            for fd in os.listdir(f"/proc/{d}/fd"):
+                if os.readlink(f"/proc/{d}/fd/{fd}").startswith(prefix):
+                    out.append(int(d))
+                    break
+        except OSError:
+            continue
+    return out
+
+
+@pytest.fixture
+def home_with_nginx(spawn_agent, agent_home):
+    tags = example_tags()
+    policy = json.loads(json.dumps(TEST_POLICY))
+    policy["environments"][ENV] = {"gates": [], "bake_seconds": 0, "keep_warm_seconds": 900}
+    (agent_home / "policy.json").write_text(json.dumps(policy))
+    yield tags
+    for a in spawn_agent.agents:
+        a.close()
+    stop_everything(agent_home)
+
+
+class Prober:
+    """One request at a time on a new connection each, as fast as answers come: every outcome with its time."""
+
+    def __init__(self, url: str):
+        host, port = url[len("http://"):].rstrip("/").split(":")
+        self.host, self.port = host, int(port)
+        self.results: list[tuple[float, str]] = []   # (monotonic time, answer text or "error: ...")
+        self.stop_flag = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        body = json.dumps({"input": [[5.1, 3.5, 1.4, 0.2]]})
+        while not self.stop_flag.is_set():
+            try:
+                c = http.client.HTTPConnection(self.host, self.port, timeout=10)
+                c.request("POST", "/predict", body=body, headers={"Content-Type": "application/json"})
+                r = c.getresponse()
+                text = r.read().decode()
+                c.close()
+                out = text if r.status == 200 else f"error: HTTP {r.status}"
+            except Exception as e:  # refused while no router holds the port, or anything else
+                out = f"error: {type(e).__name__}"
+            self.results.append((time.monotonic(), out))
+            if out.startswith("error"):
+                time.sleep(0.001)
+
+    def __enter__(self) -> "Prober":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop_flag.set()
+        self.thread.join(timeout=15)
+
+
+def test_an_nginx_home_moves_to_haproxy_once_and_then_deploys_and_rolls_back(spawn_agent, agent_home, openrpc, home_with_nginx):
+    tags = home_with_nginx
+    # The home as the release before left it: v1 live behind the home's nginx, the agent gone, nginx serving.
+    old = Deployer(spawn_agent, agent_home, tags, openrpc, router="nginx")
+    v1 = old.deploy("v1", ENV)
+    assert v1["status"] == "live", v1
+    url = v1["endpoint_url"]
+    old.agent.close()
+    assert _nginx_pids(agent_home), "the home's nginx should outlive its agent"
+    assert not (agent_home / "router" / "routes.json").exists()
+
+    # The new agent, default router, with a client on the endpoint throughout its start.
+    with Prober(url) as probe:
+        time.sleep(0.5)
+        new = Deployer(spawn_agent, agent_home, tags, openrpc)
+        listed = new.call("deploy.list", {})
+        time.sleep(0.5)
+    answers = [a for _, a in probe.results]
+    assert answers and answers[0] == "[0]" and answers[-1] == "[0]", answers[:3] + answers[-3:]
+    # Every answer is v1's. Failures happen only in one stretch, while no router holds the port: connections
+    # refused, or reset (accepted into the queue of nginx's socket as nginx closed it); never an HTTP error.
+    assert {a for a in answers if not a.startswith("error")} == {"[0]"}
+    failed = [i for i, a in enumerate(answers) if a.startswith("error")]
+    if failed:
+        stretch = answers[failed[0]:failed[-1] + 1]
+        assert set(stretch) <= {"error: ConnectionRefusedError", "error: ConnectionResetError"}, stretch
+        window_ms = (probe.results[failed[-1] + 1][0] - probe.results[failed[0] - 1][0]) * 1000
+    else:
+        window_ms = 0.0
+    kinds = {k: sum(1 for a in answers if a == k) for k in set(answers) if k.startswith("error")}
+    print(f"takeover: {len(answers)} probes, failed {kinds}, endpoint unreachable for at most {window_ms:.1f} ms")
+
+    live = [e for e in listed["result"]["live"] if e["environment"] == ENV]
+    assert len(live) == 1, listed
+    assert live[0]["endpoint_url"] == url
+    assert live[0]["model_version"] == version(tags, "v1")
+    assert live[0]["endpoint_alive"] is True
+    assert live[0]["metrics_url"], live[0]          # HAProxy's exporter: the endpoint is HAProxy's now
+    assert len(haproxy_pids(agent_home)) == 1
+    assert _nginx_pids(agent_home) == [], "the home's nginx is stopped once HAProxy serves its endpoints"
+    err = new.agent.stderr_tail(20000)
+    moved = [json.loads(l) for l in err.splitlines() if "endpoint moved from nginx to HAProxy" in l]
+    assert len(moved) == 1 and moved[0]["port"] == url.rsplit(":", 1)[1], err[-3000:]
+
+    # Blue-green to v2, then rollback, under load: nothing fails.
+    with Load(url) as load:
+        time.sleep(1)
+        v2 = new.deploy("v2", ENV)
+        time.sleep(1)
+    assert v2["status"] == "live", v2
+    assert v2["endpoint_url"] == url
+    assert load.failed == 0, load.failures[:5]
+    assert load.distinct_answers() == ["[0]", "[10]"], load.distinct_answers()
+    with Load(url) as load:
+        time.sleep(1)
+        rb = new.call("deploy.rollback", {"model_name": MODEL, "environment": ENV, "requested_by": "carol", "reason": "upgrade check"})
+        time.sleep(1)
+    assert "result" in rb, rb
+    assert rb["result"]["status"] == "live", rb
+    assert rb["result"]["to_version"] == version(tags, "v1")
+    assert load.failed == 0, load.failures[:5]
+    assert load.distinct_answers() == ["[10]", "[0]"], load.distinct_answers()
+    assert _nginx_pids(agent_home) == []
+
+    # A second start finds nothing to move (the takeover is once).
+    new.agent.close()
+    again = Deployer(spawn_agent, agent_home, tags, openrpc)
+    again.call("deploy.list", {})
+    assert "nginx to HAProxy" not in again.agent.stderr_tail(20000)
+    again.agent.close()
+
+    # The other way round is refused, clearly: nginx cannot take HAProxy's endpoints.
+    back = spawn_agent(env={**again.env, "MODEL_DEPLOYER_ROUTER": "nginx"})
+    assert back.wait(timeout=30) == 2
+    assert "--router haproxy" in back.stderr_tail()
+    assert _nginx_pids(agent_home) == []
