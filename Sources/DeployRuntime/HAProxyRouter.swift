@@ -84,13 +84,15 @@ public final class HAProxyRouter: Sendable {
     /// - Throws: `invalid_name`, `invalid_weights`, `port_in_use`, `router_state_invalid`,
     ///   `router_config_invalid`, `haproxy_failed`, `io_failed`.
     @discardableResult
+    /// - Parameter portShared: the port is held by a listener that lets HAProxy bind beside it (the home's nginx
+    ///   with `reuseport`, at a takeover): a new endpoint does not need it free.
     public func setBackends(model: String, environment: String, port: Int,
-                            backends: [HAProxyServer]) async throws(RuntimeError) -> HAProxyApplyResult {
+                            backends: [HAProxyServer], portShared: Bool = false) async throws(RuntimeError) -> HAProxyApplyResult {
         let route = HAProxyRoute(modelName: model, environment: environment, port: port, backends: backends)
         try HAProxyConfig.validate(route)
         let result = try await Blocking.run { () throws(RuntimeError) -> HAProxyApplyResult in
             try self.lock.withLock { (_: inout Void) throws(RuntimeError) -> HAProxyApplyResult in
-                try self.setBackendsLocked(route)
+                try self.setBackendsLocked(route, portShared: portShared)
             }
         }
         lastResults.withLock { $0[route.identifier] = result }
@@ -399,7 +401,7 @@ public final class HAProxyRouter: Sendable {
         return HAProxyParse.serversState(text, backend: route.backendName)
     }
 
-    private func setBackendsLocked(_ wanted: HAProxyRoute) throws(RuntimeError) -> HAProxyApplyResult {
+    private func setBackendsLocked(_ wanted: HAProxyRoute, portShared: Bool = false) throws(RuntimeError) -> HAProxyApplyResult {
         let start = monotonicMs()
         let routes = try loadState()
         let previous = routes.first { $0.identifier == wanted.identifier }
@@ -415,7 +417,7 @@ public final class HAProxyRouter: Sendable {
         if let other = routes.first(where: { $0.port == route.port && $0.identifier != route.identifier }) {
             throw RuntimeError(code: "port_in_use", message: "router port \(route.port) already serves \(other.modelName)/\(other.environment)")
         }
-        if previous?.port != route.port && !portIsFree(route.port) {
+        if previous?.port != route.port && !portShared && !portIsFree(route.port) {
             throw RuntimeError(code: "port_in_use", message: "router port \(route.port) is in use")
         }
         let next = routes.filter { $0.identifier != route.identifier } + [route]

@@ -46,13 +46,20 @@ public struct HAProxyTrafficRouter: TrafficRouter {
     /// - Throws: `invalid_weights` for a share outside 0...100 or all shares 0, `invalid_name`, `port_in_use`,
     ///   `router_state_invalid`, `router_config_invalid`, `haproxy_failed`, `io_failed`.
     public func apply(_ route: RouteSpec) async throws(RuntimeError) {
+        try await apply(route, portShared: false)
+    }
+
+    /// `apply` for an endpoint whose port another listener holds with `SO_REUSEPORT` (a takeover from nginx):
+    /// HAProxy binds beside it instead of asking for a free port.
+    public func apply(_ route: RouteSpec, portShared: Bool) async throws(RuntimeError) {
         for b in route.backends where !(0...100).contains(b.weight) {
             throw RuntimeError(code: "invalid_weights", message: "share \(b.weight) of \(b.slot) must be 0-100")
         }
         let servers = route.backends.map { b in
             HAProxyServer(name: b.slot.rawValue, port: b.address.port, weight: Self.haproxyWeight(share: b.weight), version: b.version)
         }
-        try await haproxy.setBackends(model: route.modelName, environment: route.environment, port: route.listenPort, backends: servers)
+        try await haproxy.setBackends(model: route.modelName, environment: route.environment, port: route.listenPort,
+                                      backends: servers, portShared: portShared)
     }
 
     /// `commands_ms`: in the router's thread, from taking its lock to the last runtime command answered (the

@@ -76,8 +76,10 @@ public enum NginxConfig {
     /// The slot is listed twice so `proxy_next_upstream` has a second try on a fresh connection (an idle
     /// keep-alive connection closed by the server is then retried, not failed); `non_idempotent` lets POST be
     /// retried too, which is safe for inference. Upstream keep-alive idles out before uvicorn's 5 s.
+    /// - Parameter reusePort: listen with `SO_REUSEPORT` (`reuseport`), so another process (HAProxy taking the
+    ///   endpoint over) can bind the same port while nginx still serves it.
     /// - Throws: `invalid_name` for names, versions or ports that must not reach the config.
-    public static func renderRoute(_ route: RouteInfo) throws(RuntimeError) -> String {
+    public static func renderRoute(_ route: RouteInfo, reusePort: Bool = false) throws(RuntimeError) -> String {
         try RuntimeNames.check(route.modelName, "model name")
         try RuntimeNames.check(route.environment, "environment")
         guard RuntimeNames.isValidVersion(route.version) else { throw .invalidName("version '\(route.version)' is not valid") }
@@ -95,7 +97,7 @@ public enum NginxConfig {
         }
 
         server {
-            listen 127.0.0.1:\(route.routerPort);
+            listen 127.0.0.1:\(route.routerPort)\(reusePort ? " reuseport" : "");
             location / {
                 proxy_pass http://md_\(id);
                 proxy_http_version 1.1;
@@ -200,6 +202,37 @@ public final class NginxRouter: Sendable {
                 } catch {
                     restore()
                     _ = try? self.reloadAndWait()
+                    throw error
+                }
+            }
+        }
+    }
+
+    /// Makes (model, environment)'s listening socket `SO_REUSEPORT` (route file rewritten with `reuseport`,
+    /// `nginx -t`, reload: nginx sets the option on the socket it has, nothing is closed), so HAProxy can bind
+    /// the same port beside it. On failure the previous file is restored.
+    /// - Throws: `invalid_name`, `router_config_invalid`, `nginx_failed`, `io_failed`.
+    public func shareListener(modelName: String, environment: String) async throws(RuntimeError) {
+        guard let info = currentRoute(modelName: modelName, environment: environment) else {
+            throw RuntimeError(code: "router_state_invalid", message: "nginx has no route for \(modelName)/\(environment)")
+        }
+        let text = try NginxConfig.renderRoute(info, reusePort: true)
+        try await Blocking.run { () throws(RuntimeError) in
+            try self.lock.withLock { (_: inout Void) throws(RuntimeError) in
+                let path = self.routePath(modelName: modelName, environment: environment)
+                guard let previousBytes = FileIO.readBytes(path) else {
+                    throw RuntimeError(code: "router_state_invalid", message: "nginx has no route for \(modelName)/\(environment)")
+                }
+                try FileIO.writeAtomically(path, Array(text.utf8))
+                let test = try self.nginxSync(["-t", "-q"])
+                guard test.status == 0 else {
+                    try FileIO.writeAtomically(path, previousBytes)
+                    throw RuntimeError(code: "router_config_invalid", message: "nginx -t failed: \(test.output.trimmingSpaces)")
+                }
+                do throws(RuntimeError) {
+                    try self.reloadAndWait()
+                } catch {
+                    try FileIO.writeAtomically(path, previousBytes)
                     throw error
                 }
             }

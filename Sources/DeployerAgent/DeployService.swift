@@ -504,7 +504,7 @@ extension DeployerAgent {
             }
             if outcome.nginxStopped {
                 logger.info("router takeover: done, nginx stopped", ["endpoints": .string(String(outcome.moved.count)),
-                                                                    "max_refused_ms": .string(String(Int((outcome.movedPorts.values.max() ?? 0).rounded())))])
+                                                                    "max_refused_ms": .string(String(Int((outcome.refusedMs.values.max() ?? 0).rounded(.up))))])
             }
             let failed = outcome.kept.map(\.route) + outcome.lost.map(\.route)
             guard !failed.isEmpty else { return nil }

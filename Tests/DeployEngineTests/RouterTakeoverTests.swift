@@ -10,6 +10,11 @@ final class FakeNginx: TakeoverSource {
         var routes: [RouteSpec] = []
         var failRemove = false
         var failApply = false
+        var failShare = false
+        /// Routes listening with SO_REUSEPORT.
+        var shared: Set<Int> = []
+        /// Everything done to it, in order.
+        var events: [String] = []
         var stopped = false
         var removed: [String] = []
     }
@@ -18,11 +23,19 @@ final class FakeNginx: TakeoverSource {
 
     func isServing() -> Bool { state.withLock { $0.running } }
     func routes() async -> [RouteSpec] { state.withLock { $0.routes } }
+    func shareListener(modelName: String, environment: String) async throws(RuntimeError) {
+        try state.withLock { (s: inout State) throws(RuntimeError) in
+            if s.failShare { throw RuntimeError(code: "router_config_invalid", message: "nginx -t failed: reuseport") }
+            for r in s.routes where r.modelName == modelName && r.environment == environment { s.shared.insert(r.listenPort) }
+            s.events.append("share \(environment)")
+        }
+    }
     func removeRoute(modelName: String, environment: String) async throws(RuntimeError) {
         try state.withLock { (s: inout State) throws(RuntimeError) in
             if s.failRemove { throw RuntimeError(code: "nginx_failed", message: "reload failed") }
             s.routes.removeAll { $0.modelName == modelName && $0.environment == environment }
             s.removed.append("\(modelName)/\(environment)")
+            s.events.append("drop \(environment)")
         }
     }
     func apply(_ route: RouteSpec) async throws(RuntimeError) {
@@ -32,6 +45,28 @@ final class FakeNginx: TakeoverSource {
         }
     }
     func stop() async { state.withLock { $0.running = false; $0.stopped = true } }
+}
+
+/// HAProxy in memory: it binds a port only when nginx no longer holds it, or holds it with SO_REUSEPORT and the
+/// takeover asked to bind beside it.
+final class FakeHAProxy: TakeoverTarget {
+    let router = FakeRouter()
+    let nginx: FakeNginx
+    init(_ nginx: FakeNginx) { self.nginx = nginx }
+    func routes() async -> [RouteSpec] { await router.routes() }
+    func apply(_ route: RouteSpec, portShared: Bool) async throws(RuntimeError) {
+        let held = nginx.state.withLock { s in s.routes.contains { $0.listenPort == route.listenPort } }
+        let shared = nginx.state.withLock { $0.shared.contains(route.listenPort) }
+        if held && !(portShared && shared) { throw RuntimeError(code: "port_in_use", message: "router port \(route.listenPort) is in use") }
+        try await router.apply(route)
+        nginx.state.withLock { $0.events.append("haproxy \(route.environment)\(portShared ? " shared" : "")") }
+    }
+    func verify(listenPort: Int, serving slot: SlotID, timeoutMs: Int) async -> Bool {
+        await router.verify(listenPort: listenPort, serving: slot, timeoutMs: timeoutMs)
+    }
+    func removeRoute(modelName: String, environment: String) async throws(RuntimeError) {
+        try await router.removeRoute(modelName: modelName, environment: environment)
+    }
 }
 
 /// A manual clock: each read moves it on by `step` ms.
@@ -67,15 +102,16 @@ struct RouterTakeoverTests {
     @Test func everyEndpointMovesWithItsPortSlotAndVersionThenNginxStops() async {
         let a = nginxRoute("qa", port: 9001, slot: "green", version: "v7"), b = nginxRoute("prod", port: 9002)
         let nginx = FakeNginx([a, b])
-        let haproxy = FakeRouter()
-        let clock = StepClock(step: 40)
-        let out = await RouterTakeover.run(nginx: nginx, haproxy: haproxy, now: { clock.read() }, log: log)
+        let haproxy = FakeHAProxy(nginx)
+        let out = await RouterTakeover.run(nginx: nginx, haproxy: haproxy, log: log)
         #expect(out.moved == [b, a])
         #expect(out.kept.isEmpty && out.lost.isEmpty)
         #expect(out.nginxStopped)
-        #expect(out.movedPorts == [9001: 40, 9002: 40])
-        #expect(await haproxy.route(modelName: "iris", environment: "qa") == a)
-        #expect(await haproxy.route(modelName: "iris", environment: "prod") == b)
+        // HAProxy binds beside nginx before nginx lets go: the port never refuses a connection.
+        #expect(out.refusedMs == [9001: 0, 9002: 0])
+        #expect(nginx.state.withLock { $0.events } == ["share prod", "haproxy prod shared", "drop prod", "share qa", "haproxy qa shared", "drop qa"])
+        #expect(await haproxy.router.route(modelName: "iris", environment: "qa") == a)
+        #expect(await haproxy.router.route(modelName: "iris", environment: "prod") == b)
         #expect(nginx.state.withLock { $0.stopped && $0.routes.isEmpty })
         #expect(logged.withLock { $0.count } == 2)
     }
@@ -83,58 +119,85 @@ struct RouterTakeoverTests {
     @Test func anEndpointHAProxyCannotTakeGoesBackToNginxWhichKeepsRunning() async {
         let a = nginxRoute("qa", port: 9001)
         let nginx = FakeNginx([a])
-        let haproxy = FakeRouter()
-        haproxy.state.withLock { $0.failApply = true }
+        let haproxy = FakeHAProxy(nginx)
+        haproxy.router.state.withLock { $0.failApply = true }
         let out = await RouterTakeover.run(nginx: nginx, haproxy: haproxy, log: log)
         #expect(out.moved.isEmpty)
         #expect(out.kept.map(\.route) == [a])
         #expect(out.kept.first?.reason.contains("nginx -t failed") == true)
         #expect(!out.nginxStopped)
         #expect(nginx.state.withLock { $0.routes == [a] && !$0.stopped })
-        #expect(await haproxy.routes().isEmpty)
+        #expect(await haproxy.router.routes().isEmpty)
     }
 
     @Test func anEndpointHAProxyTakesButDoesNotServeGoesBackToNginx() async {
         let a = nginxRoute("qa", port: 9001)
         let nginx = FakeNginx([a])
-        let haproxy = FakeRouter()
-        haproxy.state.withLock { $0.failVerify = true }
+        let haproxy = FakeHAProxy(nginx)
+        haproxy.router.state.withLock { $0.failVerify = true }
         let out = await RouterTakeover.run(nginx: nginx, haproxy: haproxy, log: log)
         #expect(out.kept.map(\.route) == [a])
-        #expect(await haproxy.routes().isEmpty)
+        #expect(await haproxy.router.routes().isEmpty)
         #expect(nginx.state.withLock { $0.routes == [a] && !$0.stopped })
     }
 
-    @Test func nginxThatCannotDropARouteKeepsItAndHAProxyIsNotTouched() async {
+    @Test func nginxThatCannotDropARouteKeepsItAndHAProxyLetsGoOfIt() async {
         let a = nginxRoute("qa", port: 9001), b = nginxRoute("prod", port: 9002)
         let nginx = FakeNginx([a, b])
         nginx.state.withLock { $0.failRemove = true }
-        let haproxy = FakeRouter()
+        let haproxy = FakeHAProxy(nginx)
         let out = await RouterTakeover.run(nginx: nginx, haproxy: haproxy, log: log)
         #expect(out.kept.map(\.route) == [b, a])
-        #expect(haproxy.state.withLock { $0.applied.isEmpty })
+        #expect(await haproxy.router.routes().isEmpty)
+        #expect(nginx.state.withLock { $0.routes.count == 2 && !$0.stopped })
         #expect(!out.nginxStopped)
     }
 
     @Test func anEndpointNeitherRouterCanServeIsReportedLost() async {
         let a = nginxRoute("qa", port: 9001)
         let nginx = FakeNginx([a])
-        nginx.state.withLock { $0.failApply = true }
-        let haproxy = FakeRouter()
-        haproxy.state.withLock { $0.failApply = true }
+        nginx.state.withLock { $0.failApply = true; $0.failShare = true }
+        let haproxy = FakeHAProxy(nginx)
+        haproxy.router.state.withLock { $0.failApply = true }
         let out = await RouterTakeover.run(nginx: nginx, haproxy: haproxy, log: log)
         #expect(out.lost.map(\.route) == [a])
         #expect(out.lost.first?.reason.contains("could not be given back to nginx") == true)
         #expect(!out.nginxStopped)
     }
 
+    @Test func nginxThatCannotShareItsPortHandsItOverWithARefusedMomentMeasured() async {
+        let a = nginxRoute("qa", port: 9001)
+        let nginx = FakeNginx([a])
+        nginx.state.withLock { $0.failShare = true }
+        let haproxy = FakeHAProxy(nginx)
+        let clock = StepClock(step: 40)
+        let out = await RouterTakeover.run(nginx: nginx, haproxy: haproxy, now: { clock.read() }, log: log)
+        #expect(out.moved == [a])
+        #expect(out.refusedMs == [9001: 40])
+        #expect(out.nginxStopped)
+        #expect(nginx.state.withLock { $0.events } == ["drop qa", "haproxy qa"])
+        #expect(logged.withLock { $0.contains { $0.hasPrefix("router takeover: nginx cannot share the port") } })
+    }
+
+    @Test func withoutASharedPortAFailedHAProxyGivesTheEndpointBackToNginx() async {
+        let a = nginxRoute("qa", port: 9001)
+        let nginx = FakeNginx([a])
+        nginx.state.withLock { $0.failShare = true }
+        let haproxy = FakeHAProxy(nginx)
+        haproxy.router.state.withLock { $0.failApply = true }
+        let out = await RouterTakeover.run(nginx: nginx, haproxy: haproxy, log: log)
+        #expect(out.kept.map(\.route) == [a])
+        #expect(nginx.state.withLock { $0.routes == [a] && !$0.stopped })
+        #expect(await haproxy.router.routes().isEmpty)
+    }
+
     @Test func aHomeWithoutARunningNginxIsNotTouched() async {
         let a = nginxRoute("qa", port: 9001)
         let nginx = FakeNginx([a], running: false)
-        let haproxy = FakeRouter()
+        let haproxy = FakeHAProxy(nginx)
         let out = await RouterTakeover.run(nginx: nginx, haproxy: haproxy, log: log)
         #expect(out == RouterTakeover.Outcome())
         #expect(nginx.state.withLock { $0.removed.isEmpty && !$0.stopped })
-        #expect(haproxy.state.withLock { $0.applied.isEmpty })
+        #expect(haproxy.router.state.withLock { $0.applied.isEmpty })
     }
 }
