@@ -509,9 +509,12 @@ extension DeployerAgent {
             let failed = outcome.kept.map(\.route) + outcome.lost.map(\.route)
             guard !failed.isEmpty else { return nil }
             let names = failed.map { "\($0.modelName)/\($0.environment) on port \($0.listenPort)" }.joined(separator: ", ")
+            // `--router nginx` is advice only while HAProxy serves nothing of this home (it refuses a home HAProxy serves).
+            let haproxyServesSome = !outcome.moved.isEmpty || ((try? haproxy.routes()) ?? []).isEmpty == false
             return "HAProxy could not take over \(names) from this home's nginx (see the log above); "
                 + (outcome.lost.isEmpty ? "nginx still serves it. " : "")
-                + "Run serve with --router nginx, or fix the cause and start serve again to finish the move"
+                + (haproxyServesSome ? "Fix the cause and start serve again to finish the move"
+                                     : "Run serve with --router nginx, or fix the cause and start serve again to finish the move")
         }
     }
 }

@@ -69,6 +69,13 @@ final class FakeHAProxy: TakeoverTarget {
     }
 }
 
+/// Log lines a takeover wrote.
+final class LogLines: Sendable {
+    private let lines = Mutex<[String]>([])
+    func append(_ line: String) { lines.withLock { $0.append(line) } }
+    var all: [String] { lines.withLock { $0 } }
+}
+
 /// A manual clock: each read moves it on by `step` ms.
 final class StepClock: Sendable {
     let t = Mutex(0.0)
@@ -84,8 +91,11 @@ private func nginxRoute(_ env: String, port: Int, slot: String = "blue", version
 
 @Suite("Router takeover: nginx to HAProxy at start-up")
 struct RouterTakeoverTests {
-    let logged = Mutex<[String]>([])
-    func log(_ msg: String, _ fields: [String: String]) { logged.withLock { $0.append(msg + " " + (fields["port"] ?? "")) } }
+    let logged = LogLines()
+    var log: @Sendable (String, [String: String]) -> Void {
+        let lines = logged
+        return { msg, fields in lines.append(msg + " " + (fields["port"] ?? "")) }
+    }
 
     @Test func onlyARunningNginxsRoutesThatHAProxyDoesNotServeArePending() {
         let a = nginxRoute("qa", port: 9001), b = nginxRoute("prod", port: 9002)
@@ -113,7 +123,7 @@ struct RouterTakeoverTests {
         #expect(await haproxy.router.route(modelName: "iris", environment: "qa") == a)
         #expect(await haproxy.router.route(modelName: "iris", environment: "prod") == b)
         #expect(nginx.state.withLock { $0.stopped && $0.routes.isEmpty })
-        #expect(logged.withLock { $0.count } == 2)
+        #expect(logged.all.count == 2)
     }
 
     @Test func anEndpointHAProxyCannotTakeGoesBackToNginxWhichKeepsRunning() async {
@@ -176,7 +186,7 @@ struct RouterTakeoverTests {
         #expect(out.refusedMs == [9001: 40])
         #expect(out.nginxStopped)
         #expect(nginx.state.withLock { $0.events } == ["drop qa", "haproxy qa"])
-        #expect(logged.withLock { $0.contains { $0.hasPrefix("router takeover: nginx cannot share the port") } })
+        #expect(logged.all.contains { $0.hasPrefix("router takeover: nginx cannot share the port") })
     }
 
     @Test func withoutASharedPortAFailedHAProxyGivesTheEndpointBackToNginx() async {

@@ -49,6 +49,13 @@ import Testing
         #expect(text.contains("add_header X-Model-Deployer-Version \"iris_classifier:44bjszxl5o2ocax4\" always;"))
     }
 
+    @Test func aRouteSharedForATakeoverListensWithReuseportAndParsesBackTheSame() throws {
+        let text = try NginxConfig.renderRoute(route, reusePort: true)
+        #expect(text.contains("listen 127.0.0.1:18080 reuseport;"))
+        #expect(NginxConfig.parseRoute(text) == route)
+        #expect(!(try NginxConfig.renderRoute(route)).contains("reuseport"))
+    }
+
     @Test func parsesBackWhatItRenders() throws {
         #expect(NginxConfig.parseRoute(try NginxConfig.renderRoute(route)) == route)
         #expect(NginxConfig.parseRoute("server {}") == nil)
