@@ -129,6 +129,33 @@ public final class HAProxyRouter: Sendable {
         }
     }
 
+    /// Stops this object's request-log reader, processes left running, so another `HAProxyRouter` of the same
+    /// home in this process (the engine's, after the start-up takeover) can bind its port: the running
+    /// processes send their request log there.
+    /// Returns once the port is free (the reader lets go of it within 200 ms), or after 1 s.
+    public func releaseLogReader() {
+        let port: Int? = collector.withLock { c in
+            defer { c?.stop(); c = nil }
+            return c?.port
+        }
+        guard let port else { return }
+        let deadline = monotonicMs() + 1000
+        while monotonicMs() < deadline {
+            let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard fd >= 0 else { return }
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_port = in_port_t(UInt16(port)).bigEndian
+            addr.sin_addr.s_addr = in_addr_t(0x7f00_0001).bigEndian
+            let rc = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            close(fd)
+            if rc == 0 { return }
+            usleep(10_000)
+        }
+    }
+
     /// The route of (model, environment) as last set (from `routes.json`); nil when there is none or the
     /// state file is unreadable.
     public func route(model: String, environment: String) -> HAProxyRoute? {

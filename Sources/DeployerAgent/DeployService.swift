@@ -469,9 +469,9 @@ extension DeployerAgent {
     /// Before `serve` answers anything: a home whose endpoints the other router serves.
     ///
     /// With the HAProxy router, the home's running nginx (the release before) hands its endpoints to HAProxy
-    /// once (``RouterTakeover``), each logged; each port refuses connections for the moment between nginx
-    /// dropping it and HAProxy binding it. An endpoint HAProxy cannot take stays with nginx and `serve` stops:
-    /// serving half a home with each router would fail every later switch of those endpoints.
+    /// once (``RouterTakeover``: HAProxy binds beside nginx with `SO_REUSEPORT`, then nginx lets go), each
+    /// logged. An endpoint HAProxy cannot take stays with nginx and `serve` exits 2 naming it: serving on
+    /// with it, every later switch of that endpoint would fail on its port (measured before this existed).
     /// With the nginx router, a home whose endpoints HAProxy serves is refused (no silent split).
     /// A home with neither is not touched. Returns the problem that must stop `serve` (exit 2), if any.
     public static func routerStartupProblem(_ options: ServeOptions, logger: Logger) async -> String? {
@@ -493,6 +493,8 @@ extension DeployerAgent {
             let outcome = await RouterTakeover.run(nginx: nginx, haproxy: router) { msg, fields in
                 logger.info(msg, fields.mapValues { JSONValue.string($0) })
             }
+            // The engine's router reads the request log of the processes started here: free the port for it.
+            haproxy.releaseLogReader()
             if outcome.moved.isEmpty && outcome.kept.isEmpty && outcome.lost.isEmpty { return nil }
             for (route, reason) in outcome.kept {
                 logger.error("router takeover: endpoint left with nginx", ["model": .string(route.modelName), "environment": .string(route.environment),

@@ -51,6 +51,24 @@ def home_with_nginx(spawn_agent, agent_home):
     stop_everything(agent_home)
 
 
+def _udp_port_holder(port: int) -> set[int]:
+    """Pids holding a UDP socket bound to 127.0.0.1:`port`."""
+    inodes = set()
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        f = line.split()
+        if f[1] == f"0100007F:{port:04X}":
+            inodes.add(f"socket:[{f[9]}]")
+    out = set()
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                if any(os.readlink(f"/proc/{d}/fd/{fd}") in inodes for fd in os.listdir(f"/proc/{d}/fd")):
+                    out.add(int(d))
+            except OSError:
+                pass
+    return out
+
+
 class Prober:
     """One request at a time on a new connection each, as fast as answers come: every outcome with its time."""
 
@@ -132,6 +150,12 @@ def test_an_nginx_home_moves_to_haproxy_once_and_then_deploys_and_rolls_back(spa
         time.sleep(1)
     assert v2["status"] == "live", v2
     assert v2["endpoint_url"] == url
+    # The HAProxy started at the takeover sends its request log (the bake's and the canary's per-version
+    # figures) to the port the agent's engine reads.
+    log_port = int((agent_home / "router" / "log.port").read_text())
+    configs = list((agent_home / "router").glob("ep-*.cfg"))
+    assert configs and all(f"log 127.0.0.1:{log_port} " in c.read_text() for c in configs)
+    assert _udp_port_holder(log_port) == {new.agent.proc.pid}
     assert load.failed == 0, load.failures[:5]
     assert load.distinct_answers() == ["[0]", "[10]"], load.distinct_answers()
     with Load(url) as load:
