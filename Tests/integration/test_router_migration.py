@@ -141,6 +141,7 @@ def test_an_nginx_home_moves_to_haproxy_once_and_then_deploys_and_rolls_back(spa
     err = new.agent.stderr_tail(20000)
     moved = [json.loads(l) for l in err.splitlines() if "endpoint moved from nginx to HAProxy" in l]
     assert len(moved) == 1 and moved[0]["port"] == url.rsplit(":", 1)[1], err[-3000:]
+    print("log line:", json.dumps(moved[0]))
     assert moved[0]["refused_ms"] == "0" and moved[0]["slot"] == "blue" and moved[0]["version"] == version(tags, "v1"), moved
 
     # Blue-green to v2, then rollback, under load: nothing fails.
