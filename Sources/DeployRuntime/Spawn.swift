@@ -65,7 +65,7 @@ public enum ProcessLauncher {
     /// ours (``spawnDetached``); any other pid is only looked at.
     public static func isAlive(pid: Int32) -> Bool {
         guard pid > 0 else { return false }
-        if isDetachedChild(pid) && !isAwaited(pid) {
+        if isDetachedChild(pid) {
             var status: Int32 = 0
             let r = waitpid(pid, &status, WNOHANG)
             if r == pid {
@@ -161,7 +161,6 @@ public enum ProcessLauncher {
         do {
             pid = try spawn(path: path, arguments: arguments, environment: environment, fileActions: &fa,
                             flags: Int32(POSIX_SPAWN_SETPGROUP))
-            claim(pid)
         } catch {
             close(r); close(w)
             throw error
@@ -202,7 +201,6 @@ public enum ProcessLauncher {
     /// on a status nobody read.
     /// - Throws: `child_lost`.
     public static func waitForExit(_ pid: Int32, what: String) throws(RuntimeError) -> Int32 {
-        defer { _ = awaited.withLock { $0.remove(pid) } }
         var status: Int32 = 0
         while true {
             let r = waitpid(pid, &status, 0)
@@ -292,8 +290,8 @@ public enum ProcessLauncher {
 
     private static func reap(group pgid: Int32, members: Set<Int32>) {
         var status: Int32 = 0
-        var ours = members.filter { isDetachedChild($0) && !isAwaited($0) }
-        if pgid > 0 && isDetachedChild(pgid) && !isAwaited(pgid) { ours.insert(pgid) }
+        var ours = members.filter(isDetachedChild)
+        if pgid > 0 && isDetachedChild(pgid) { ours.insert(pgid) }
         for p in ours where waitpid(p, &status, WNOHANG) == p {
             _ = detachedChildren.withLock { $0.remove(p) }
         }
@@ -306,20 +304,6 @@ public enum ProcessLauncher {
 
     static func isDetachedChild(_ pid: Int32) -> Bool {
         detachedChildren.withLock { $0.contains(pid) }
-    }
-
-    /// Children whose exit status a caller is waiting for (``waitForExit(_:what:)``). Pids are reused
-    /// (pid_max is 32768 on many machines), so a stale pid or group id from a pid file or an old record
-    /// can name one of them: the liveness checks and the reaping of stopped slots leave these alone.
-    private static let awaited = Mutex<Set<Int32>>([])
-
-    /// Marks `pid`, just spawned, as one whose exit status ``waitForExit(_:what:)`` will collect.
-    static func claim(_ pid: Int32) {
-        _ = awaited.withLock { $0.insert(pid) }
-    }
-
-    static func isAwaited(_ pid: Int32) -> Bool {
-        awaited.withLock { $0.contains(pid) }
     }
 
     private static func isAliveNoReap(_ pid: Int32) -> Bool {

@@ -55,8 +55,9 @@ class Load:
     """Steady POST /predict traffic against an endpoint from a few threads with keep-alive connections,
     as real clients do. Counts every failed request (an exception or a non-200 answer)."""
 
-    def __init__(self, url: str, threads: int = 4):
+    def __init__(self, url: str, threads: int = 4, keep_alive: bool = True):
         assert url.startswith("http://"), url
+        self.keep_alive = keep_alive  # False: a new connection per request (what a refused port shows up on)
         host, port = url[len("http://"):].rstrip("/").split(":")
         self.host, self.port = host, int(port)
         self.threads = threads
@@ -91,6 +92,9 @@ class Load:
                 conn.request("POST", "/predict", body=body, headers={"Content-Type": "application/json"})
                 resp = conn.getresponse()
                 text = resp.read().decode()
+                if not self.keep_alive:
+                    conn.close()
+                    conn = None
                 with self.lock:
                     if resp.status == 200:
                         self.ok += 1
@@ -158,6 +162,23 @@ def haproxy_pids(home: Path) -> dict[str, int]:
             continue
         if cmd and cmd[0].split(b"/")[-1].startswith(b"haproxy"):
             out[pidfile.name] = pid
+    return out
+
+
+def nginx_pids(home: Path) -> list[int]:
+    """nginx processes (master and workers, orphans included) holding a file under `home/router` open."""
+    out = []
+    prefix = str(home / "router") + "/"
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            if b"nginx" not in Path(f"/proc/{d}/cmdline").read_bytes().split(b"\0")[0]:
+                continue
+            if any(os.readlink(f"/proc/{d}/fd/{fd}").startswith(prefix) for fd in os.listdir(f"/proc/{d}/fd")):
+                out.append(int(d))
+        except OSError:
+            continue
     return out
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy_support import EXPECT, TEST_POLICY, example_tags, stop_everything, version
+from deploy_support import EXPECT, TEST_POLICY, example_tags, nginx_pids, stop_everything, version
 from test_deploy import MODEL, Deployer, deployer, live_answer  # noqa: F401 - the fixture is used by name
 
 
@@ -115,23 +115,6 @@ def test_one_undecodable_row_does_not_fail_the_history_page(deployer):
     assert a["deployment_id"] in deployer.agent.stderr_path.read_text()
 
 
-def _router_pids(home: Path) -> list[int]:
-    """nginx processes holding files under this home's router (master and workers, orphans included)."""
-    out = []
-    prefix = str(home / "router") + "/"
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            if not Path(f"/proc/{d}/cmdline").read_bytes().startswith(b"nginx"):
-                continue
-            if any(os.readlink(f"/proc/{d}/fd/{fd}").startswith(prefix) for fd in os.listdir(f"/proc/{d}/fd")):
-                out.append(int(d))
-        except OSError:
-            continue
-    return out
-
-
 def _wait_for(pred, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -155,7 +138,7 @@ def test_a_killed_router_is_noticed_and_repaired(nginx_deployer):
     new_master = _wait_for(lambda: _alive_master(deployer.home, other_than=master), 30, "a new nginx master")
     print(f"router repaired {time.monotonic() - t:.1f} s after the kill")
     assert live_answer(v2["endpoint_url"]) == [EXPECT["v2"][0]]
-    assert all(p == new_master or _parent(p) == new_master for p in _router_pids(deployer.home)), "an orphan survived"
+    assert all(p == new_master or _parent(p) == new_master for p in nginx_pids(deployer.home)), "an orphan survived"
     st = deployer.status(v2["deployment_id"])
     assert st["endpoint_alive"] is True
     assert any(e["step"] == "router_repair" for e in st["events"])

@@ -4,39 +4,17 @@ the same live slot, then stops nginx. Real BentoML, nginx and HAProxy."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from deploy_support import TEST_POLICY, Load, example_tags, haproxy_pids, stop_everything, version
+from deploy_support import TEST_POLICY, Load, example_tags, haproxy_pids, nginx_pids, stop_everything, version
 from test_deploy import MODEL, Deployer
 
 ENV = "migrate"
-
-
-def _nginx_pids(home: Path) -> list[int]:
-    """nginx processes with a file under `home/router` open, or named by its pid file."""
-    out = []
-    prefix = str(home / "router") + "/"
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            cmd = Path(f"/proc/{d}/cmdline").read_bytes()
-            if b"nginx" not in cmd.split(b"\0")[0]:
-                continue
-            for fd in os.listdir(f"/proc/{d}/fd"):
-                if os.readlink(f"/proc/{d}/fd/{fd}").startswith(prefix):
-                    out.append(int(d))
-                    break
-        except OSError:
-            continue
-    return out
 
 
 @pytest.fixture
@@ -69,41 +47,6 @@ def _udp_port_holder(port: int) -> set[int]:
     return out
 
 
-class Prober:
-    """One request at a time on a new connection each, as fast as answers come: every outcome with its time."""
-
-    def __init__(self, url: str):
-        host, port = url[len("http://"):].rstrip("/").split(":")
-        self.host, self.port = host, int(port)
-        self.results: list[tuple[float, str]] = []   # (monotonic time, answer text or "error: ...")
-        self.stop_flag = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        body = json.dumps({"input": [[5.1, 3.5, 1.4, 0.2]]})
-        while not self.stop_flag.is_set():
-            try:
-                c = http.client.HTTPConnection(self.host, self.port, timeout=10)
-                c.request("POST", "/predict", body=body, headers={"Content-Type": "application/json"})
-                r = c.getresponse()
-                text = r.read().decode()
-                c.close()
-                out = text if r.status == 200 else f"error: HTTP {r.status}"
-            except Exception as e:  # refused while no router holds the port, or anything else
-                out = f"error: {type(e).__name__}"
-            self.results.append((time.monotonic(), out))
-            if out.startswith("error"):
-                time.sleep(0.001)
-
-    def __enter__(self) -> "Prober":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop_flag.set()
-        self.thread.join(timeout=15)
-
-
 def test_an_nginx_home_moves_to_haproxy_once_and_then_deploys_and_rolls_back(spawn_agent, agent_home, openrpc, home_with_nginx):
     tags = home_with_nginx
     # The home as the release before left it: v1 live behind the home's nginx, the agent gone, nginx serving.
@@ -112,23 +55,21 @@ def test_an_nginx_home_moves_to_haproxy_once_and_then_deploys_and_rolls_back(spa
     assert v1["status"] == "live", v1
     url = v1["endpoint_url"]
     old.agent.close()
-    assert _nginx_pids(agent_home), "the home's nginx should outlive its agent"
+    assert nginx_pids(agent_home), "the home's nginx should outlive its agent"
     assert not (agent_home / "router" / "routes.json").exists()
 
     # The new agent, default router, with a client on the endpoint throughout its start.
-    with Prober(url) as probe, Load(url) as load0:
+    with Load(url, threads=1, keep_alive=False) as probe, Load(url) as load0:
         time.sleep(0.5)
         new = Deployer(spawn_agent, agent_home, tags, openrpc)
         listed = new.call("deploy.list", {})
         time.sleep(0.5)
     assert load0.failed == 0, load0.failures[:5]
     assert load0.distinct_answers() == ["[0]"], load0.distinct_answers()
-    answers = [a for _, a in probe.results]
-    assert answers and answers[0] == "[0]" and answers[-1] == "[0]", answers[:3] + answers[-3:]
     # Every answer is v1's, and none failed: HAProxy bound the port beside nginx before nginx let go of it.
-    failed = [a for a in answers if a != "[0]"]
-    print(f"takeover: {len(answers)} probes on new connections, {len(failed)} failed {sorted(set(failed))}")
-    assert failed == [], sorted(set(failed))
+    print(f"takeover: {probe.ok + probe.failed} probes on new connections, {probe.failed} failed {sorted(set(probe.failures))}")
+    assert probe.ok > 0 and probe.distinct_answers() == ["[0]"], probe.distinct_answers()
+    assert probe.failed == 0, sorted(set(probe.failures))
 
     live = [e for e in listed["result"]["live"] if e["environment"] == ENV]
     assert len(live) == 1, listed
@@ -137,7 +78,7 @@ def test_an_nginx_home_moves_to_haproxy_once_and_then_deploys_and_rolls_back(spa
     assert live[0]["endpoint_alive"] is True
     assert live[0]["metrics_url"], live[0]          # HAProxy's exporter: the endpoint is HAProxy's now
     assert len(haproxy_pids(agent_home)) == 1
-    assert _nginx_pids(agent_home) == [], "the home's nginx is stopped once HAProxy serves its endpoints"
+    assert nginx_pids(agent_home) == [], "the home's nginx is stopped once HAProxy serves its endpoints"
     err = new.agent.stderr_tail(20000)
     moved = [json.loads(l) for l in err.splitlines() if "endpoint moved from nginx to HAProxy" in l]
     assert len(moved) == 1 and moved[0]["port"] == url.rsplit(":", 1)[1], err[-3000:]
@@ -168,7 +109,7 @@ def test_an_nginx_home_moves_to_haproxy_once_and_then_deploys_and_rolls_back(spa
     assert rb["result"]["to_version"] == version(tags, "v1")
     assert load.failed == 0, load.failures[:5]
     assert load.distinct_answers() == ["[10]", "[0]"], load.distinct_answers()
-    assert _nginx_pids(agent_home) == []
+    assert nginx_pids(agent_home) == []
 
     # A second start finds nothing to move (the takeover is once).
     new.agent.close()
@@ -181,4 +122,4 @@ def test_an_nginx_home_moves_to_haproxy_once_and_then_deploys_and_rolls_back(spa
     back = spawn_agent(env={**again.env, "MODEL_DEPLOYER_ROUTER": "nginx"})
     assert back.wait(timeout=30) == 2
     assert "--router haproxy" in back.stderr_tail()
-    assert _nginx_pids(agent_home) == []
+    assert nginx_pids(agent_home) == []

@@ -48,7 +48,6 @@ enum CommandRunner {
         // Own process group, default signal handling: the same spawn as every other process of ours.
         let pid = try ProcessLauncher.spawn(path: path, arguments: arguments, environment: environment, fileActions: &fa,
                                       flags: Int32(POSIX_SPAWN_SETPGROUP))
-        ProcessLauncher.claim(pid)
         // The child has its copies; closing ours lets EOF arrive.
         close(pipes[0].r); pipes[0].r = -1
         close(pipes[1].w); pipes[1].w = -1
