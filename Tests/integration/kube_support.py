@@ -5,8 +5,13 @@ Stood in for: the kubelet and the scheduler. `KubeletStandIn` binds each Pod to 
 Pod's status through the status subresource, as a kubelet would: Running and Ready at this host's
 non-loopback address, or, for a version marked broken, waiting in ImagePullBackOff. The containers are
 stood in for by `StandInContainer`, one small HTTP server on that address and the policy's container_port:
-/readyz and /livez answer 200, POST /predict answers a fixed JSON list (`ANSWER`). Every Pod has the same
-address, so an answer through the proxy proves the proxy path and the Endpoints, not which version answered.
+GET (/readyz, /livez) answers 200, POST (/predict) answers a fixed JSON list (`ANSWER`). Every Pod has the
+same address, so an answer through the proxy proves the proxy path and the Endpoints, not which version
+answered. The one thing the stand-in knows of versions is the `X-Model-Deployer-Version` header the agent
+sends with every request it makes to one version (smoke tests, canary analysis probes): it counts those
+requests by the header's value (`served`), and for a version listed in `failing_after` with K, every POST
+carrying that version's header after its first K such POSTs answers 500 (a version that breaks once it has
+passed its smoke tests). Requests without the header (a client of the stable Service) are never failed.
 """
 
 from __future__ import annotations
@@ -98,25 +103,70 @@ class Kubectl:
     def deployment(self, name: str) -> dict:
         return self.json("get", "deployment", name)
 
+    def selector(self) -> dict[str, str]:
+        """The stable Service's whole selector (during a Kubernetes canary it names no version)."""
+        return self.service()["spec"]["selector"]
+
+    def endpoint_versions(self, service: str) -> dict[str, int]:
+        """The ready addresses the Endpoints of `service` list, counted by their Pod's exact version (its
+        model-deployer/version-name annotation, else its model-deployer/version label; "?" for a Pod gone
+        between the two reads)."""
+        ep = self.json("get", "endpoints", service)
+        names = [a["targetRef"]["name"] for s in ep.get("subsets") or [] for a in s.get("addresses") or [] if a.get("targetRef")]
+        pods = {p["metadata"]["name"]: p["metadata"] for p in self.json("get", "pods")["items"]}
+        out: dict[str, int] = {}
+        for n in names:
+            meta = pods.get(n, {})
+            v = (meta.get("annotations") or {}).get("model-deployer/version-name") or (meta.get("labels") or {}).get("model-deployer/version", "?")
+            out[v] = out.get(v, 0) + 1
+        return out
+
 
 class StandInContainer:
     """Answers where every container would (see the module's docstring)."""
 
+    VERSION_HEADER = "X-Model-Deployer-Version"
+
     def __init__(self, host: str):
+        # Set by a test: version -> K, that version's POSTs answer 500 after its first K.
+        self.failing_after: dict[str, int] = {}
+        # Requests (any method) by the value of their version header; `posts`: the POSTs among them.
+        self.served: dict[str, int] = {}
+        self.posts: dict[str, int] = {}
+        self.lock = threading.Lock()
+        stand_in = self
+
         class Handler(http.server.BaseHTTPRequestHandler):
-            def _answer(self, body: bytes) -> None:
-                self.send_response(200)
+            def _answer(self, body: bytes, status: int = 200) -> None:
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
 
+            def _count(self, post: bool) -> bool:
+                """Counts the request by its version header; True when it must fail."""
+                v = self.headers.get(stand_in.VERSION_HEADER)
+                if v is None:
+                    return False
+                with stand_in.lock:
+                    stand_in.served[v] = stand_in.served.get(v, 0) + 1
+                    if not post:
+                        return False
+                    stand_in.posts[v] = stand_in.posts.get(v, 0) + 1
+                    k = stand_in.failing_after.get(v)
+                    return k is not None and stand_in.posts[v] > k
+
             def do_GET(self):  # noqa: N802
+                self._count(post=False)
                 self._answer(b'{"ok":true}')
 
             def do_POST(self):  # noqa: N802
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                self._answer(json.dumps(ANSWER).encode())
+                if self._count(post=True):
+                    self._answer(b'{"error":"stand-in: this version fails"}', status=500)
+                else:
+                    self._answer(json.dumps(ANSWER).encode())
 
             def log_message(self, *a):
                 pass
@@ -124,6 +174,11 @@ class StandInContainer:
         self.server = http.server.ThreadingHTTPServer((host, 0), Handler)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def counts(self) -> dict[str, int]:
+        """A copy of `served`."""
+        with self.lock:
+            return dict(self.served)
 
     def close(self) -> None:
         self.server.shutdown()

@@ -75,7 +75,7 @@ def kube(spawn_agent, agent_home, openrpc):
                        "replicas": 1, "progress_deadline_seconds": 6, "container_port": container.port}}}}
     (agent_home / "policy.json").write_text(json.dumps(policy))
     d = KubeDeployer(spawn_agent, agent_home, tags, openrpc, kubeconfig=cfg, kubectl=kubectl)
-    d.k, d.kubelet = k, kubelet
+    d.k, d.kubelet, d.container = k, kubelet, container
     yield d
     for a in spawn_agent.agents:
         a.close()
