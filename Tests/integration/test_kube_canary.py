@@ -67,13 +67,13 @@ def replicas(k) -> dict[str, int]:
             for d in k.json("get", "deployments")["items"]}
 
 
-def wait_endpoints(k, service: str, want: set[str], deadline_s: float = 30) -> dict[str, int]:
-    """The versions the Service's Endpoints list, once they are exactly `want` (the endpoints controller
-    follows selectors and Pods asynchronously); the last ones seen after `deadline_s` otherwise."""
+def wait_endpoints(k, service: str, want: dict[str, int], deadline_s: float = 30) -> dict[str, int]:
+    """The Pods the Service's Endpoints list, by version, once they are exactly `want` (the endpoints
+    controller follows selectors and Pods asynchronously); the last ones seen after `deadline_s` otherwise."""
     deadline = time.monotonic() + deadline_s
     while True:
         seen = k.endpoint_versions(service)
-        if set(seen) == want or time.monotonic() > deadline:
+        if seen == want or time.monotonic() > deadline:
             return seen
         time.sleep(0.3)
 
@@ -90,7 +90,7 @@ def v1_then_v2_blue_green(d) -> tuple[str, str]:
     assert k.selected_version() == v2
     assert replicas(k) == {v1: N, v2: N}, replicas(k)
     service = d.status(x2["deployment_id"])["deployment"]["runtime"]["service"]
-    assert wait_endpoints(k, service, {v2}) == {v2: N}
+    assert wait_endpoints(k, service, {v2: N}) == {v2: N}
     return service, x2["deployment_id"]
 
 
@@ -127,7 +127,8 @@ def test_canary_by_replica_ratio_on_kubernetes(kc):
         seen = {"index": p["data"]["step_index"], "replicas": replicas(k), "selector": k.selector()}
         if not at_step:
             # The first step: the Endpoints list the Pods of both versions, and none of the warm v1's.
-            seen["endpoints"] = wait_endpoints(k, service, {v2, v3})
+            cand, stable = split(w)
+            seen["endpoints"] = wait_endpoints(k, service, {v2: stable, v3: cand})
         at_step[w] = seen
 
     out, seen = run(d, plan["deployment_id"], on_progress=observe)
@@ -160,7 +161,7 @@ def test_canary_by_replica_ratio_on_kubernetes(kc):
     # Live: the Service selects v3 alone, at N Pods; v2 is kept warm at N; v1 stays at 0.
     assert k.selected_version() == v3
     assert replicas(k) == {v1: 0, v2: N, v3: N}, replicas(k)
-    assert wait_endpoints(k, service, {v3}) == {v3: N}
+    assert wait_endpoints(k, service, {v3: N}) == {v3: N}
     assert d.status(plan["deployment_id"])["deployment"]["status"] == "live"
 
 
@@ -183,7 +184,7 @@ def test_a_candidate_failing_after_its_smoke_test_is_aborted_on_kubernetes(kc):
     assert k.selected_version() == v2
     r = replicas(k)
     assert r[v2] == N and r[v3] == 0, r
-    assert wait_endpoints(k, service, {v2}) == {v2: N}
+    assert wait_endpoints(k, service, {v2: N}) == {v2: N}
 
 
 def test_kill_9_of_the_agent_mid_canary_then_reconcile_on_kubernetes(kc):
@@ -206,4 +207,4 @@ def test_kill_9_of_the_agent_mid_canary_then_reconcile_on_kubernetes(kc):
     assert k.selected_version() == v2
     r = replicas(k)
     assert r[v2] == N and r[v3] == 0, r
-    assert wait_endpoints(k, service, {v2}) == {v2: N}
+    assert wait_endpoints(k, service, {v2: N}) == {v2: N}
