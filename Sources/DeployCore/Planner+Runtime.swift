@@ -15,4 +15,22 @@ extension Planner {
         }
         return "\(whereTo); the cluster's scheduler places the Pods, so this host's free memory is not checked; \(traffic); a rollout with no progress for \(k.progressDeadlineSeconds) s is stuck"
     }
+
+    /// The plan's sentence for a canary on Kubernetes: each weight as the replica counts that approximate
+    /// it (``ReplicaSplit``), what happens to the warm previous version, and where the analysis's figures
+    /// come from (probes of each version's Pods: nothing counts a Service's traffic per version).
+    static func kubernetesCanarySentence(_ input: PlanInput, _ k: KubernetesSettings, _ c: CanaryConfig, live: LiveFacts) -> String {
+        let steps = c.steps.map { w -> String in
+            let s = ReplicaSplit(weight: w, replicas: k.replicas)
+            if w >= 100 { return "100%: \(s.candidate) of \(input.modelVersion) alone" }
+            return "\(w)%: \(s.candidate) Pod\(s.candidate == 1 ? "" : "s") of \(input.modelVersion) beside \(s.stable) of \(live.version) (\(s.effectiveWeight)% of the Pods)"
+        }
+        let requests = max(c.analysis.minRequests, Analysis.minLatencySamples)
+        var out = "on Kubernetes the canary splits traffic by replica ratio, so its shares are approximate: the Service selects the Pods of both versions and kube-proxy spreads connections over them, not weighted requests (exact weights would need Gateway API HTTPRoute weights); steps \(steps.joined(separator: ", "))"
+        if let warm = live.warmPrevious {
+            out += "; the warm previous \(warm.version) is scaled to 0 first, so the Service selects only these two"
+        }
+        out += "; nothing counts a Service's traffic per version, so each analysis interval judges \(requests) probe requests the agent sends to each version's Pods through the API server's pod proxy (the smoke test's call, or the health path), not user traffic"
+        return out
+    }
 }
