@@ -155,7 +155,7 @@ public enum Planner {
         let routerPort = input.live.flatMap { port(of: $0.endpointURL) } ?? input.policy.runtime.kubernetes?.servicePort
             ?? routerPort(model: input.modelName, environment: env)
         if let k = input.policy.runtime.kubernetes {
-            reasons.append(kubernetesSentence(input, k, memoryMB: resources.memoryMB, cpu: resources.cpu, gpu: resources.gpu))
+            reasons.append(kubernetesSentence(input, k, memoryMB: resources.memoryMB, cpu: resources.cpu, gpu: resources.gpu, canary: strategy == .canary))
         } else if let live = input.live {
             var placement = "\(input.modelVersion) starts in slot \(slot.rawValue) on port \(slotPort) beside \(live.version) in slot \(live.slot.rawValue)"
             if let warm = live.warmPrevious {
