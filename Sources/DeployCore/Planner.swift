@@ -81,9 +81,7 @@ public enum Planner {
         case (.canary, _) where !input.routerSplitsTraffic:
             return .failure(PlanRefusal(
                 reason: "weights_unsupported",
-                message: input.policy.runtime.kubernetes != nil
-                    ? "\(env) runs on Kubernetes, where a Service selects one version at a time: canary (weighted or by replica ratio) is not available there yet; use blue_green"
-                    : "this environment's router cannot split traffic by weight (nginx); run serve with --router haproxy for canary, or use blue_green"))
+                message: "this environment's router cannot split traffic by weight (nginx); run serve with --router haproxy for canary, or use blue_green"))
         case (.canary, let live?):
             strategy = .canary
             reasons.append("canary was requested; \(input.modelVersion) takes a growing share of \(env)'s traffic beside \(live.version), judged against it on the same traffic at every step")
@@ -124,6 +122,9 @@ public enum Planner {
                 }
             }
             canary = c
+            if let k = input.policy.runtime.kubernetes, let live = input.live {
+                reasons.append(kubernetesCanarySentence(input, k, c, live: live))
+            }
         } else if input.canary != nil {
             return .failure(PlanRefusal(reason: "invalid_params",
                                         message: "canary settings were given but the plan's strategy is \(strategy.rawValue), not canary",
@@ -154,7 +155,7 @@ public enum Planner {
         let routerPort = input.live.flatMap { port(of: $0.endpointURL) } ?? input.policy.runtime.kubernetes?.servicePort
             ?? routerPort(model: input.modelName, environment: env)
         if let k = input.policy.runtime.kubernetes {
-            reasons.append(kubernetesSentence(input, k, memoryMB: resources.memoryMB, cpu: resources.cpu, gpu: resources.gpu))
+            reasons.append(kubernetesSentence(input, k, memoryMB: resources.memoryMB, cpu: resources.cpu, gpu: resources.gpu, canary: strategy == .canary))
         } else if let live = input.live {
             var placement = "\(input.modelVersion) starts in slot \(slot.rawValue) on port \(slotPort) beside \(live.version) in slot \(live.slot.rawValue)"
             if let warm = live.warmPrevious {

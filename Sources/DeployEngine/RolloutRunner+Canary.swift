@@ -70,7 +70,9 @@ extension RolloutRunner {
     /// The first window of a step starts ``Analysis/settleMs`` after the weights changed, so it never
     /// holds the requests in flight at the change.
     mutating func measureAnalysis(afterMs: Int) async throws(EngineError) -> RolloutEvent? {
-        var wait = afterMs
+        // A router measured by probes spends the interval probing: only the settling time is slept.
+        let byProbes = ports.router.measuresByProbes
+        var wait = byProbes ? 0 : afterMs
         if let set = weightsSetAt {
             let from = set.addingTimeInterval(Double(Analysis.settleMs) / 1000)
             wait += max(0, Int((from.timeIntervalSince(engine.now()) * 1000).rounded(.up)))
@@ -82,8 +84,15 @@ extension RolloutRunner {
         if Task.isCancelled { return .cancelled }
         guard try stillIn([.canary]) else { return nil }
         let limits = (facts.canary ?? .defaults).analysis
+        let stats: [BackendStats]?
+        if byProbes {
+            stats = try await probeAnalysis(limits, durationMs: max(afterMs, 1000))
+            if Task.isCancelled { return .cancelled }
+            guard try stillIn([.canary]) else { return nil }
+        } else {
+            stats = await ports.router.stats(modelName: record.modelName, environment: record.environment, windowMs: max(afterMs, 1000))
+        }
         let alive = await ports.slots.state(newSlotRef)?.alive ?? false
-        let stats = await ports.router.stats(modelName: record.modelName, environment: record.environment, windowMs: max(afterMs, 1000))
         guard let stats, let entry = try engine.registryEntry(record.modelName, record.environment) else {
             let r = AnalysisResult(verdict: .inconclusive, stable: .none, candidate: .none, limits: limits,
                                    message: "inconclusive: the router gave no traffic figures")
@@ -92,6 +101,24 @@ extension RolloutRunner {
         let stable = stats.first { $0.slot.rawValue == entry.slot }?.window ?? .none
         let candidate = stats.first { $0.slot == newSlotRef.id }?.window ?? .none
         return .analysisWindow(Analysis.compare(stable: stable, candidate: candidate, limits: limits), slotAlive: alive)
+    }
+
+    /// The interval's figures from probes, for a router that counts no traffic per version (Kubernetes): the
+    /// smoke test's call (or the health path) sent to the stable version and the candidate alike, side by
+    /// side, enough of them for a p95 to be compared (``Analysis/minLatencySamples``). Not user traffic, and
+    /// the plan says so. Nil when the registry names nothing live (the analysis is then inconclusive).
+    mutating func probeAnalysis(_ limits: AnalysisLimits, durationMs: Int) async throws(EngineError) -> [BackendStats]? {
+        guard let entry = try engine.registryEntry(record.modelName, record.environment), let config = plan?.config,
+              let stable = await ports.slots.state(engine.slotRef(entry, entry.slot)) else { return nil }
+        var found = newSlot
+        if found == nil { found = await ports.slots.state(newSlotRef) }
+        guard let candidate = found else { return nil }
+        let load = ProbeLoad(config, requests: max(limits.minRequests, Analysis.minLatencySamples), concurrency: 1)
+        return await ports.router.probeWindow(
+            modelName: record.modelName, environment: record.environment,
+            backends: [WeightedBackend(slot: stable.ref.id, address: stable.address, version: entry.modelVersion),
+                       WeightedBackend(slot: candidate.ref.id, address: candidate.address, version: record.modelVersion)],
+            load: load, durationMs: durationMs)
     }
 
     /// Stops the canary: the route back to the stable version alone (its weight raised before the

@@ -49,7 +49,8 @@ extension RolloutRunner {
         case .switched:
             let slot = newSlot?.ref.id.rawValue ?? facts.slot
             return ("switch", actor, "traffic switched to slot \(slot) in \(fixed(switchMs, 0)) ms",
-                    DeploymentChanges(endpointURL: "http://127.0.0.1:\(endpointPort ?? 0)", finishedAt: t),
+                    DeploymentChanges(endpointURL: ports.router.endpointURL(listenPort: endpointPort ?? 0, modelName: record.modelName,
+                                                                             environment: record.environment), finishedAt: t),
                     .object(switchSplit.merging(["switch_ms": .double(switchMs)]) { _, b in b }))
         default:
             return (step.wireName, actor, event.name, DeploymentChanges(), none)

@@ -240,6 +240,14 @@ public protocol TrafficRouter: Sendable {
     func stats(modelName: String, environment: String, windowMs: Int) async -> [BackendStats]?
     /// Whether the router splits an endpoint's traffic by weight (a canary needs it; nginx does not).
     var splitsTraffic: Bool { get }
+    /// `true` for a router that counts no traffic per backend but reaches each backend itself (Kubernetes:
+    /// the API server's pod proxy); a canary's analysis then judges ``probeWindow(modelName:environment:backends:load:durationMs:)``.
+    var measuresByProbes: Bool { get }
+    /// Sends `load.requests` calls to each of `backends`, the same call to each, side by side and evenly paced
+    /// over `durationMs`, and answers each backend's ``BackendStats/window`` of that interval. `nil` for a
+    /// router that cannot reach its backends itself.
+    func probeWindow(modelName: String, environment: String, backends: [WeightedBackend], load: ProbeLoad,
+                     durationMs: Int) async -> [BackendStats]?
 }
 
 extension TrafficRouter {
@@ -261,6 +269,11 @@ extension TrafficRouter {
     public func stats(modelName: String, environment: String, windowMs: Int) async -> [BackendStats]? { nil }
     /// Routers that serve one backend per endpoint.
     public var splitsTraffic: Bool { false }
+    /// Routers whose own counters feed the analysis (or that keep none).
+    public var measuresByProbes: Bool { false }
+    /// Routers that do not probe their backends.
+    public func probeWindow(modelName: String, environment: String, backends: [WeightedBackend], load: ProbeLoad,
+                            durationMs: Int) async -> [BackendStats]? { nil }
 }
 
 /// The models and bentos that can be deployed, as the core's facts.

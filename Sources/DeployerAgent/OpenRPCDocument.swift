@@ -121,7 +121,7 @@ public let openRPCDocumentText = ####"""
         },
         {
           "name": "strategy",
-          "description": "Default auto (blue_green with a version live, direct otherwise; canary only where the environment's policy sets default_strategy: canary). canary needs a live version (canary_needs_live_version) and a router that splits traffic by weight, HAProxy (weights_unsupported with nginx, and on a Kubernetes environment).",
+          "description": "Default auto (blue_green with a version live, direct otherwise; canary only where the environment's policy sets default_strategy: canary). canary needs a live version (canary_needs_live_version) and a router that splits traffic by weight, HAProxy (weights_unsupported with nginx); on a Kubernetes environment a canary is by replica ratio (approximate shares; its analysis judges probes of each version's Pods, not user traffic; the plan's reasons give each step's Pods).",
           "required": false,
           "schema": {
             "type": "string",
@@ -2847,6 +2847,8 @@ public let openRPCDocumentText = ####"""
               "kube_invalid_config",
               "kube_service_unavailable",
               "kube_bad_response",
+              "kube_timeout",
+              "kube_not_available",
               "kubectl_not_found",
               "kubectl_failed",
               "kubectl_timeout"
@@ -3408,7 +3410,7 @@ public let openRPCDocumentText = ####"""
         "canary_needs_live_version",
         "weights_unsupported"
       ],
-      "description": "The planner refuses to plan this deployment; data.message says why. canary_needs_live_version: strategy canary with nothing live; weights_unsupported: strategy canary on a router that cannot split traffic (nginx) or in a Kubernetes environment (a Service selects one version)."
+      "description": "The planner refuses to plan this deployment; data.message says why. canary_needs_live_version: strategy canary with nothing live; weights_unsupported: strategy canary on a router that cannot split traffic (nginx)."
     },
     {
       "code": -32006,
@@ -3448,11 +3450,13 @@ public let openRPCDocumentText = ####"""
         "kube_invalid_config",
         "kube_service_unavailable",
         "kube_bad_response",
+        "kube_timeout",
+        "kube_not_available",
         "kubectl_not_found",
         "kubectl_failed",
         "kubectl_timeout"
       ],
-      "description": "bentoml or nginx is missing or failing, or ssh-keygen (MODEL_DEPLOYER_SSH_KEYGEN or PATH) cannot be run in an environment that checks signatures. On an environment with runtime kubernetes the reason is kubectl's or the API server's, as a stable kube_* / kubectl_* reason: kube_unreachable (no API server), kube_forbidden (RBAC), kube_not_owned (an object of that name was not made by model-deployer: never touched), kube_not_found, kube_conflict (another switch happened first), kube_in_use (the version the Service selects), kube_invalid_object, kube_invalid_config, kube_service_unavailable (the service proxy found no ready endpoint), kube_bad_response, kubectl_not_found, kubectl_failed, kubectl_timeout."
+      "description": "bentoml or nginx is missing or failing, or ssh-keygen (MODEL_DEPLOYER_SSH_KEYGEN or PATH) cannot be run in an environment that checks signatures. On an environment with runtime kubernetes the reason is kubectl's or the API server's, as a stable kube_* / kubectl_* reason: kube_unreachable (no API server), kube_forbidden (RBAC), kube_not_owned (an object of that name was not made by model-deployer: never touched), kube_not_found, kube_conflict (another switch happened first), kube_in_use (the version the Service selects), kube_invalid_object, kube_invalid_config, kube_service_unavailable (the service proxy found no ready endpoint), kube_bad_response, kube_timeout (a canary step: Pods of another version did not go within 60 s), kube_not_available (the version to take all the traffic after a canary has no available Pod within the progress deadline), kubectl_not_found, kubectl_failed, kubectl_timeout."
     }
   ],
   "x-server-requests": [

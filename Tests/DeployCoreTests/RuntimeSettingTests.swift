@@ -53,12 +53,19 @@ import Testing
         #expect(Fixtures.refusal(local)?.reason == "insufficient_resources")
     }
 
-    @Test func aCanaryOnKubernetesIsRefusedInItsOwnWords() throws {
+    /// A canary on Kubernetes is by replica ratio: the plan gives each step's Pods and says the shares are
+    /// approximate and where the analysis's figures come from.
+    @Test func aCanaryOnKubernetesSaysItsReplicaRatio() throws {
         let policy = try ApprovalPolicy(json: Self.kube)
         var input = Fixtures.input(environment: "cluster", strategy: .canary, live: Fixtures.live(), policy: policy)
         input.policy = policy.environment("cluster")!
-        let refusal = try #require(Fixtures.refusal(input))
-        #expect(refusal.reason == "weights_unsupported")
-        #expect(refusal.message.contains("Kubernetes") && !refusal.message.contains("--router haproxy"))
+        input.routerSplitsTraffic = true
+        input.canary = ["steps": [25, 50, 75, 100]]
+        let plan = try Fixtures.plan(input)
+        #expect(plan.strategy == .canary)
+        let said = try #require(plan.reasons.first { $0.contains("replica ratio") })
+        #expect(said.contains("approximate"))
+        #expect(said.contains("25%: 1 Pod of") && said.contains("beside 3 of") && said.contains("75%: 3 Pods of"), "\(said)")
+        #expect(said.contains("pod proxy") && said.contains("not user traffic"))
     }
 }

@@ -74,6 +74,24 @@ import TestSupport
         #expect(h.router.state.withLock { $0.windowsAsked } == [5000, 5000, 5000, 5000])
     }
 
+    /// A router that counts no traffic per version (Kubernetes): each interval is a probe window of both
+    /// versions, the interval's length, enough requests for a p95; the router's counters are never read.
+    @Test func aRouterMeasuredByProbesIsJudgedOnProbeWindows() async throws {
+        let h = Harness()
+        h.router.state.withLock { $0.probes = true }
+        let clock = h.clock
+        h.router.onProbe.withLock { $0 = { ms in clock.advance(seconds: Double(ms) / 1000) } }
+        let r = try await run(h, try await canaryPlan(h))
+        #expect(r.status == .live)
+        let asked = h.router.state.withLock { $0.probesAsked }
+        #expect(asked.count == 4 && asked.allSatisfy { $0.durationMs == 5000 && $0.versions == ["v1", "v2"] })
+        // The contract's default min_requests is 20: a p95 is compared from Analysis.minLatencySamples requests.
+        #expect(asked.allSatisfy { $0.requests == Analysis.minLatencySamples })
+        #expect(h.router.state.withLock { $0.statsCalls } == 0)
+        let analysis = try h.store.events(deploymentId: r.deploymentId).filter { $0.step == "analysis" }
+        #expect(analysis.count == 4 && analysis.first?.data["analysis"]?["candidate"]?["requests"] == 40)
+    }
+
     @Test func failingCandidateIsAbortedWithTrafficBackOnStable() async throws {
         let h = Harness()
         let p = try await canaryPlan(h)

@@ -90,6 +90,10 @@ final class FakeRouter: TrafficRouter {
         var statsCalls = 0
         /// The `windowMs` of every stats call, in order.
         var windowsAsked: [Int] = []
+        /// Whether the analysis probes the backends (Kubernetes) instead of reading the router's counters.
+        var probes = false
+        /// Every probe window asked: its length, the requests per backend, the backends' versions.
+        var probesAsked: [(durationMs: Int, requests: Int, versions: [String])] = []
     }
     let state = Mutex(State())
 
@@ -158,6 +162,19 @@ final class FakeRouter: TrafficRouter {
             }
         }
     }
+    var measuresByProbes: Bool { state.withLock { $0.probes } }
+    /// Called with the probe window's length (a test's clock advances by it: probing takes the interval).
+    let onProbe = Mutex<(@Sendable (Int) -> Void)?>(nil)
+    func probeWindow(modelName: String, environment: String, backends: [WeightedBackend], load: ProbeLoad,
+                     durationMs: Int) async -> [BackendStats]? {
+        onProbe.withLock { $0 }?(durationMs)
+        return state.withLock { s in
+            let w = s.windows[min(s.probesAsked.count, s.windows.count - 1)]
+            s.probesAsked.append((durationMs, load.requests, backends.map(\.version)))
+            return backends.map { BackendStats(slot: $0.slot, requests: 0, errors: 0, window: w[$0.slot.rawValue] ?? .none) }
+        }
+    }
+
     /// The weights of every route applied to the endpoint, by slot id.
     func weights(_ m: String, _ e: String) -> [[String: Int]] {
         state.withLock { s in

@@ -112,7 +112,7 @@ public struct KubeSlotRuntime: SlotRuntime {
             }
             let stable = try KubeNames.serviceName(modelName: ref.modelName, environment: ref.environment)
             if let svc = items.first(where: { $0["kind"]?.stringValue == "Service" && $0["metadata"]?["name"]?.stringValue == stable }),
-               kube.versionSelected(by: svc) == KubeNames.labelValue(found.version) {
+               kube.versionsServed(by: svc)?.contains(KubeNames.labelValue(found.version)) ?? true {
                 return false
             }
             let patch: JSONValue = .object(["metadata": .object(["labels": .object([KubeNames.slotLabel: .null])]), "spec": ["replicas": 0]])
@@ -185,7 +185,7 @@ public final class KubeTrafficRouter: TrafficRouter {
     /// The runtime of the environment.
     public let kube: KubeRuntime
     /// The slot each endpoint's last successful switch selected, as the API server answered the patch.
-    private let switched = Mutex<[String: SlotID]>([:])
+    let switched = Mutex<[String: SlotID]>([:])
 
     /// A router over `kube`.
     public init(_ kube: KubeRuntime) { self.kube = kube }
@@ -193,21 +193,32 @@ public final class KubeTrafficRouter: TrafficRouter {
     /// Nothing to start: the API server and kube-proxy are the router.
     public func ensureRunning() async throws(RuntimeError) {}
 
-    /// Points the stable Service at the route's one backend (creating the Service when there is none).
-    /// - Throws: `weights_unsupported`, `kube_not_owned`, `kube_*` and `kubectl_*` errors.
+    /// One backend at 100: points the stable Service at it (creating the Service when there is none; ending
+    /// a canary's split first, see KubeCanary.swift). Two backends with weights: a canary step by replica
+    /// ratio (``applySplit(_:_:)``).
+    /// - Throws: `invalid_weights`, `weights_unsupported` (more than two versions), `kube_not_owned`,
+    ///   `kube_not_available`, `kube_timeout`, `kube_*` and `kubectl_*` errors.
     public func apply(_ route: RouteSpec) async throws(RuntimeError) {
         let taking = route.backends.filter { $0.weight > 0 }
-        guard taking.count == 1, let primary = taking.first, primary.weight == 100 else {
-            throw RuntimeError(code: "weights_unsupported",
-                               message: "a Kubernetes Service selects one version: all traffic or none (weighted splits would need Gateway API HTTPRoute weights)")
+        guard !taking.isEmpty, route.backends.allSatisfy({ (0...100).contains($0.weight) }), taking.reduce(0, { $0 + $1.weight }) == 100 else {
+            throw RuntimeError(code: "invalid_weights", message: "the weights of a route must be 0...100 and add up to 100")
         }
+        guard taking.count <= 2 else {
+            throw RuntimeError(code: "weights_unsupported", message: "a canary on Kubernetes splits between two versions, not \(taking.count)")
+        }
+        if taking.count == 2 { return try await applySplit(route, taking) }
+        let primary = taking[0]
+        let (m, e) = (route.modelName, route.environment)
+        let narrowing = try await prepareNarrowing(route, primary: primary)
         do {
-            _ = try await kube.routeOwned(modelName: route.modelName, environment: route.environment, to: primary.version)
+            _ = try await kube.routeOwned(modelName: m, environment: e, to: primary.version, endingCanary: narrowing.annotated)
         } catch where error.code == "kube_not_found" {
-            try await kube.ensureStableService(modelName: route.modelName, environment: route.environment, version: primary.version)
-            _ = try await kube.routeOwned(modelName: route.modelName, environment: route.environment, to: primary.version)
+            try await kube.ensureStableService(modelName: m, environment: e, version: primary.version)
+            _ = try await kube.routeOwned(modelName: m, environment: e, to: primary.version)
         }
-        switched.withLock { $0[Self.key(route.modelName, route.environment)] = primary.slot }
+        switched.withLock { $0[Self.key(m, e)] = primary.slot }
+        // The version a canary shrank and that now stays warm gets its full size back.
+        for name in narrowing.shrunk { _ = try await kube.scale(name, to: max(1, kube.target.replicas)) }
     }
 
     /// The API server's answer to the patch is its read-back (the Service as stored selects the slot's
@@ -222,7 +233,15 @@ public final class KubeTrafficRouter: TrafficRouter {
                                                     selector: KubeManifests.ownedSelector(modelName: modelName, environment: environment))
             guard let svc = items.first(where: { $0["kind"]?.stringValue == "Service"
                       && $0["metadata"]?["labels"]?[KubeNames.roleLabel]?.stringValue == "active" }),
-                  let selected = kube.versionSelected(by: svc), let name = svc["metadata"]?["name"]?.stringValue else { return nil }
+                  let name = svc["metadata"]?["name"]?.stringValue else { return nil }
+            guard let selected = kube.versionSelected(by: svc) else {
+                // A canary's split: its annotation says what was asked.
+                guard let state = KubeCanaryState(service: svc) else { return nil }
+                return RouteSpec(modelName: modelName, environment: environment, listenPort: kube.target.servicePort, backends: state.sides.map {
+                    WeightedBackend(slot: SlotID(rawValue: $0.slot), address: SlotAddress(host: name, port: kube.target.servicePort),
+                                    version: $0.version, weight: $0.weight)
+                })
+            }
             let slot = items.compactMap { KubeSlotObject($0, namespace: kube.target.namespace) }
                 .first { KubeNames.labelValue($0.version) == selected }
             return RouteSpec(modelName: modelName, environment: environment, listenPort: kube.target.servicePort, backends: [
@@ -275,7 +294,13 @@ public final class KubeTrafficRouter: TrafficRouter {
 
     public func stats(modelName: String, environment: String) async -> [BackendStats]? { nil }
 
-    private static func key(_ m: String, _ e: String) -> String { m + "\u{0}" + e }
+    /// By replica ratio (see KubeCanary.swift): approximate shares.
+    public var splitsTraffic: Bool { true }
+
+    /// Nothing counts a Service's traffic per version: the analysis probes each version's Pods.
+    public var measuresByProbes: Bool { true }
+
+    static func key(_ m: String, _ e: String) -> String { m + "\u{0}" + e }
 }
 
 /// Probes through the API server's service proxy: an address's host is a Service in the runtime's namespace.

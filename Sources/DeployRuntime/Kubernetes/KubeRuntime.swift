@@ -210,13 +210,18 @@ public struct KubeRuntime: Sendable {
     /// `test` operations still make the API server refuse a Service that is not ours. For a caller that
     /// already holds the lock on the switch (the engine's ledger: one rollout per model and environment).
     /// - Throws: `kube_not_found` (no Service), `kube_not_owned`, kubectl errors.
-    public func routeOwned(modelName: String, environment: String, to version: String) async throws(RuntimeError) -> KubeSwitch {
+    /// With `endingCanary`, the same patch removes the Service's canary annotation (see KubeCanary.swift).
+    public func routeOwned(modelName: String, environment: String, to version: String,
+                           endingCanary: Bool = false) async throws(RuntimeError) -> KubeSwitch {
         try KubeNames.checkIdentity(modelName: modelName, environment: environment, version: version)
         let service = try KubeNames.serviceName(modelName: modelName, environment: environment)
         let start = monotonicMs()
         var ops = ownershipTests(modelName: modelName, environment: environment)
         let selector = KubeNames.selector(modelName: modelName, environment: environment, version: version)
         ops.append(["op": "replace", "path": "/spec/selector", "value": .object(selector.mapValues { .string($0) })])
+        if endingCanary {
+            ops.append(["op": "remove", "path": .string("/metadata/annotations/" + pointerEscaped(KubeCanaryState.annotation))])
+        }
         let stored: JSONValue
         do {
             stored = try await kubectl.jsonPatch("service", service, ops)
@@ -239,7 +244,7 @@ public struct KubeRuntime: Sendable {
         try await ensureService(modelName: modelName, environment: environment, version: version, preview: false)
     }
 
-    private func ownershipTests(modelName: String, environment: String) -> [JSONValue] {
+    func ownershipTests(modelName: String, environment: String) -> [JSONValue] {
         let owned = KubeManifests.commonLabels(modelName: modelName, environment: environment)
         return [KubeNames.managedByLabel, KubeNames.modelLabel, KubeNames.environmentLabel].map { key in
             ["op": "test", "path": .string("/metadata/labels/" + pointerEscaped(key)), "value": owned[key] ?? .null]

@@ -251,18 +251,21 @@ public struct Kubectl: Sendable {
         } catch where error.code == "kube_not_found" {}
     }
 
-    /// GET through the API server (`kubectl get --raw PATH`); returns the body.
-    public func rawGet(_ path: String) async throws(RuntimeError) -> [UInt8] {
+    /// GET through the API server (`kubectl get --raw PATH`); returns the body. `headers` go with the
+    /// request on the proxy transport only (kubectl's `--raw` sends none of its caller's).
+    public func rawGet(_ path: String, headers: [String: String] = [:]) async throws(RuntimeError) -> [UInt8] {
         try Kubectl.checkRawPath(path)
         guard let proxy else { return try await run(["get", "--raw", path], namespaced: false) }
-        return try await request(proxy, "GET", path, what: "get", raw: true)
+        return try await request(proxy, "GET", path, what: "get", raw: true, extraHeaders: headers)
     }
 
     /// POST through the API server (`kubectl create --raw PATH -f -`, body on stdin); returns the body.
-    public func rawPost(_ path: String, body: [UInt8]) async throws(RuntimeError) -> [UInt8] {
+    /// `headers` as for ``rawGet(_:headers:)``.
+    public func rawPost(_ path: String, body: [UInt8], headers: [String: String] = [:]) async throws(RuntimeError) -> [UInt8] {
         try Kubectl.checkRawPath(path)
         guard let proxy else { return try await run(["create", "--raw", path, "-f", "-"], stdin: body, namespaced: false) }
-        return try await request(proxy, "POST", path, contentType: "application/json", body: body, what: "create", raw: true)
+        return try await request(proxy, "POST", path, contentType: "application/json", body: body, what: "create", raw: true,
+                                 extraHeaders: headers)
     }
 
     // MARK: - proxy transport
@@ -281,11 +284,12 @@ public struct Kubectl: Sendable {
     /// One request through the proxy: the body of a 2xx answer, else the classified error (see
     /// ``KubeAPI/classify(status:body:what:)``). Traced like a kubectl run.
     private func request(_ proxy: KubeProxy, _ method: String, _ path: String, contentType: String? = nil,
-                         body: [UInt8]? = nil, what: String, raw: Bool = false) async throws(RuntimeError) -> [UInt8] {
+                         body: [UInt8]? = nil, what: String, raw: Bool = false,
+                         extraHeaders: [String: String] = [:]) async throws(RuntimeError) -> [UInt8] {
         recent.runStarted()
         let startedAt = wallClockSeconds()
         let t0 = monotonicMs()
-        var headers = ["Accept": "application/json"]
+        var headers = extraHeaders.merging(["Accept": "application/json"]) { _, ours in ours }
         if let contentType { headers["Content-Type"] = contentType }
         let timeoutMs = Int(timeout.components.seconds) * 1000
         let sent = headers
