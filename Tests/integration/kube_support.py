@@ -7,11 +7,12 @@ non-loopback address, or, for a version marked broken, waiting in ImagePullBackO
 stood in for by `StandInContainer`, one small HTTP server on that address and the policy's container_port:
 GET (/readyz, /livez) answers 200, POST (/predict) answers a fixed JSON list (`ANSWER`). Every Pod has the
 same address, so an answer through the proxy proves the proxy path and the Endpoints, not which version
-answered. The one thing the stand-in knows of versions is the `X-Model-Deployer-Version` header the agent
-sends with every request it makes to one version (smoke tests, canary analysis probes): it counts those
-requests by the header's value (`served`), and for a version listed in `failing_after` with K, every POST
-carrying that version's header after its first K such POSTs answers 500 (a version that breaks once it has
-passed its smoke tests). Requests without the header (a client of the stable Service) are never failed.
+answered. The one thing the stand-in knows of versions is the `X-Model-Deployer-Version` header, which the
+agent sends (proxy transport only) with each probe of a Kubernetes canary's analysis, through the API
+server's pod proxy; smoke tests through a Service carry none. It counts the requests carrying that header by
+its value (`served`; `posts`, the POSTs among them), and for a version listed in `failing_after` with K,
+every POST carrying that version's header after its first K such POSTs answers 500 (a version that breaks
+once the canary has started). Requests without the header are never failed.
 """
 
 from __future__ import annotations

@@ -11,10 +11,10 @@ Real: the agent binary, its SQLite ledger, kubectl, etcd, kube-apiserver (the Se
 Deployments' replicas, the proxy every smoke test and probe goes through) and kube-controller-manager
 (ReplicaSets, Pods, the Endpoints of the Services). Stood in for: the kubelet, the scheduler and the
 containers (kube_support.py's `KubeletStandIn` and `StandInContainer`). Every Pod has the same address, so
-which version a probe reached is known only from the `X-Model-Deployer-Version` header the agent sends with
-it: the stand-in counts requests by that header and makes a version fail by it. The agent sends that header
-with its default transport (`kubectl proxy`) only; under MODEL_DEPLOYER_KUBE_TRANSPORT=exec the checks that
-need it are skipped. Which versions the Service
+the stand-in knows which version a probe was meant for only from the `X-Model-Deployer-Version` header the
+agent sends with it (on the analysis probes, not on smoke tests), and cannot tell which Pod it reached: it
+counts requests by that header and makes a version fail by it. The agent sends that header with its default transport (`kubectl proxy`) only; under
+MODEL_DEPLOYER_KUBE_TRANSPORT=exec the checks that need it are skipped. Which versions the Service
 can send traffic to is asserted on its selector, the Deployments' replicas and the Pods its Endpoints list.
 """
 
@@ -174,7 +174,7 @@ def test_a_candidate_failing_after_its_smoke_test_is_aborted_on_kubernetes(kc):
     d, k = kc, kc.k
     v2, v3 = version(d.tags, "v2"), version(d.tags, THIRD)
     service, _ = v1_then_v2_blue_green(d)
-    # Its one smoke test and one probe pass; every later request to it answers 500.
+    # Its smoke test (no version header) and its first two probes pass; every later probe of it answers 500.
     d.container.failing_after[v3] = 2
 
     plan = plan_canary(d, THIRD)
