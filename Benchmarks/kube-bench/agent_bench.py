@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The agent's own overhead per step against a real API server, through the agent binary over JSON-RPC.
 
-    agent_bench.py [--rounds N] [--keep]
+    agent_bench.py [--rounds N] [--canaries M] [--keep]
 
 Environment (as scripts/test.sh sets it): MODEL_DEPLOYER_TEST_KUBECONFIG and MODEL_DEPLOYER_KUBECTL (the
 throwaway control plane of scripts/kube-cluster.sh), MODEL_DEPLOYER_BIN (release binary),
@@ -19,6 +19,12 @@ run with MODEL_DEPLOYER_KUBE_TRANSPORT=exec, an HTTP request through its `kubect
   deploy.rollback, a warm switch back (the previous Deployment kept scaled up; the call's time from request
   sent to answer received, with the kubelet stand-in paused: nothing needs to change in the Pods, and its
   kubectl processes would only add load);
+- with --canaries M, M canary deployments after the rounds (steps 50 -> 100, 1 s pause, 1 s analysis
+  intervals, in an environment of 3 replicas per version): a canary step's time ("canary step") is from the
+  frame that raises the weight to the next frame (the step taken, or live at 100), so it holds the replica split (the warm previous version scaled to 0 and its
+  Pods awaited, the two versions scaled, the selector widened) and, at 100, the narrowing (the candidate
+  scaled back up and awaited, then the selector); the analysis intervals (probing time, not overhead) are
+  not counted;
 - the floors, N times each from here: a bare `kubectl get service -o json` (one kubectl process, one round
   trip) and one GET of the Service through a `kubectl proxy --unix-socket` started here (one round trip).
 
@@ -52,8 +58,12 @@ from kube_support import ANSWER, CONTEXT, Kubectl, KubeletStandIn, StandInContai
 
 MODEL = "iris_clf"
 ENV = "kubebench"
+CANARY_ENV = "kubebench-canary"
 STEP_NAMES = {"start_slot": "apply (start slot)", "readiness": "wait ready", "smoke_tests": "smoke tests",
-              "baseline": "baseline (old version's latency, 20 proxy calls)", "switch": "selector switch"}
+              "baseline": "baseline (old version's latency, 20 proxy calls)", "switch": "selector switch",
+              "canary_step": "canary step (replica split, 50 %)", "canary_promote": "canary step 100 % (narrowing)"}
+CANARY = {"steps": [50, 100], "pause_seconds": 1, "min_requests": 1,
+          "analysis": {"interval_seconds": 1, "min_requests": 5, "failure_limit": 2}}
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -85,6 +95,10 @@ class Bench:
             "runtime": "kubernetes",
             "kubernetes": {"context": CONTEXT, "namespace": self.k.ns, "image": "registry.example/iris_classifier:{bento_version}",
                            "replicas": 1, "progress_deadline_seconds": 60, "container_port": self.container.port}}}}
+        # The canaries' environment: the same, with 3 replicas per version (a split of 1 Pod is 50 % at every step).
+        canary_env = json.loads(json.dumps(policy["environments"][ENV]))
+        canary_env["kubernetes"]["replicas"] = 3
+        policy["environments"][CANARY_ENV] = canary_env
         (self.home / "policy.json").write_text(json.dumps(policy))
         env = dict(os.environ, MODEL_DEPLOYER_HOME=str(self.home), BENTOML_DO_NOT_TRACK="true", KUBECONFIG=cfg,
                    MODEL_DEPLOYER_KUBECTL=kubectl, MODEL_DEPLOYER_LOG_LEVEL="debug",
@@ -132,6 +146,7 @@ class Bench:
         send and answer times (wall clock, s)."""
         rid = f"b{uuid.uuid4().hex[:8]}"
         frames: list[tuple[float, str]] = []
+        self.messages: list[tuple[float, str]] = []
         t0 = time.time()
         self.agent.send({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
         while True:
@@ -141,13 +156,14 @@ class Bench:
                 # The agent's own time of the step (its clock is the one its kubectl log lines use).
                 at = datetime.fromisoformat(f["params"]["at"].replace("Z", "+00:00")).timestamp()
                 frames.append((min(at, t), f["params"]["step"]))
+                self.messages.append((min(at, t), f["params"]["message"]))
             elif f.get("id") == rid:
                 return f, frames, t0, t
 
-    def deploy(self, kind: str) -> list[tuple[str, float, float]]:
+    def deploy(self, kind: str, env: str = ENV, **extra) -> list[tuple[str, float, float]]:
         """Plan + execute `kind`; returns the execute's steps as (step, start s, end s)."""
-        params = {"model_name": MODEL, "model_version": version(self.tags, kind), "environment": ENV, "requested_by": "bench",
-                  "smoke_tests": [{"api": "predict", "input": SMOKE_INPUT, "expect": ANSWER}]}
+        params = {"model_name": MODEL, "model_version": version(self.tags, kind), "environment": env, "requested_by": "bench",
+                  "smoke_tests": [{"api": "predict", "input": SMOKE_INPUT, "expect": ANSWER}], **extra}
         plan = self.agent.request("deploy.plan", params, timeout=120)
         assert "result" in plan, plan
         resp, frames, t0, t1 = self.timed("deploy.execute", {"deployment_id": plan["result"]["deployment_id"]})
@@ -169,7 +185,7 @@ class Bench:
 
     def proxy_floor(self, n: int) -> list[float]:
         """n GETs of the Service through a `kubectl proxy --unix-socket` started here (one HTTP request each)."""
-        svc = self.k.service()["metadata"]["name"]
+        svc = self.service_name()
         sock = self.home / "floor.sock"
         p = subprocess.Popen([self.k.kubectl, "--context", CONTEXT, "proxy", f"--unix-socket={sock}"], env=self.k.env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -203,8 +219,14 @@ class Bench:
             p.terminate()
             p.wait()
 
+    def service_name(self) -> str:
+        """The stable Service of the rounds' environment."""
+        items = self.k.json("get", "services", "-l", f"model-deployer/role=active,model-deployer/environment={ENV}")["items"]
+        assert len(items) == 1, items
+        return items[0]["metadata"]["name"]
+
     def floor(self, n: int) -> list[float]:
-        svc = self.k.service()["metadata"]["name"]
+        svc = self.service_name()
         out = []
         for _ in range(n):
             t = time.monotonic()
@@ -216,6 +238,7 @@ class Bench:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=10, help="rounds of deploy.execute then deploy.rollback")
+    ap.add_argument("--canaries", type=int, default=0, help="canary deployments after the rounds (steps 50 -> 100)")
     ap.add_argument("--keep", action="store_true", help="keep the agent's home (its stderr log) afterwards")
     args = ap.parse_args()
     found = kube_env()
@@ -241,6 +264,21 @@ def main() -> int:
             time.sleep(0.4)
             rollbacks.append(b.rollback())
             b.kubelet.paused.clear()
+        # Canaries, in their own environment (3 replicas): v1 then v2 (warm-up), then each candidate is the
+        # version that is neither live nor the warm previous one.
+        if args.canaries:
+            b.deploy("v1", env=CANARY_ENV)
+            b.deploy("v2", env=CANARY_ENV)
+        live, warm = "v2", "v1"
+        for _ in range(args.canaries):
+            kind = next(k for k in ["v1", "broken", "v2"] if k not in (live, warm))
+            b.deploy(kind, env=CANARY_ENV, strategy="canary", canary=CANARY)
+            # A step: from the frame that raises the weight to the next frame (the step taken, or live at 100).
+            for i, (t, message) in enumerate(b.messages[:-1]):
+                if message.startswith("canary: raising"):
+                    key = "canary_promote" if message.endswith("to 100% of the traffic") else "canary_step"
+                    windows.setdefault(key, []).append((t, b.messages[i + 1][0]))
+            live, warm = kind, live
         b.kubelet.paused.set()
         floor = b.floor(args.rounds)
         http_floor = b.proxy_floor(args.rounds)
@@ -258,7 +296,7 @@ def main() -> int:
             print(f"| {name} | {len(spans)} | {pct(total, .5):.0f} | {pct(total, .95):.0f} | {statistics.median(calls):g} "
                   f"| {pct(kms, .5):.0f} | {pct(own, .5):.0f} | {pct(own, .95):.0f} |")
 
-        print(f"agent_bench: {args.rounds} rounds of execute + rollback, load average {os.getloadavg()[0]:.1f}, "
+        print(f"agent_bench: {args.rounds} rounds of execute + rollback, {args.canaries} canaries, load average {os.getloadavg()[0]:.1f}, "
               f"agent transport {'/'.join(sorted(b.transports())) or '?'}")
         print("| step | n | end to end p50 ms | p95 ms | API calls (median) | API ms p50 | agent's own ms p50 | own p95 |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- |")

@@ -150,7 +150,10 @@ public enum Planner {
         let resources = estimateResources(input)
         if case .failure(let refusal) = resources.check { return .failure(refusal) }
         reasons.append(resources.basis)
-        reasons.append(keptSlotsSentence(input, candidate: slot, memoryMB: resources.memoryMB))
+        if input.policy.runtime.kubernetes == nil {
+            // This host's slots and memory; a cluster's Pods are the scheduler's to place (the runtime sentence says so).
+            reasons.append(keptSlotsSentence(input, candidate: slot, memoryMB: resources.memoryMB))
+        }
         let slotPort = slotPort(model: input.modelName, environment: env, slot: slot, unavailable: input.host.unavailablePorts)
         let routerPort = input.live.flatMap { port(of: $0.endpointURL) } ?? input.policy.runtime.kubernetes?.servicePort
             ?? routerPort(model: input.modelName, environment: env)

@@ -67,7 +67,8 @@ extension Engine {
         if let state = await slots.state(ref), state.alive {
             let primary = await router.route(modelName: entry.modelName, environment: entry.environment)?.primary
             await attempt("start the router") { () throws(RuntimeError) in try await router.ensureRunning() }
-            if primary?.address.port != state.address.port || primary?.slot != ref.id {
+            // A canary's split is not a route gone astray: above 50 % its candidate takes the larger share.
+            if !canaryHoldsRoute(entry), primary?.address.port != state.address.port || primary?.slot != ref.id {
                 await restoreRoute(entry)
                 if let r = record ?? nil {
                     note(r, step: Step.reconcile.wireName, message: "router pointed back at the live slot \(entry.slot) (port \(state.address.port))")
@@ -86,6 +87,21 @@ extension Engine {
             }
         }
         if let r = record ?? nil { await retireWarmSlot(entry, r) }
+    }
+
+    /// Whether a canary of the entry's model and environment holds the route's split now: one running in an
+    /// agent that is alive (another agent on the same ledger and cluster), or one waiting at a step gate,
+    /// whose weights stay while it waits for `deploy.approve`. A ledger that does not answer: false (the
+    /// route is repaired as before).
+    func canaryHoldsRoute(_ entry: RegistryEntry) -> Bool {
+        let found: [DeploymentRecord]
+        do { found = try store.deployments(withStatuses: [.canary, .awaitingStep]) } catch {
+            log("the canaries cannot be read while reconciling a route", ["error": .string(error.message)])
+            return false
+        }
+        return found.contains {
+            $0.modelName == entry.modelName && $0.environment == entry.environment && ($0.status == .awaitingStep || ownerIsAlive($0.owner))
+        }
     }
 
     /// A warm previous slot past its keep-warm time is stopped; one within it is scheduled.

@@ -46,6 +46,8 @@ import Testing
         let plan = try Fixtures.plan(input)
         #expect(plan.reasons.contains { $0.contains("runtime kubernetes") && $0.contains("namespace models") && $0.contains("3 Pods") })
         #expect(plan.requirements.host.message.contains("not checked against this host"))
+        // No sentence about this host's slots: the cluster's Pods are not kept here.
+        #expect(!plan.reasons.contains { $0.hasPrefix("slots:") })
         #expect(plan.config.routerPort == 80)
         // The same input on this machine is refused: 10 MiB free.
         var local = input

@@ -107,4 +107,37 @@ import TestSupport
         #expect(try h.record(r.deploymentId).status == .awaitingStep)
         #expect(h.slots.running("iris", "qa").sorted() == [v1.slot!, slot].sorted())
     }
+
+    /// A canary's split is left alone by reconciliation (another agent starting on the same ledger and
+    /// cluster, or this one restarting while the canary waits at a step gate), even above 50 %, where its
+    /// candidate takes the larger share; with no canary holding it, the same route is repaired.
+    @Test(arguments: [DeploymentStatus.canary, .awaitingStep])
+    func aCanarysSplitIsNotRepairedAway(_ status: DeploymentStatus) async throws {
+        let h = Harness()
+        let v1 = try await h.deploy("v1")
+        let p = try await h.plan("v2")
+        let slot = try #require(p.slot)
+        let ref = SlotRef(modelName: "iris", environment: "qa", id: SlotID(rawValue: slot))
+        let cand = try await h.slots.start(SlotLaunch(ref: ref, bentoTag: "svc:v2", version: "v2", preferredPort: 20_500))
+        let live = try #require(await h.slots.state(SlotRef(modelName: "iris", environment: "qa", id: SlotID(rawValue: v1.slot!))))
+        let split = RouteSpec(modelName: "iris", environment: "qa", listenPort: 18_500, backends: [
+            WeightedBackend(slot: live.ref.id, address: live.address, version: "v1", weight: 25),
+            WeightedBackend(slot: cand.ref.id, address: cand.address, version: "v2", weight: 75),
+        ])
+        try await h.router.apply(split)
+        var r = p
+        for to: DeploymentStatus in [.deploying, .validating, .canary] + (status == .awaitingStep ? [.awaitingStep] : []) {
+            r = try h.store.transition(id: r.deploymentId, from: r.status, to: to,
+                                       changes: DeploymentChanges(owner: .some(to == .awaitingStep ? nil : h.engine.config.agentID)),
+                                       event: DeploymentEvent(deploymentId: r.deploymentId, at: h.clock.now(), step: "test", actor: "test", message: "->"))
+        }
+        let entry = try #require(try h.registry("qa"))
+        await h.engine.reconcileRoute(entry)
+        #expect(h.router.weights("iris", "qa").last == [v1.slot!: 25, slot: 75])
+        // Once the canary is over (here: aborted by hand in the ledger), the same route is repaired.
+        _ = try h.store.transition(id: r.deploymentId, from: r.status, to: .aborted, changes: DeploymentChanges(owner: .some(nil)),
+                                   event: DeploymentEvent(deploymentId: r.deploymentId, at: h.clock.now(), step: "test", actor: "test", message: "->"))
+        await h.engine.reconcileRoute(entry)
+        #expect(h.router.serving("iris", "qa") == v1.slot!)
+    }
 }

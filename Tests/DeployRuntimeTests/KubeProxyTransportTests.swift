@@ -370,6 +370,10 @@ import Testing
                                                           logPath: "/dev/null")
         defer { kill(bystander.pid, SIGKILL); var s: Int32 = 0; waitpid(bystander.pid, &s, 0) }
         try TempDir.write(dir + "/cccc-3.pid", "\(bystander.pid) 1 \(gone.pid) 12345 \(dir)/cccc-3.sock\n")
+        // A pending record (the agent died between spawning its proxy and recording its pid): the proxy on
+        // exactly that socket is found by its command line.
+        let unrecorded = try startFake("dddd-4")
+        try TempDir.write(dir + "/dddd-4.pid", "0 ? \(gone.pid) 12345 \(unrecorded.socket)\n")
 
         KubeProxy.removeOrphans(in: dir)
         var reaped = false
@@ -383,6 +387,13 @@ import Testing
         #expect(access(dir + "/bbbb-2.pid", F_OK) == 0)
         #expect(ProcessLauncher.isAlive(pid: bystander.pid), "a reused pid is not killed")
         #expect(access(dir + "/cccc-3.pid", F_OK) != 0)
+        var unrecordedGone = false
+        for _ in 0..<300 {
+            if !ProcessLauncher.isAlive(pid: unrecorded.pid) { unrecordedGone = true; break }
+            usleep(10_000)
+        }
+        #expect(unrecordedGone, "the proxy of a pending record is found by its socket and killed")
+        #expect(access(dir + "/dddd-4.pid", F_OK) != 0)
     }
 }
 

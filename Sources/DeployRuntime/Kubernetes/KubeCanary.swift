@@ -127,7 +127,8 @@ extension KubeRuntime {
                 throw RuntimeError(code: "kube_timeout",
                                    message: "Pods of other versions (\(left.prefix(3).joined(separator: ", "))) are still running \(Int(seconds)) s after their Deployments were scaled to 0; the Service is not widened")
             }
-            await pause(milliseconds: 100)
+            // One GET through the proxy is 1-2 ms; the ReplicaSet controller deletes the Pods within ~100 ms.
+            await pause(milliseconds: 25)
         }
     }
 

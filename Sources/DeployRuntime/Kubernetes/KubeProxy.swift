@@ -163,15 +163,23 @@ public final class KubeProxy: Sendable {
         var args: [String] = []
         if let context { args += ["--context", context] }
         args += ["proxy", "--unix-socket=\(socketPath)"]
+        let me = "\(getpid()) \(ProcessLauncher.startTime(getpid()) ?? "?")"
+        // Recorded before the spawn (proxy pid 0: pending), so an agent killed between the spawn and the
+        // record below still leaves the next agent the socket path to find its proxy by.
+        do {
+            try FileIO.writeAtomically(pidPath, Array("0 ? \(me) \(socketPath)\n".utf8), mode: 0o600)
+        } catch {
+            throw RuntimeError(code: "kube_unreachable", message: "cannot record the kubectl proxy in \(pidPath): \(error.message)")
+        }
         let proc: SpawnedProcess
         do {
             proc = try ProcessLauncher.spawnDetached(executable: executable, arguments: args, environment: environment,
                                                      workingDirectory: nil, logPath: logPath)
         } catch {
+            unlink(pidPath)
             throw RuntimeError(code: "kube_unreachable", message: "cannot start kubectl proxy: \(error.message)")
         }
         let started = ProcessLauncher.startTime(proc.pid)
-        let me = "\(getpid()) \(ProcessLauncher.startTime(getpid()) ?? "?")"
         let record = "\(proc.pid) \(started ?? "?") \(me) \(socketPath)\n"
         do {
             try FileIO.writeAtomically(pidPath, Array(record.utf8), mode: 0o600)
@@ -268,16 +276,25 @@ public final class KubeProxy: Sendable {
             let ownerAlive = ProcessLauncher.startTime(ownerPid) == f[3] && f[3] != "?"
             if ownerAlive { continue }
             let socketPath = f[4]
-            if ProcessLauncher.startTime(proxyPid) == f[1], f[1] != "?", isProxy(pid: proxyPid, socket: socketPath) {
-                Glibc.kill(-proxyPid, SIGKILL)
-                Glibc.kill(proxyPid, SIGKILL)
-                killed.append(proxyPid)
+            // A pending record (pid 0): its agent died between writing it and spawning or recording the
+            // proxy; any proxy serving exactly that socket path is the one.
+            let targets = proxyPid == 0 ? proxies(serving: socketPath)
+                : (ProcessLauncher.startTime(proxyPid) == f[1] && f[1] != "?" && isProxy(pid: proxyPid, socket: socketPath) ? [proxyPid] : [])
+            for pid in targets {
+                Glibc.kill(-pid, SIGKILL)
+                Glibc.kill(pid, SIGKILL)
+                killed.append(pid)
             }
             if socketPath.hasSuffix(".sock") { unlink(socketPath) }
             unlink(path)
             unlink(directory + "/" + file.dropLast(4) + ".log")
         }
         return killed
+    }
+
+    /// The processes whose command line is `... proxy --unix-socket=<socket>`.
+    static func proxies(serving socket: String) -> [Int32] {
+        FileIO.list("/proc").compactMap { Int32($0) }.filter { $0 > 0 && $0 != getpid() && isProxy(pid: $0, socket: socket) }
     }
 
     /// `true` when `pid`'s command line is `... proxy --unix-socket=<socket>`.
