@@ -130,6 +130,8 @@ def test_plan_execute_blue_green_rollback_and_stuck_rollout_on_kubernetes(kube):
     # v2: blue-green by the Service's selector; v1's Deployment stays scaled up (warm).
     x2 = _deploy(d, "v2")
     assert x2["status"] == "live", x2
+    # The deployment records the Service's in-cluster URL, as the registry does (it once recorded a loopback port).
+    assert x2["endpoint_url"] == f"http://{rt['service']}.{k.ns}.svc:80", x2
     assert k.selected_version() == v2
     assert dep1["metadata"]["name"] != d.status(x2["deployment_id"])["deployment"]["runtime"]["deployment"]
     assert k.deployment(rt["deployment"])["spec"]["replicas"] == 1
