@@ -65,10 +65,13 @@ extension Engine {
         }
         let slots = ports(for: entry.environment).slots, router = ports(for: entry.environment).router
         if let state = await slots.state(ref), state.alive {
-            let primary = await router.route(modelName: entry.modelName, environment: entry.environment)?.primary
+            let route = await router.route(modelName: entry.modelName, environment: entry.environment)
+            let primary = route?.primary
+            // A split no canary holds any more (one whose end could not narrow it) is repaired like a wrong primary.
+            let split = (route?.backends.filter { $0.weight > 0 }.count ?? 0) > 1
             await attempt("start the router") { () throws(RuntimeError) in try await router.ensureRunning() }
             // A canary's split is not a route gone astray: above 50 % its candidate takes the larger share.
-            if !canaryHoldsRoute(entry), primary?.address.port != state.address.port || primary?.slot != ref.id {
+            if !canaryHoldsRoute(entry), split || primary?.address.port != state.address.port || primary?.slot != ref.id {
                 await restoreRoute(entry)
                 if let r = record ?? nil {
                     note(r, step: Step.reconcile.wireName, message: "router pointed back at the live slot \(entry.slot) (port \(state.address.port))")

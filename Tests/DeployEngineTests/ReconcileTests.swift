@@ -139,5 +139,12 @@ import TestSupport
                                    event: DeploymentEvent(deploymentId: r.deploymentId, at: h.clock.now(), step: "test", actor: "test", message: "->"))
         await h.engine.reconcileRoute(entry)
         #expect(h.router.serving("iris", "qa") == v1.slot!)
+        // A split left behind with the live version as the larger share is no canary's either: repaired too.
+        try await h.router.apply(RouteSpec(modelName: "iris", environment: "qa", listenPort: 18_500, backends: [
+            WeightedBackend(slot: live.ref.id, address: live.address, version: "v1", weight: 75),
+            WeightedBackend(slot: cand.ref.id, address: cand.address, version: "v2", weight: 25),
+        ]))
+        await h.engine.reconcileRoute(entry)
+        #expect(h.router.weights("iris", "qa").last == [v1.slot!: 100])
     }
 }
