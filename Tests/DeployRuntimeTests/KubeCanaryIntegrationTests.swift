@@ -13,6 +13,19 @@ import Testing
 struct KubeCanaryIntegrationTests {
     typealias K = KubeIntegrationTests
 
+    /// Plays the kubelet for every Pod of the model every 300 ms until cancelled: new Pods marked ready, Pods
+    /// being scaled away deleted.
+    func standInKubelet(_ f: K.Fixture) -> Task<Void, Never> {
+        let all = KubeManifests.ownedSelector(modelName: K.model, environment: K.env)
+        return Task {
+            while !Task.isCancelled {
+                _ = try? await f.kubelet.markReady(selector: all)
+                try? await f.kubelet.finishTerminating(selector: all)
+                try? await Task.sleep(for: .milliseconds(300))
+            }
+        }
+    }
+
     /// Starts `version` in `slot` (2 replicas) and waits until it is available.
     func bringUp(_ f: K.Fixture, _ version: String, slot: String) async throws {
         var spec = K.spec(version)
@@ -55,14 +68,7 @@ struct KubeCanaryIntegrationTests {
         let f = try await K.Fixture()
         defer { Task { await f.tearDown() } }
         let slots = KubeSlotRuntime(f.runtime), router = KubeTrafficRouter(f.runtime)
-        let all = KubeManifests.ownedSelector(modelName: K.model, environment: K.env)
-        let kubelet = Task {
-            while !Task.isCancelled {
-                _ = try? await f.kubelet.markReady(selector: all)
-                try? await f.kubelet.finishTerminating(selector: all)
-                try? await Task.sleep(for: .milliseconds(300))
-            }
-        }
+        let kubelet = standInKubelet(f)
         defer { kubelet.cancel() }
 
         // v0 was live before (now the warm previous version, in teal), v1 is live (blue), v2 the candidate (green).
@@ -122,14 +128,7 @@ struct KubeCanaryIntegrationTests {
         let f = try await K.Fixture()
         defer { Task { await f.tearDown() } }
         let router = KubeTrafficRouter(f.runtime)
-        let all = KubeManifests.ownedSelector(modelName: K.model, environment: K.env)
-        let kubelet = Task {
-            while !Task.isCancelled {
-                _ = try? await f.kubelet.markReady(selector: all)
-                try? await f.kubelet.finishTerminating(selector: all)
-                try? await Task.sleep(for: .milliseconds(300))
-            }
-        }
+        let kubelet = standInKubelet(f)
         defer { kubelet.cancel() }
         try await bringUp(f, "v1", slot: "blue")
         try await router.apply(route([("blue", "v1", 100)]))
