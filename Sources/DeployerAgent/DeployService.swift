@@ -22,10 +22,14 @@ final class DeployService: Sendable {
     let options: ServeOptions
     let logger: Logger
     private let engineState = Mutex<Engine?>(nil)
+    /// Endpoints `serve` took over from nginx before it answered anything: recorded on their live deployments
+    /// when the engine (and so the ledger) is made.
+    let takeover: [TakeoverRecord]
 
-    init(options: ServeOptions, logger: Logger) {
+    init(options: ServeOptions, logger: Logger, takeover: [TakeoverRecord] = []) {
         self.options = options
         self.logger = logger
+        self.takeover = takeover
     }
 
     // MARK: - Wiring
@@ -78,6 +82,7 @@ final class DeployService: Sendable {
         let engine = Engine(config: config, store: store, policy: policy, runtime: runtime, storedCode: ErrorMapping.storedCode,
                             log: { msg, fields in logger.debug(msg, fields) })
         engine.watchRouter()
+        engine.recordTakeover(takeover)
         return engine
     }
 
@@ -473,8 +478,16 @@ extension DeployerAgent {
     /// logged. An endpoint HAProxy cannot take stays with nginx and `serve` exits 2 naming it: serving on
     /// with it, every later switch of that endpoint would fail on its port (measured before this existed).
     /// With the nginx router, a home whose endpoints HAProxy serves is refused (no silent split).
-    /// A home with neither is not touched. Returns the problem that must stop `serve` (exit 2), if any.
-    public static func routerStartupProblem(_ options: ServeOptions, logger: Logger) async -> String? {
+    /// A home with neither is not touched. Returns the problem that must stop `serve` (exit 2), if any, and
+    /// the endpoints moved (the agent records each on its live deployment once the ledger is open).
+    public static func routerStartup(_ options: ServeOptions, logger: Logger) async -> (problem: String?, moved: [TakeoverRecord]) {
+        var moved: [TakeoverRecord] = []
+        let problem = await routerStartupProblem(options, logger: logger) { moved = $0 }
+        return (problem, moved)
+    }
+
+    static func routerStartupProblem(_ options: ServeOptions, logger: Logger,
+                                     moved: (_ records: [TakeoverRecord]) -> Void) async -> String? {
         let env = currentEnvironment()
         let home = options.home ?? DeployService.defaultHome(env)
         let nginxPath = options.nginx ?? (try? ProcessLauncher.resolve("nginx")) ?? (access("/usr/sbin/nginx", X_OK) == 0 ? "/usr/sbin/nginx" : "nginx")
@@ -495,6 +508,8 @@ extension DeployerAgent {
             }
             // The engine's router reads the request log of the processes started here: free the port for it.
             haproxy.releaseLogReader()
+            moved(outcome.moved.map { TakeoverRecord(modelName: $0.modelName, environment: $0.environment, port: $0.listenPort,
+                                                     slot: $0.primary?.slot.rawValue ?? "", refusedMs: outcome.refusedMs[$0.listenPort] ?? 0) })
             if outcome.moved.isEmpty && outcome.kept.isEmpty && outcome.lost.isEmpty { return nil }
             for (route, reason) in outcome.kept {
                 logger.error("router takeover: endpoint left with nginx", ["model": .string(route.modelName), "environment": .string(route.environment),

@@ -33,11 +33,12 @@ public final class DeployerAgent: Sendable {
     let doc: LazyJSON
     let validators: ParamValidators
 
-    public init(options: ServeOptions, server: RPCServer, logger: Logger) {
+    /// `takeover`: the endpoints `serve` took over from nginx at start-up (``routerStartup(_:logger:)``).
+    public init(options: ServeOptions, server: RPCServer, logger: Logger, takeover: [TakeoverRecord] = []) {
         self.server = server
         self.logger = logger
         self.options = options
-        self.service = DeployService(options: options, logger: logger)
+        self.service = DeployService(options: options, logger: logger, takeover: takeover)
         let doc = LazyJSON(text: openRPCDocumentText)
         self.doc = doc
         self.mcp = MCPAdapter(

@@ -39,12 +39,13 @@ case .serve(let options):
     dup2(2, 1)
     signal(SIGPIPE, SIG_IGN)
     let logger = Logger(level: options.logLevel)
-    if let problem = await DeployerAgent.routerStartupProblem(options, logger: logger) {
+    let startup = await DeployerAgent.routerStartup(options, logger: logger)
+    if let problem = startup.problem {
         stderrLine("model-deployer: \(problem)")
         exit(2)
     }
     let server = RPCServer(input: 0, output: protocolFD, maxFrameBytes: options.maxFrameBytes, logger: logger)
-    let agent = DeployerAgent(options: options, server: server, logger: logger)
+    let agent = DeployerAgent(options: options, server: server, logger: logger, takeover: startup.moved)
     agent.install()
 
     let term = installTerminationHandler(server: server, agent: agent, logger: logger)

@@ -158,7 +158,7 @@ final class FakeRouter: TrafficRouter {
             s.statsCalls += 1
             s.windowsAsked.append(windowMs)
             return route.backends.map { b in
-                BackendStats(slot: b.slot, requests: 0, errors: 0, window: w[b.slot.rawValue] ?? .none)
+                BackendStats(slot: b.slot, requests: 0, errors: 0, window: w[b.slot.rawValue])
             }
         }
     }
@@ -171,7 +171,7 @@ final class FakeRouter: TrafficRouter {
         return state.withLock { s in
             let w = s.windows[min(s.probesAsked.count, s.windows.count - 1)]
             s.probesAsked.append((durationMs, load.requests, backends.map(\.version)))
-            return backends.map { BackendStats(slot: $0.slot, requests: 0, errors: 0, window: w[$0.slot.rawValue] ?? .none) }
+            return backends.map { BackendStats(slot: $0.slot, requests: 0, errors: 0, window: w[$0.slot.rawValue]) }
         }
     }
 

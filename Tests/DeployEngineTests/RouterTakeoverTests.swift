@@ -1,6 +1,9 @@
 import DeployCore
 import DeployRuntime
 import Synchronization
+import JSON
+import DeploymentStore
+@testable import DeployEngine
 import Testing
 
 /// The home's nginx of the release before, in memory.
@@ -209,5 +212,22 @@ struct RouterTakeoverTests {
         #expect(out == RouterTakeover.Outcome())
         #expect(nginx.state.withLock { $0.removed.isEmpty && !$0.stopped })
         #expect(haproxy.router.state.withLock { $0.applied.isEmpty })
+    }
+
+    /// The move is recorded in the ledger: a `router_takeover` event on the deployment live at each moved
+    /// endpoint, with its port, slot and refused time; an endpoint with nothing live is only logged.
+    @Test func theTakeoverIsRecordedOnTheLiveDeployment() async throws {
+        let h = Harness()
+        let v1 = try await h.deploy("v1")
+        h.engine.recordTakeover([
+            TakeoverRecord(modelName: "iris", environment: "qa", port: 18_500, slot: v1.slot!, refusedMs: 0),
+            TakeoverRecord(modelName: "iris", environment: "prod", port: 18_501, slot: "blue", refusedMs: 40),
+        ])
+        let events = try h.store.events(deploymentId: v1.deploymentId).filter { $0.step == "router_takeover" }
+        #expect(events.count == 1)
+        #expect(events.first?.data["port"] == 18_500 && events.first?.data["from"] == "nginx" && events.first?.data["to"] == "haproxy")
+        #expect(events.first?.data["slot"]?.stringValue == v1.slot)
+        #expect(events.first?.message.contains("no connection refused") == true)
+        #expect(try h.store.deployments(withStatuses: [.live]).count == 1)
     }
 }

@@ -84,6 +84,12 @@ def test_an_nginx_home_moves_to_haproxy_once_and_then_deploys_and_rolls_back(spa
     assert len(moved) == 1 and moved[0]["port"] == url.rsplit(":", 1)[1], err[-3000:]
     print("log line:", json.dumps(moved[0]))
     assert moved[0]["refused_ms"] == "0" and moved[0]["slot"] == "blue" and moved[0]["version"] == version(tags, "v1"), moved
+    # The ledger records the move on the live deployment (written once the agent opened its ledger).
+    events = new.status(v1["deployment_id"])["events"]
+    takeover = [e for e in events if e["step"] == "router_takeover"]
+    assert len(takeover) == 1, events
+    assert takeover[0]["data"] == {"port": int(url.rsplit(":", 1)[1]), "slot": "blue", "from": "nginx", "to": "haproxy",
+                                   "refused_ms": 0}, takeover
 
     # Blue-green to v2, then rollback, under load: nothing fails.
     with Load(url) as load:
