@@ -6,7 +6,8 @@ import Synchronization
 //
 // - a slot (`blue`, `green`) is the Deployment of the version started there, found by its
 //   `model-deployer/slot` label (the Deployment itself is named from model, environment and version);
-// - routing all traffic to a slot is one JSON patch of the stable Service's selector;
+// - routing all traffic to a slot is one JSON patch of the stable Service's selector; a canary step scales
+//   the two versions to a replica split and widens the selector to both (KubeCanary.swift);
 // - a slot's address is the Service that reaches it: the stable Service when it selects the version, the
 //   preview Service while the version is being validated, else `deployment/NAME` (reachable through no
 //   Service: probes only read its available replicas);
@@ -179,8 +180,8 @@ public struct KubeSlotRuntime: SlotRuntime {
     }
 }
 
-/// The stable Service as the router: a switch is one JSON patch of its selector (all or nothing; weighted
-/// splits are refused with `weights_unsupported`).
+/// The stable Service as the router: a switch is one JSON patch of its selector (all or nothing); a canary's
+/// weighted split is by replica ratio, the selector widened to both versions (KubeCanary.swift).
 public final class KubeTrafficRouter: TrafficRouter {
     /// The runtime of the environment.
     public let kube: KubeRuntime

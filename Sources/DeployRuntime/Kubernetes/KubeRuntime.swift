@@ -65,7 +65,7 @@ public struct KubeSwitch: Sendable, Hashable {
 ///
 /// Maps onto the slot-runtime ports as: start a slot = `start`, wait ready = `waitReady`, stop = `stop`
 /// (scale to 0) / `remove`, route traffic to one slot = `route`, call the slot = `call` / `smoke`
-/// (through the API server's service proxy). Not wired into the engine yet.
+/// (through the API server's service proxy). The engine drives it through the ports of KubePorts.swift.
 ///
 /// Safety: it only ever modifies or deletes objects carrying `app.kubernetes.io/managed-by=model-deployer`
 /// and the labels of the model and environment it was asked about; an object of the same name made by
