@@ -3005,7 +3005,7 @@ public let openRPCDocumentText = ####"""
             "type": "number",
             "minimum": 0,
             "maximum": 1,
-            "description": "Largest allowed candidate error rate minus the stable one's in the same interval (default 0.05)."
+            "description": "Largest allowed candidate error rate minus the stable one's in the same interval (default 0.05); against a stable version that answered none of its requests, the largest allowed candidate error rate."
           },
           "max_p95_ratio": {
             "type": "number",

@@ -108,6 +108,16 @@ public enum Analysis {
             return result(.inconclusive, nil,
                           "inconclusive: \(min(candidate.requests, stable.requests)) of \(limits.minRequests) requests per version (\(figures))")
         }
+        // A stable version that answered none of its requests is no baseline (relative to its 100 %, a
+        // candidate failing everything would pass: both broken, or probes the API server refuses to both):
+        // the candidate is then judged against no errors at all, so a fix still passes and nothing broken does.
+        guard stable.errors < stable.requests else {
+            if candidate.errorRate > limits.maxErrorRateDelta {
+                return result(.fail, .errorRateRegression,
+                              "error rate \(percent(candidate.errorRate)) is over the limit of \(percent(limits.maxErrorRateDelta)): the stable version answered none of its \(stable.requests) requests, so the candidate is judged against no errors; \(figures)")
+            }
+            return result(.pass, nil, "pass: the stable version answered none of its \(stable.requests) requests and the candidate is within \(percent(limits.maxErrorRateDelta)) errors; \(figures)")
+        }
         let delta = candidate.errorRate - stable.errorRate
         if delta > limits.maxErrorRateDelta {
             return result(.fail, .errorRateRegression,

@@ -228,6 +228,18 @@ import Testing
         #expect(r.toJSON()["candidate"] == ["requests": 50, "errors": 5, "error_rate": 0.1, "p95_ms": 5.0])
     }
 
+    /// A stable version that answered nothing is no baseline: a candidate failing everything fails (it used to
+    /// pass, 100 % against 100 %: on Kubernetes, probes the API server refuses to both versions), a working
+    /// one passes on its own figures.
+    @Test func aStableVersionThatAnsweredNothingIsNoBaseline() {
+        let dead = WindowFigures(requests: 40, errors: 40, p95Ms: 2)
+        let r = Analysis.compare(stable: dead, candidate: WindowFigures(requests: 40, errors: 40, p95Ms: 2), limits: limits)
+        #expect(r.verdict == .fail && r.regression == .errorRateRegression)
+        #expect(r.message.contains("answered none of its 40 requests"), "\(r.message)")
+        #expect(Analysis.compare(stable: dead, candidate: WindowFigures(requests: 40, errors: 1, p95Ms: 9), limits: limits).verdict == .pass)
+        #expect(Analysis.compare(stable: dead, candidate: WindowFigures(requests: 40, errors: 3, p95Ms: 9), limits: limits).verdict == .fail)
+    }
+
     @Test func latencyNeedsTheRatioAndTheFloor() {
         func v(_ s: Double, _ c: Double) -> AnalysisVerdict {
             Analysis.compare(stable: WindowFigures(requests: 50, errors: 0, p95Ms: s), candidate: WindowFigures(requests: 50, errors: 0, p95Ms: c), limits: limits).verdict
