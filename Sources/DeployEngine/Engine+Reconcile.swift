@@ -71,7 +71,8 @@ extension Engine {
             let split = (route?.backends.filter { $0.weight > 0 }.count ?? 0) > 1
             await attempt("start the router") { () throws(RuntimeError) in try await router.ensureRunning() }
             // A canary's split is not a route gone astray: above 50 % its candidate takes the larger share.
-            if !canaryHoldsRoute(entry), split || primary?.address.port != state.address.port || primary?.slot != ref.id {
+            // (The ledger is asked about canaries only when the route needs a repair.)
+            if split || primary?.address.port != state.address.port || primary?.slot != ref.id, !canaryHoldsRoute(entry) {
                 await restoreRoute(entry)
                 if let r = record ?? nil {
                     note(r, step: Step.reconcile.wireName, message: "router pointed back at the live slot \(entry.slot) (port \(state.address.port))")

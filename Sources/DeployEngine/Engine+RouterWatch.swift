@@ -28,8 +28,7 @@ extension Engine {
         for route in routes {
             let served: DeploymentRecord?
             do {
-                served = try store.registry(modelName: route.modelName, environment: route.environment)
-                    .flatMap { entry throws(StoreError) in try store.deployment(id: entry.deploymentId) }
+                served = try liveDeployment(route.modelName, route.environment)
             } catch {
                 log("the router repair is not recorded: the ledger did not answer",
                     ["model_name": .string(route.modelName), "environment": .string(route.environment), "error": .string(error.message)])
@@ -39,6 +38,12 @@ extension Engine {
             note(r, step: "router_repair", message: outcome)
         }
         return true
+    }
+
+    /// The deployment the registry names live for (model, environment), nil when none is.
+    func liveDeployment(_ modelName: String, _ environment: String) throws(StoreError) -> DeploymentRecord? {
+        try store.registry(modelName: modelName, environment: environment)
+            .flatMap { entry throws(StoreError) in try store.deployment(id: entry.deploymentId) }
     }
 
     /// Checks the router every `interval` while the agent runs, so a router killed between calls is back

@@ -35,8 +35,7 @@ extension Engine {
         for m in moved {
             let live: DeploymentRecord?
             do {
-                live = try store.registry(modelName: m.modelName, environment: m.environment)
-                    .flatMap { entry throws(StoreError) in try store.deployment(id: entry.deploymentId) }
+                live = try liveDeployment(m.modelName, m.environment)
             } catch {
                 log("the router takeover is not recorded: the ledger did not answer",
                     ["model_name": .string(m.modelName), "environment": .string(m.environment), "error": .string(error.message)])

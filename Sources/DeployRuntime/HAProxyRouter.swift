@@ -141,17 +141,10 @@ public final class HAProxyRouter: Sendable {
         guard let port else { return }
         let deadline = monotonicMs() + 1000
         while monotonicMs() < deadline {
-            let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            guard fd >= 0 else { return }
-            var addr = sockaddr_in()
-            addr.sin_family = sa_family_t(AF_INET)
-            addr.sin_port = in_port_t(UInt16(port)).bigEndian
-            addr.sin_addr.s_addr = in_addr_t(0x7f00_0001).bigEndian
-            let rc = withUnsafePointer(to: &addr) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            if let fd = HAProxyLogCollector.bindLoopbackUDP(port) {
+                close(fd)
+                return
             }
-            close(fd)
-            if rc == 0 { return }
             usleep(10_000)
         }
     }

@@ -212,24 +212,26 @@ final class HAProxyLogCollector: @unchecked Sendable {
 
     /// Binds 127.0.0.1:`preferredPort` (any free port when it is nil or taken) and starts reading.
     /// - Throws: `io_failed` when no port can be bound.
+    /// A UDP socket bound to 127.0.0.1:`port` (0: any free port), nil when the port is taken.
+    static func bindLoopbackUDP(_ port: Int) -> Int32? {
+        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(port)).bigEndian
+        addr.sin_addr.s_addr = in_addr_t(0x7f00_0001).bigEndian
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        if rc != 0 { close(fd); return nil }
+        return fd
+    }
+
     init(preferredPort: Int?, capacity: Int = 8192) throws(RuntimeError) {
         self.capacity = max(1, capacity)
-        func bindUDP(_ port: Int) -> Int32? {
-            let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            guard fd >= 0 else { return nil }
-            var addr = sockaddr_in()
-            addr.sin_family = sa_family_t(AF_INET)
-            addr.sin_port = in_port_t(UInt16(port)).bigEndian
-            addr.sin_addr.s_addr = in_addr_t(0x7f00_0001).bigEndian
-            let rc = withUnsafePointer(to: &addr) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
-            if rc != 0 { close(fd); return nil }
-            return fd
-        }
         var bound: Int32? = nil
-        if let p = preferredPort, (1024...65535).contains(p) { bound = bindUDP(p) }
-        if bound == nil { bound = bindUDP(0) }
+        if let p = preferredPort, (1024...65535).contains(p) { bound = Self.bindLoopbackUDP(p) }
+        if bound == nil { bound = Self.bindLoopbackUDP(0) }
         guard let fd = bound else { throw .io("cannot bind a UDP port on 127.0.0.1 for the request log: \(errnoString())") }
         var addr = sockaddr_in()
         var len = socklen_t(MemoryLayout<sockaddr_in>.size)
